@@ -1,0 +1,33 @@
+"""rope_ref: the golden reference for Rotary Position Embedding (RoFormer, arXiv 2104.09864).
+
+Pure Array-API code: the same functions run on NumPy, CuPy, PyTorch, JAX, Dask and
+array-api-strict arrays, and return arrays of the caller's library on the caller's device.
+"""
+
+from . import scaling
+from ._apply import apply_rope, apply_rope_complex, apply_rope_matrix, rotation_matrix
+from ._errors import RopeError, RopeTypeError, RopeValueError
+from ._layout import convert_layout, layout_permutation, permute_weights
+from ._qkv import qkv, sinusoidal_embedding
+from ._rope import LAYOUTS, Rope
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LAYOUTS",
+    "Rope",
+    "RopeError",
+    "RopeTypeError",
+    "RopeValueError",
+    "__version__",
+    "apply_rope",
+    "apply_rope_complex",
+    "apply_rope_matrix",
+    "convert_layout",
+    "layout_permutation",
+    "permute_weights",
+    "qkv",
+    "rotation_matrix",
+    "scaling",
+    "sinusoidal_embedding",
+]

@@ -1,0 +1,231 @@
+"""Applying the rotation: three independent routes to R_{Theta,m} x.
+
+* :func:`apply_rope` - the elementwise form, RoFormer eq. (34): x * cos + rot(x) * sin.
+* :func:`apply_rope_complex` - the complex form, eqs. (12)-(13): z_j * exp(i m theta_j).
+* :func:`apply_rope_matrix` - the block-diagonal matrix, eq. (15), times x.
+
+All three share the exact cos/sin tables (``Rope.cos_sin``) and differ in how the rotation
+itself is carried out (slicing, complex multiplication with gathers, matrix product), so the
+test suite can check them against each other on every backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _compat, _validate
+from ._errors import RopeTypeError, RopeValueError
+from ._rope import Rope
+
+__all__ = [
+    "apply_rope",
+    "apply_rope_complex",
+    "apply_rope_matrix",
+    "rotation_matrix",
+]
+
+ROLES = ("query", "key")
+
+
+def _check_rope(rope: Any) -> Rope:
+    if not isinstance(rope, Rope):
+        raise RopeTypeError(f"rope must be a rope_ref.Rope, got {type(rope).__name__}")
+    return rope
+
+
+def _prepare(
+    x: Any, positions: Any, rope: Rope, seq_len: int | None, role: str
+) -> tuple[Any, Any, Any, Any]:
+    """Validate everything, then build the exact tables. Returns (xp, work dtype, cos, sin)."""
+    rope = _check_rope(rope)
+    if not _compat.is_array(x):
+        raise RopeTypeError(f"x must be an array, got {type(x).__name__}")
+    xp = _compat.array_namespace(x=x, positions=positions)
+    _validate.check_x(xp, x, rope.head_dim)
+    device = _compat.device_of(x)
+    positions = _validate.to_positions(positions, xp, device)
+    xp = _compat.array_namespace(x=x, positions=positions)
+    _compat.check_same_device(x=x, positions=positions)
+    integral = _validate.check_positions(xp, positions)
+    _validate.broadcast_positions(positions, tuple(x.shape[:-1]), target_name="x.shape[:-1]")
+    if role not in ROLES:
+        raise RopeValueError(f"role must be one of {ROLES}, got {role!r}")
+    wd = _compat.work_dtype(xp, device)
+    cos, sin = rope._cos_sin_work(xp, positions, wd, integral=integral, seq_len=seq_len)
+    return xp, wd, cos, sin
+
+
+def _finish(xp: Any, x: Any, y_rot: Any, x_work: Any, rope: Rope) -> Any:
+    """Append the pass-through channels and round once to x.dtype."""
+    r = rope.rotary_dim
+    if r != rope.head_dim:
+        y_rot = xp.concat([y_rot, x_work[..., r:]], axis=-1)
+    if y_rot.dtype != x.dtype:
+        y_rot = xp.astype(y_rot, x.dtype)
+    return y_rot
+
+
+def apply_rope(
+    x: Any,
+    positions: Any,
+    rope: Rope,
+    /,
+    *,
+    seq_len: int | None = None,
+    role: str = "query",
+) -> Any:
+    """Rotate ``x[..., :rotary_dim]`` by the angles m * theta_j (RoFormer eq. 34).
+
+    Parameters
+    ----------
+    x : array (..., head_dim)
+        Queries or keys; any real floating dtype (float16/bfloat16 included).
+    positions : array or number
+        Integer or real positions m, broadcastable to ``x.shape[:-1]`` without growing it:
+        for x of shape (batch, heads, seq, head_dim) pass (seq,) or (batch, 1, seq).
+        |m| < 2**53; rotations are exact for integer-valued m at every such position.
+    rope : Rope
+        The specification (head_dim, base, rotary_dim, layout, scaling).
+    seq_len : int, optional
+        Sequence length for dynamic schedules (DynamicNTK, LongRoPE); otherwise max(m) + 1.
+    role : {"query", "key"}
+        Only xPos distinguishes queries from keys; every other schedule ignores it.
+
+    Returns
+    -------
+    array of ``x.shape`` and ``x.dtype``, in x's namespace and on x's device. Computed in the
+    widest float dtype of the namespace (float64 here) and rounded once to ``x.dtype``.
+    ``x`` is never written to.
+    """
+    xp, wd, cos, sin = _prepare(x, positions, rope, seq_len, role)
+    xw = xp.astype(x, wd)
+    r = rope.rotary_dim
+    h = r // 2
+    if rope.layout == "half":
+        x1, x2 = xw[..., :h], xw[..., h:r]
+        y = xp.concat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    else:
+        x1, x2 = xw[..., 0:r:2], xw[..., 1:r:2]
+        y1 = x1 * cos - x2 * sin
+        y2 = x2 * cos + x1 * sin
+        y = xp.reshape(xp.stack([y1, y2], axis=-1), (*y1.shape[:-1], r))
+    return _finish(xp, x, y, xw, rope)
+
+
+def _pair_channels(rope: Rope) -> tuple[list[int], list[int]]:
+    """Channel indices (a_j, b_j) of pair j: y_a = c x_a - s x_b, y_b = c x_b + s x_a."""
+    h = rope.n_pairs
+    if rope.layout == "half":
+        return list(range(h)), list(range(h, 2 * h))
+    return list(range(0, 2 * h, 2)), list(range(1, 2 * h, 2))
+
+
+def _index(xp: Any, values: list[int], device: Any) -> Any:
+    return xp.asarray(values, device=device)
+
+
+def apply_rope_complex(
+    x: Any,
+    positions: Any,
+    rope: Rope,
+    /,
+    *,
+    seq_len: int | None = None,
+    role: str = "query",
+) -> Any:
+    """The complex route (RoFormer eqs. 12-13): pair j as z_j = x_a + i x_b, times e^{i m theta_j}.
+
+    Same contract as :func:`apply_rope`; an independent code path (gathers by index,
+    complex multiplication, scatter by the inverse permutation) for cross-checking.
+    """
+    xp, wd, cos, sin = _prepare(x, positions, rope, seq_len, role)
+    device = _compat.device_of(x)
+    xw = xp.astype(x, wd)
+    a_idx, b_idx = _pair_channels(rope)
+    ct = _compat.complex_dtype_for(xp, wd)
+    xa = xp.astype(xp.take(xw, _index(xp, a_idx, device), axis=-1), ct)
+    xb = xp.astype(xp.take(xw, _index(xp, b_idx, device), axis=-1), ct)
+    z = xa + 1j * xb
+    e = xp.astype(cos, ct) + 1j * xp.astype(sin, ct)
+    w = z * e
+    # [real parts, imaginary parts] are channels a_idx + b_idx; undo that order.
+    order = a_idx + b_idx
+    inverse = [0] * len(order)
+    for k, ch in enumerate(order):
+        inverse[ch] = k
+    y = xp.take(xp.concat([xp.real(w), xp.imag(w)], axis=-1), _index(xp, inverse, device), axis=-1)
+    return _finish(xp, x, y, xw, rope)
+
+
+def _matrices(xp: Any, cos: Any, sin: Any, rope: Rope, device: Any) -> Any:
+    """R_{Theta,m} (eq. 15) for every position: shape cos.shape[:-1] + (head_dim, head_dim)."""
+    d = rope.head_dim
+    a_idx, b_idx = _pair_channels(rope)
+    h = rope.n_pairs
+    pair_of = [h] * d  # pass-through channels read column h: cos 1, sin 0
+    sign = [0.0] * d
+    partner = np.zeros((d, d))
+    for j, (a, b) in enumerate(zip(a_idx, b_idx, strict=True)):
+        pair_of[a] = pair_of[b] = j
+        sign[a], sign[b] = -1.0, 1.0
+        partner[a, b] = partner[b, a] = 1.0
+    ones = xp.ones((*cos.shape[:-1], 1), dtype=cos.dtype, device=device)
+    zeros = xp.zeros((*cos.shape[:-1], 1), dtype=cos.dtype, device=device)
+    idx = _index(xp, pair_of, device)
+    c_full = xp.take(xp.concat([cos, ones], axis=-1), idx, axis=-1)
+    s_full = xp.take(xp.concat([sin, zeros], axis=-1), idx, axis=-1)
+    s_full = s_full * xp.asarray(sign, dtype=cos.dtype, device=device)
+    eye = xp.asarray(np.eye(d).tolist(), dtype=cos.dtype, device=device)
+    part = xp.asarray(partner.tolist(), dtype=cos.dtype, device=device)
+    return c_full[..., :, None] * eye + s_full[..., :, None] * part
+
+
+def apply_rope_matrix(
+    x: Any,
+    positions: Any,
+    rope: Rope,
+    /,
+    *,
+    seq_len: int | None = None,
+    role: str = "query",
+) -> Any:
+    """The matrix route (RoFormer eq. 15): y = R_{Theta,m} x with the full block matrix.
+
+    Same contract as :func:`apply_rope`; builds a (head_dim, head_dim) matrix per position,
+    so use it on small inputs (tests, teaching).
+    """
+    xp, wd, cos, sin = _prepare(x, positions, rope, seq_len, role)
+    device = _compat.device_of(x)
+    xw = xp.astype(x, wd)
+    mats = _matrices(xp, cos, sin, rope, device)
+    y = xp.matmul(mats, xw[..., None])[..., 0]
+    if y.dtype != x.dtype:
+        y = xp.astype(y, x.dtype)
+    return y
+
+
+def rotation_matrix(
+    rope: Rope, m: Any, /, *, dtype: Any = None, seq_len: int | None = None
+) -> Any:
+    """The block-diagonal rotation R_{Theta,m} of RoFormer eq. (15).
+
+    ``m`` is a number (returns a NumPy array of shape (head_dim, head_dim)) or an array of
+    positions (returns ``m.shape + (head_dim, head_dim)`` in m's namespace). Rows and columns
+    follow ``rope.layout``; pass-through channels have identity rows.
+    """
+    rope = _check_rope(rope)
+    xp = _compat.array_namespace(m=m)
+    m = _validate.to_positions(m, xp, None, name="m")
+    xp = _compat.array_namespace(m=m)
+    integral = _validate.check_positions(xp, m, name="m")
+    device = _compat.device_of(m)
+    wd = _compat.work_dtype(xp, device)
+    cos, sin = rope._cos_sin_work(xp, m, wd, integral=integral, seq_len=seq_len)
+    mats = _matrices(xp, cos, sin, rope, device)
+    if dtype is not None:
+        if not _compat.is_real_floating(xp, dtype):
+            raise RopeTypeError(f"dtype must be a real floating dtype, got {dtype}")
+        mats = xp.astype(mats, dtype)
+    return mats

@@ -1,0 +1,137 @@
+"""The one place that talks to array-api-compat: namespaces, devices, dtypes, laziness.
+
+rope_ref never imports an array framework. Everything framework-specific goes through
+``array_api_compat`` (which itself only looks at ``sys.modules``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from ._errors import RopeTypeError, RopeValueError
+
+__all__ = [
+    "array_namespace",
+    "device_of",
+    "is_array",
+    "is_concrete",
+    "is_integral",
+    "is_real_floating",
+    "significand_bits",
+    "work_dtype",
+]
+
+
+def is_array(x: object) -> bool:
+    """True for an array of any Array-API library (NumPy, CuPy, PyTorch, JAX, Dask, ...)."""
+    return bool(array_api_compat.is_array_api_obj(x)) and not isinstance(x, (int, float, complex))
+
+
+def array_namespace(**named: Any) -> Any:
+    """The compat-wrapped namespace shared by the named arrays.
+
+    Raises a RopeTypeError naming the arguments when they come from two libraries.
+    """
+    found: dict[Any, str] = {}
+    for name, value in named.items():
+        if value is None or not is_array(value):
+            continue
+        xp = array_api_compat.array_namespace(value)
+        if found and xp not in found:
+            (other_xp, other_name), = list(found.items())[:1]
+            raise RopeTypeError(
+                f"{name} is an array of {_lib_name(xp)} but {other_name} is an array of "
+                f"{_lib_name(other_xp)}; pass arrays of one library (convert one of them first)"
+            )
+        found.setdefault(xp, name)
+    if not found:
+        return array_api_compat.array_namespace(np.empty(0))
+    return next(iter(found))
+
+
+def _lib_name(xp: Any) -> str:
+    name = getattr(xp, "__name__", repr(xp))
+    return name.replace("array_api_compat.", "")
+
+
+def device_of(x: Any) -> Any:
+    return array_api_compat.device(x)
+
+
+def check_same_device(**named: Any) -> Any:
+    """Return the common device of the named arrays, or raise naming the two that differ."""
+    first: tuple[str, Any] | None = None
+    for name, value in named.items():
+        if value is None or not is_array(value):
+            continue
+        dev = device_of(value)
+        if first is None:
+            first = (name, dev)
+        elif dev != first[1]:
+            raise RopeValueError(
+                f"{name} is on device {dev!r} but {first[0]} is on device {first[1]!r}; "
+                "move them to one device"
+            )
+    return None if first is None else first[1]
+
+
+def is_concrete(x: Any) -> bool:
+    """True when reading values (bool(), float()) is cheap and allowed: not a JAX tracer,
+    not a Dask graph. Lazy arrays skip value checks, so they never trigger a compute."""
+    if array_api_compat.is_jax_array(x):
+        return not any("Tracer" in cls.__name__ for cls in type(x).__mro__)
+    return not array_api_compat.is_lazy_array(x)
+
+
+def is_real_floating(xp: Any, dtype: Any) -> bool:
+    try:
+        return bool(xp.isdtype(dtype, "real floating"))
+    except Exception:  # pragma: no cover - unusual dtypes of third-party libraries
+        return False
+
+
+def is_integral(xp: Any, dtype: Any) -> bool:
+    try:
+        return bool(xp.isdtype(dtype, "integral"))
+    except Exception:  # pragma: no cover
+        return False
+
+
+def is_bool(xp: Any, dtype: Any) -> bool:
+    try:
+        return bool(xp.isdtype(dtype, "bool"))
+    except Exception:  # pragma: no cover
+        return False
+
+
+def is_complex(xp: Any, dtype: Any) -> bool:
+    try:
+        return bool(xp.isdtype(dtype, "complex floating"))
+    except Exception:  # pragma: no cover
+        return False
+
+
+def work_dtype(xp: Any, device: Any = None) -> Any:
+    """The widest real floating dtype the namespace offers on ``device`` (float64 if any)."""
+    try:
+        info = xp.__array_namespace_info__()
+        kinds = info.dtypes(kind="real floating", device=device)
+    except Exception:  # pragma: no cover - namespaces without the inspection API
+        return xp.float64
+    if "float64" in kinds:
+        return kinds["float64"]
+    return kinds.get("float32", xp.float32)
+
+
+def significand_bits(xp: Any, dtype: Any) -> int:
+    """Significand bits (p) of a real floating dtype: 53 for float64, 24 for float32."""
+    eps = float(xp.finfo(dtype).eps)
+    return 1 - round(math.log2(eps))
+
+
+def complex_dtype_for(xp: Any, dtype: Any) -> Any:
+    return xp.complex128 if significand_bits(xp, dtype) == 53 else xp.complex64

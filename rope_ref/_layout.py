@@ -1,0 +1,109 @@
+"""Converting between the "interleaved" and "half" channel layouts.
+
+Interleaved pair j is channels (2j, 2j+1); half-split pair j is channels (j, j + r/2). The
+permutation P with (P x)_k = x_{sigma(k)}, sigma(k) = 2k for k < r/2 and 2(k - r/2) + 1 otherwise,
+gathers even channels first and odd channels second, so
+
+    RoPE_half(P x, m) = P RoPE_interleaved(x, m)
+
+and, P being orthogonal, attention logits are unchanged when the output channels of W_q and
+W_k are permuted by P in every head. This is what the Hugging Face conversion of Meta Llama
+checkpoints (``convert_llama_weights_to_hf.py``, ``permute``) does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _compat, _validate
+from ._errors import RopeTypeError, RopeValueError
+from ._rope import LAYOUTS
+
+__all__ = ["convert_layout", "layout_permutation", "permute_weights"]
+
+
+def _check_layout(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise RopeTypeError(f"{name} must be a string, got {type(value).__name__}")
+    if value not in LAYOUTS:
+        raise RopeValueError(f"{name} must be one of {LAYOUTS}, got {value!r}")
+    return value
+
+
+def layout_permutation(
+    head_dim: int,
+    *,
+    src: str = "interleaved",
+    dst: str = "half",
+    rotary_dim: int | None = None,
+) -> tuple[int, ...]:
+    """Channel permutation ``perm`` with ``x_dst = x_src[..., perm]`` for one head.
+
+    Only the first ``rotary_dim`` channels move; the pass-through channels stay in place.
+    ``src="interleaved", dst="half"`` is the Meta -> Hugging Face direction.
+    """
+    head_dim = _validate.check_int("head_dim", head_dim, minimum=1)
+    src = _check_layout("src", src)
+    dst = _check_layout("dst", dst)
+    r = head_dim if rotary_dim is None else _validate.check_int("rotary_dim", rotary_dim)
+    if r <= 0 or r % 2 or r > head_dim:
+        raise RopeValueError(
+            f"rotary_dim must be even, positive and <= head_dim={head_dim}, got {r}"
+        )
+    h = r // 2
+    if src == dst:
+        rot = list(range(r))
+    elif src == "interleaved":  # dst half: even channels, then odd channels
+        rot = [2 * k if k < h else 2 * (k - h) + 1 for k in range(r)]
+    else:  # half -> interleaved: channel 2j + c comes from c * h + j
+        rot = [(k % 2) * h + k // 2 for k in range(r)]
+    return tuple(rot + list(range(r, head_dim)))
+
+
+def convert_layout(
+    x: Any, /, *, src: str, dst: str, rotary_dim: int | None = None
+) -> Any:
+    """Reorder the last axis of ``x`` (one head of size x.shape[-1]) from ``src`` to ``dst``."""
+    if not _compat.is_array(x):
+        raise RopeTypeError(f"x must be an array, got {type(x).__name__}")
+    xp = _compat.array_namespace(x=x)
+    if x.ndim < 1:
+        raise RopeValueError("x must have at least one axis (the head channels)")
+    perm = layout_permutation(x.shape[-1], src=src, dst=dst, rotary_dim=rotary_dim)
+    return xp.take(x, xp.asarray(list(perm), device=_compat.device_of(x)), axis=-1)
+
+
+def permute_weights(
+    w: Any,
+    /,
+    *,
+    n_heads: int,
+    src: str = "interleaved",
+    dst: str = "half",
+    rotary_dim: int | None = None,
+    axis: int = -1,
+) -> Any:
+    """Permute the output channels of a q or k projection, head by head.
+
+    ``w`` holds ``n_heads`` heads of ``head_dim`` channels along ``axis``: -1 for rope_ref's
+    row-vector convention ``q = x @ w`` with w of shape (d_model, n_heads * head_dim); 0 for
+    a PyTorch ``nn.Linear`` weight of shape (n_heads * head_dim, d_model) as in Meta's and
+    Hugging Face's checkpoints (under grouped-query attention pass the key/value head count
+    for W_k). Biases are 1-D: pass them with axis=0.
+    """
+    if not _compat.is_array(w):
+        raise RopeTypeError(f"w must be an array, got {type(w).__name__}")
+    xp = _compat.array_namespace(w=w)
+    n_heads = _validate.check_int("n_heads", n_heads, minimum=1)
+    axis = _validate.check_int("axis", axis)
+    if not -w.ndim <= axis < w.ndim:
+        raise RopeValueError(f"axis={axis} is out of range for w of shape {tuple(w.shape)}")
+    size = w.shape[axis]
+    if size % n_heads:
+        raise RopeValueError(
+            f"w has {size} channels along axis {axis}, not a multiple of n_heads={n_heads}"
+        )
+    head_dim = size // n_heads
+    perm = layout_permutation(head_dim, src=src, dst=dst, rotary_dim=rotary_dim)
+    full = [h * head_dim + p for h in range(n_heads) for p in perm]
+    return xp.take(w, xp.asarray(full, device=_compat.device_of(w)), axis=axis)

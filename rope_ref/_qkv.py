@@ -1,0 +1,78 @@
+"""The paper's q/k/v formulation (RoFormer eq. 1) and the additive sinusoidal encoding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _compat, _validate
+from ._apply import apply_rope
+from ._errors import RopeTypeError, RopeValueError
+from ._rope import Rope
+
+__all__ = ["qkv", "sinusoidal_embedding"]
+
+
+def qkv(
+    x: Any, positions: Any, w_q: Any, w_k: Any, w_v: Any, /, *, rope: Rope
+) -> tuple[Any, Any, Any]:
+    """q_m = f_q(x_m, m), k_n = f_k(x_n, n), v_n = f_v(x_n, n) as in RoFormer eqs. (1), (14).
+
+    Row-vector convention: ``x`` is (..., seq, d_model), weights are (d_model, head_dim)
+    (``w_v`` may have its own width) and q = R_m (x @ w_q), k = R_n (x @ w_k), v = x @ w_v:
+    values are not rotated. The same function of (x_i, i) makes all three; the letters m
+    and n only name the roles in the score q_m . k_n, which depends on n - m alone.
+
+    Products and rotations run in the widest float dtype and are rounded once to the result
+    dtype of ``x`` and the weights.
+    """
+    if not isinstance(rope, Rope):
+        raise RopeTypeError(f"rope must be a rope_ref.Rope, got {type(rope).__name__}")
+    named = {"x": x, "w_q": w_q, "w_k": w_k, "w_v": w_v}
+    for name, arr in named.items():
+        if not _compat.is_array(arr):
+            raise RopeTypeError(f"{name} must be an array, got {type(arr).__name__}")
+    xp = _compat.array_namespace(**named)
+    _compat.check_same_device(**named)
+    for name, arr in named.items():
+        if not _compat.is_real_floating(xp, arr.dtype):
+            raise RopeTypeError(f"{name} must have a real floating dtype, got {arr.dtype}")
+    if x.ndim < 2:
+        raise RopeValueError(f"x must be (..., seq, d_model), got shape {tuple(x.shape)}")
+    d_model = x.shape[-1]
+    for name, arr, width in (("w_q", w_q, rope.head_dim), ("w_k", w_k, rope.head_dim)):
+        if tuple(arr.shape) != (d_model, width):
+            raise RopeValueError(
+                f"{name} must have shape (d_model, head_dim) = ({d_model}, {width}), "
+                f"got {tuple(arr.shape)}"
+            )
+    if w_v.ndim != 2 or w_v.shape[0] != d_model:
+        raise RopeValueError(
+            f"w_v must have shape (d_model={d_model}, d_v), got {tuple(w_v.shape)}"
+        )
+    out_dtype = xp.result_type(x, w_q, w_k, w_v)
+    wd = _compat.work_dtype(xp, _compat.device_of(x))
+    xw = xp.astype(x, wd)
+    q = apply_rope(xp.matmul(xw, xp.astype(w_q, wd)), positions, rope)
+    k = apply_rope(xp.matmul(xw, xp.astype(w_k, wd)), positions, rope)
+    v = xp.matmul(xw, xp.astype(w_v, wd))
+    return tuple(xp.astype(t, out_dtype) if t.dtype != out_dtype else t for t in (q, k, v))  # type: ignore[return-value]
+
+
+def sinusoidal_embedding(
+    positions: Any, dim: int, /, *, base: float = 10_000.0, dtype: Any = None
+) -> Any:
+    """The additive absolute encoding of Vaswani et al. (RoFormer eq. 4).
+
+    p[..., 2t] = sin(i / base ** (2t / dim)) and p[..., 2t + 1] = cos(i / base ** (2t / dim)),
+    shape ``positions.shape + (dim,)``, with the same exact angles as the rotary tables:
+    RoPE uses this frequency ladder but multiplies by the sinusoids instead of adding them.
+    """
+    dim = _validate.check_int("dim", dim, minimum=2)
+    if dim % 2:
+        raise RopeValueError(f"dim must be even, got {dim}")
+    rope = Rope(dim, base=base, layout="interleaved")
+    xp = _compat.array_namespace(positions=positions)
+    positions = _validate.to_positions(positions, xp, None)
+    cos, sin = rope.cos_sin(positions, dtype=dtype)
+    xp = _compat.array_namespace(positions=positions)
+    return xp.reshape(xp.stack([sin, cos], axis=-1), (*sin.shape[:-1], dim))

@@ -1,0 +1,227 @@
+"""The ``Rope`` specification: head size, base, rotary part, layout, schedule.
+
+A ``Rope`` fixes the frequencies theta_j = base ** (-2j / rotary_dim) (RoFormer eq. 15, indexed
+from 0) after its scaling, exactly: they are real numbers carried as ``Decimal`` with 90 digits,
+and the tables built from them (``cos_sin``) are within one ulp of exact mathematics.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import KW_ONLY, dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+from . import _compat, _exact, _validate
+from ._errors import RopeTypeError, RopeValueError
+from .scaling import Scaling
+
+__all__ = ["LAYOUTS", "Rope"]
+
+Layout = Literal["half", "interleaved"]
+#: The accepted channel layouts.
+LAYOUTS: tuple[str, ...] = ("half", "interleaved")
+
+
+@functools.lru_cache(maxsize=256)
+def _unscaled_thetas(base: float, rotary_dim: int) -> tuple[Decimal, ...]:
+    # theta_j = exp(-(2j / r) * ln(base)), base taken as the exact value of the float.
+    ctx = _exact.context()
+    ln_b = ctx.ln(Decimal(base))
+    r = Decimal(rotary_dim)
+    return tuple(
+        ctx.exp(ctx.multiply(ctx.divide(Decimal(-2 * j), r), ln_b)) for j in range(rotary_dim // 2)
+    )
+
+
+@dataclass(frozen=True)
+class Rope:
+    """Rotary position embedding of one attention head.
+
+    Parameters
+    ----------
+    head_dim : int
+        Channels per head (the last axis of q and k).
+    base : float
+        The base b of theta_j = b ** (-2j / rotary_dim); 10 000 in the paper.
+    rotary_dim : int, optional
+        Channels that rotate (even, at most ``head_dim``; defaults to ``head_dim``).
+        Channels ``rotary_dim:`` pass through unchanged (partial rotary, GPT-NeoX, GPT-J).
+    layout : {"half", "interleaved"}
+        ``"interleaved"``: pairs (x0, x1), (x2, x3), ... (the paper, GPT-J, Meta's complex
+        form). ``"half"``: pairs (x_i, x_{i + r/2}) (GPT-NeoX, Hugging Face ``rotate_half``).
+    scaling : rope_ref.scaling.Scaling, optional
+        A frequency schedule (context extension); ``None`` for plain RoPE.
+    """
+
+    head_dim: int
+    _: KW_ONLY
+    base: float = 10_000.0
+    rotary_dim: int | None = None  # type: ignore[assignment]
+    layout: Layout = "half"
+    scaling: Scaling | None = None
+
+    def __post_init__(self) -> None:
+        head_dim = _validate.check_int("head_dim", self.head_dim)
+        if head_dim <= 0:
+            raise RopeValueError(f"head_dim must be a positive integer, got {head_dim}")
+        base = self.base
+        if isinstance(base, bool) or not isinstance(base, (int, float)):
+            raise RopeTypeError(f"base must be a real number, got {type(base).__name__} {base!r}")
+        base = float(base)
+        if not math.isfinite(base) or base <= 0.0:
+            raise RopeValueError(f"base must be finite and > 0, got {base!r}")
+        if self.rotary_dim is None:
+            rotary_dim = head_dim
+            if rotary_dim % 2:
+                raise RopeValueError(
+                    f"head_dim={head_dim} is odd: give an even rotary_dim < head_dim "
+                    "(the rotation acts on pairs of channels)"
+                )
+        else:
+            rotary_dim = _validate.check_int("rotary_dim", self.rotary_dim)
+            if rotary_dim <= 0 or rotary_dim % 2 or rotary_dim > head_dim:
+                raise RopeValueError(
+                    f"rotary_dim must be even, positive and <= head_dim={head_dim}, "
+                    f"got {rotary_dim}"
+                )
+        if not isinstance(self.layout, str):
+            raise RopeTypeError(f"layout must be a string, got {type(self.layout).__name__}")
+        if self.layout not in LAYOUTS:
+            raise RopeValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.scaling is not None and not isinstance(self.scaling, Scaling):
+            raise RopeTypeError(
+                "scaling must be None or a rope_ref.scaling object (e.g. scaling.Linear(4.0)), "
+                f"got {type(self.scaling).__name__}"
+            )
+        object.__setattr__(self, "head_dim", head_dim)
+        object.__setattr__(self, "base", base)
+        object.__setattr__(self, "rotary_dim", rotary_dim)
+
+    # ---------------------------------------------------------------- exact frequencies
+    @property
+    def n_pairs(self) -> int:
+        """Number of rotating pairs, rotary_dim // 2."""
+        return self.rotary_dim // 2  # type: ignore[operator]
+
+    def unscaled_thetas(self) -> tuple[Decimal, ...]:
+        """theta_j = base ** (-2j / rotary_dim) as exact Decimals (90 digits), no scaling."""
+        return _unscaled_thetas(self.base, self.rotary_dim)  # type: ignore[arg-type]
+
+    def thetas(self, *, seq_len: int | None = None) -> tuple[Decimal, ...]:
+        """The frequencies after scaling, as exact Decimals (90 significant digits)."""
+        seq_len = self._check_seq_len(seq_len)
+        if self.scaling is None:
+            return self.unscaled_thetas()
+        return self.scaling.thetas(self, seq_len)
+
+    @property
+    def attention_factor(self) -> float:
+        """Factor multiplying cos and sin (YaRN/LongRoPE); 1.0 for other schedules."""
+        if self.scaling is None:
+            return 1.0
+        return float(self.scaling.attention_factor(self, None))
+
+    def _attention_factor(self, seq_len: int | None) -> float:
+        if self.scaling is None:
+            return 1.0
+        return float(self.scaling.attention_factor(self, seq_len))
+
+    @staticmethod
+    def _check_seq_len(seq_len: Any) -> int | None:
+        if seq_len is None:
+            return None
+        return _validate.check_int("seq_len", seq_len, minimum=1)
+
+    # ---------------------------------------------------------------- public tables
+    def inv_freq(
+        self,
+        xp: Any = None,
+        *,
+        dtype: Any = None,
+        device: Any = None,
+        seq_len: int | None = None,
+    ) -> Any:
+        """The frequencies theta_j after scaling, shape ``(rotary_dim // 2,)``.
+
+        Each entry is the exact theta_j correctly rounded to float64 (and, for ``dtype``
+        float32, correctly rounded to float32 from the exact value, not double-rounded).
+        Default namespace NumPy, default dtype float64.
+        """
+        if xp is None:
+            xp = _compat.array_namespace()
+        thetas = self.thetas(seq_len=seq_len)
+        if dtype is None:
+            dtype = _compat.work_dtype(xp, device)
+        if not _compat.is_real_floating(xp, dtype):
+            raise RopeTypeError(f"dtype must be a real floating dtype, got {dtype}")
+        values = [_round_to(t, _compat.significand_bits(xp, dtype)) for t in thetas]
+        return xp.asarray(values, dtype=dtype, device=device)
+
+    def cos_sin(
+        self,
+        positions: Any,
+        *,
+        dtype: Any = None,
+        seq_len: int | None = None,
+    ) -> tuple[Any, Any]:
+        """cos(m * theta_j) and sin(m * theta_j) times the attention factor.
+
+        Each of shape ``positions.shape + (rotary_dim // 2,)``, in the namespace and on the
+        device of ``positions`` (a NumPy array for Python numbers and lists). The values are
+        within one ulp of the exact result in float64 (see ``rope_ref._exact``); ``dtype``
+        rounds that result once.
+        """
+        xp = _compat.array_namespace(positions=positions)
+        positions = _validate.to_positions(positions, xp, None)
+        xp = _compat.array_namespace(positions=positions)
+        integral = _validate.check_positions(xp, positions)
+        wd = _compat.work_dtype(xp, _compat.device_of(positions))
+        if dtype is not None and not _compat.is_real_floating(xp, dtype):
+            raise RopeTypeError(f"dtype must be a real floating dtype, got {dtype}")
+        cos, sin = self._cos_sin_work(xp, positions, wd, integral=integral, seq_len=seq_len)
+        if dtype is not None and dtype != wd:
+            cos, sin = xp.astype(cos, dtype), xp.astype(sin, dtype)
+        return cos, sin
+
+    def _cos_sin_work(
+        self, xp: Any, positions: Any, wd: Any, *, integral: bool, seq_len: int | None
+    ) -> tuple[Any, Any]:
+        """Tables in the working dtype ``wd`` for validated positions (internal)."""
+        seq_len = self._check_seq_len(seq_len)
+        if seq_len is None and self.scaling is not None and self.scaling.dynamic:
+            # Documented exception to "no branching on values": dynamic schedules need the
+            # length; pass seq_len explicitly under jax.jit or on lazy arrays.
+            if not _compat.is_concrete(positions):
+                raise RopeValueError(
+                    "seq_len is required with a dynamic scaling when positions are lazy "
+                    "or traced (it cannot be read from the positions)"
+                )
+            seq_len = int(float(xp.max(positions))) + 1
+        device = _compat.device_of(positions)
+        table = _exact.angle_table(
+            self.thetas(seq_len=seq_len), _compat.significand_bits(xp, wd)
+        )
+        m = xp.astype(positions, wd)
+        cos, sin = _exact.exact_cos_sin(xp, m, table, dtype=wd, device=device, integral=integral)
+        factor = self._attention_factor(seq_len)
+        if factor != 1.0:
+            cos, sin = cos * factor, sin * factor
+        return cos, sin
+
+
+def _round_to(value: Decimal, p: int) -> float:
+    """Round an exact Decimal to a binary format with p significand bits (ties to even)."""
+    if p == 53:
+        return _exact.to_float(value)
+    from fractions import Fraction
+
+    f = Fraction(value)
+    if f == 0:
+        return 0.0
+    ex = abs(f).numerator.bit_length() - abs(f).denominator.bit_length()
+    if Fraction(2) ** ex > abs(f):
+        ex -= 1
+    unit = Fraction(2) ** (ex - p + 1)
+    return float(round(f / unit) * unit)
