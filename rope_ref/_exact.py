@@ -276,16 +276,18 @@ def exact_cos_sin(
     k_digits = fmt.k_digits
     m = m[..., None]
 
-    # Split m = sum_i piece_i * W**i exactly; the top piece carries the sign.
+    # m = whole + frac with whole = trunc(m): both exact, frac in (-1, 1) with m's sign.
+    whole = m if integral else xp.trunc(m)
+    # Split the integer part whole = sum_i piece_i * W**i exactly (integer arithmetic below
+    # 2**53); the top piece carries the sign, the others lie in [0, W).
     pieces: list[Any] = [None] * fmt.n_pieces
-    rest = m
+    rest = whole
     for i in range(fmt.n_pieces - 1, 0, -1):
         scale = float(2 ** (fmt.w * i))
         top = xp.floor(rest * (1.0 / scale))
         rest = rest - top * scale
         pieces[i] = top
-    whole = xp.floor(rest) if not integral else rest
-    pieces[0] = whole
+    pieces[0] = rest
 
     digits = [_const(xp, table.digits[k], dtype, device) for k in range(k_digits)]
 
@@ -300,9 +302,11 @@ def exact_cos_sin(
                 acc = term if acc is None else acc + term
         limbs.append(acc)
 
+    residuals: list[Any] = []
     if not integral:
-        # fractional part f in [0, 1): f * tau as a double-double, then cut into limbs.
-        frac = rest - whole
+        # fractional part f in (-1, 1): f * tau as a double-double, whole turns dropped,
+        # then cut into signed limbs (trunc keeps every step exact).
+        frac = m - whole
         tau_hi = _const(xp, table.tau_hi, dtype, device)
         ph, pl = _two_prod_split(
             frac,
@@ -313,7 +317,7 @@ def exact_cos_sin(
         )
         pl = pl + frac * _const(xp, table.tau_lo, dtype, device)
         ph, pl = _fast_two_sum(ph, pl)
-        ph = ph - xp.floor(ph)
+        ph = ph - xp.trunc(ph)
         for part in (ph, pl):
             x = part
             for j in range(k_digits):
@@ -321,6 +325,8 @@ def exact_cos_sin(
                 g = xp.trunc(x)
                 x = x - g
                 limbs[j] = limbs[j] + g
+            # what lies below the last limb is kept, so tiny angles keep their relative accuracy
+            residuals.append(x * float(2.0 ** (-fmt.w * k_digits)))
 
     # Carry normalisation: every limb into [0, W); the carry out of limb 0 is whole turns.
     for j in range(k_digits - 1, -1, -1):
@@ -342,9 +348,10 @@ def exact_cos_sin(
         scale_a = float(2.0 ** (-fmt.w * (j + 1)))
         scale_b = float(2.0 ** (-fmt.w * (j + 2)))
         groups.append(limbs[j] * scale_a + limbs[j + 1] * scale_b)
-    s = groups[-1]
+    terms = groups + residuals[::-1]
+    s = terms[-1]
     comp = xp.zeros_like(s)
-    for g in reversed(groups[:-1]):
+    for g in reversed(terms[:-1]):
         s, e = _two_sum(g, s)
         comp = comp + e
     xh, xl = _fast_two_sum(s, comp)

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._base import Backend
+
+
+class JaxBackend(Backend):
+    """JAX on its default device (the CPU here), with float64 enabled."""
+
+    name = "jax"
+    module = "jax"
+    dtypes = ("float16", "bfloat16", "float32", "float64")
+
+    def setup(self) -> None:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+
+    @property
+    def xp(self) -> Any:
+        self.setup()
+        import jax.numpy as jnp
+
+        return jnp
+
+    @property
+    def device(self) -> Any:
+        import jax
+
+        return jax.devices()[0]
+
+    def from_numpy(self, a: np.ndarray, dtype: str | None = None) -> Any:
+        import jax
+        import jax.numpy as jnp
+
+        self.setup()
+        a = np.asarray(a)
+        if dtype is not None:
+            a = np.asarray(a, dtype=np.float64) if dtype == "bfloat16" else a.astype(dtype)
+        out = jax.device_put(jnp.asarray(a), self.device)
+        return out.astype(jnp.bfloat16) if dtype == "bfloat16" else out
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        import jax.numpy as jnp
+
+        if x.dtype == jnp.bfloat16:
+            x = x.astype(jnp.float32)
+        return np.asarray(x)
+
+    def synchronize(self) -> None:
+        import jax
+
+        jax.effects_barrier()
