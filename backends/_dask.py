@@ -31,6 +31,11 @@ class DaskBackend(Backend):
     def device(self) -> Any:
         return "cpu"
 
+    def dtype(self, name: str) -> Any:
+        import numpy as np
+
+        return getattr(self.xp, name, None) or np.dtype(name)
+
     def from_numpy(self, a: np.ndarray, dtype: str | None = None) -> Any:
         import dask.array as da
 

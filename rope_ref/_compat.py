@@ -69,6 +69,8 @@ def check_same_device(**named: Any) -> Any:
         if value is None or not is_array(value):
             continue
         dev = device_of(value)
+        if dev is None:  # traced JAX values have no device yet: nothing to compare
+            continue
         if first is None:
             first = (name, dev)
         elif dev != first[1]:

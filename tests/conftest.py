@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # the backends/ adapters live beside the package
-    sys.path.insert(0, str(ROOT))
+for _p in (ROOT, ROOT / "scripts"):  # backends/ and the reference-data scripts
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 import backends  # noqa: E402
 

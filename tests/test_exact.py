@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from decimal import Decimal
 from fractions import Fraction
 
 import mpmath
 import numpy as np
 import pytest
-from conftest import DATA, ROOT
+from conftest import DATA
 from helpers import ulps
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+import mpmath_reference
 import rope_ref as rr
 from rope_ref import _exact
-
-sys.path.insert(0, str(ROOT / "scripts"))
-import mpmath_reference  # noqa: E402
 
 REF = np.load(DATA / "mpmath_cos_sin.npz")
 GRID = [(int(d), float(b)) for d in REF["head_dims"] for b in REF["bases"]]
