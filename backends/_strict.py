@@ -33,8 +33,10 @@ class StrictBackend(Backend):
         xp = self.xp
         a = np.asarray(a)
         dt = getattr(xp, dtype or a.dtype.name)
-        return xp.asarray(a.tolist(), dtype=dt, device=self.device) if a.ndim else xp.asarray(
-            a.item(), dtype=dt, device=self.device
+        return (
+            xp.asarray(a.tolist(), dtype=dt, device=self.device)
+            if a.ndim
+            else xp.asarray(a.item(), dtype=dt, device=self.device)
         )
 
     def to_numpy(self, x: Any) -> np.ndarray:

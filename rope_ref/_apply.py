@@ -206,9 +206,7 @@ def apply_rope_matrix(
     return y
 
 
-def rotation_matrix(
-    rope: Rope, m: Any, /, *, dtype: Any = None, seq_len: int | None = None
-) -> Any:
+def rotation_matrix(rope: Rope, m: Any, /, *, dtype: Any = None, seq_len: int | None = None) -> Any:
     """The block-diagonal rotation R_{Theta,m} of RoFormer eq. (15).
 
     ``m`` is a number (returns a NumPy array of shape (head_dim, head_dim)) or an array of

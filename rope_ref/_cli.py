@@ -56,7 +56,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     rope = rr.Rope(args.head_dim, base=args.base)
     m = np.asarray([args.position])
-    cos, sin = rope.cos_sin(m)
+    cos, _sin = rope.cos_sin(m)
     theta = rope.inv_freq()
     naive = np.cos(m[:, None] * theta)  # what float64 code usually does
     x = np.random.default_rng(0).standard_normal((1, args.head_dim))
@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     info = sub.add_parser("info", help="list the array libraries found and their versions")
     info.set_defaults(func=_info)
-    demo = sub.add_parser("demo", help="show the exact tables against plain float64 at one position")
+    demo = sub.add_parser("demo", help="exact tables against plain float64 at one position")
     demo.add_argument("--position", type=int, default=2**31 - 1, help="the position m")
     demo.add_argument("--head-dim", type=int, default=128)
     demo.add_argument("--base", type=float, default=10_000.0)

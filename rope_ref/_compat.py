@@ -42,7 +42,7 @@ def array_namespace(**named: Any) -> Any:
             continue
         xp = array_api_compat.array_namespace(value)
         if found and xp not in found:
-            (other_xp, other_name), = list(found.items())[:1]
+            ((other_xp, other_name),) = list(found.items())[:1]
             raise RopeTypeError(
                 f"{name} is an array of {_lib_name(xp)} but {other_name} is an array of "
                 f"{_lib_name(other_xp)}; pass arrays of one library (convert one of them first)"

@@ -238,7 +238,7 @@ def _kernel_sin(x: Any, y: Any) -> Any:
     return x - ((z * (0.5 * y - v * r) - y) - v * _S1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _two_pi(fmt: _Format) -> tuple[float, float, float, float]:
     """2 pi as head + tail in the working format, and the head split for a two-product."""
     two_pi = context().multiply(2, PI)

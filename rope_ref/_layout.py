@@ -60,9 +60,7 @@ def layout_permutation(
     return tuple(rot + list(range(r, head_dim)))
 
 
-def convert_layout(
-    x: Any, /, *, src: str, dst: str, rotary_dim: int | None = None
-) -> Any:
+def convert_layout(x: Any, /, *, src: str, dst: str, rotary_dim: int | None = None) -> Any:
     """Reorder the last axis of ``x`` (one head of size x.shape[-1]) from ``src`` to ``dst``."""
     if not _compat.is_array(x):
         raise RopeTypeError(f"x must be an array, got {type(x).__name__}")

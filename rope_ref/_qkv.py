@@ -55,7 +55,8 @@ def qkv(
     q = apply_rope(xp.matmul(xw, xp.astype(w_q, wd)), positions, rope)
     k = apply_rope(xp.matmul(xw, xp.astype(w_k, wd)), positions, rope)
     v = xp.matmul(xw, xp.astype(w_v, wd))
-    return tuple(xp.astype(t, out_dtype) if t.dtype != out_dtype else t for t in (q, k, v))  # type: ignore[return-value]
+    q, k, v = (xp.astype(t, out_dtype) if t.dtype != out_dtype else t for t in (q, k, v))
+    return q, k, v
 
 
 def sinusoidal_embedding(

@@ -58,7 +58,7 @@ class Rope:
     head_dim: int
     _: KW_ONLY
     base: float = 10_000.0
-    rotary_dim: int | None = None  # type: ignore[assignment]
+    rotary_dim: int = None  # type: ignore[assignment]  # None -> head_dim in __post_init__
     layout: Layout = "half"
     scaling: Scaling | None = None
 
@@ -103,11 +103,11 @@ class Rope:
     @property
     def n_pairs(self) -> int:
         """Number of rotating pairs, rotary_dim // 2."""
-        return self.rotary_dim // 2  # type: ignore[operator]
+        return self.rotary_dim // 2
 
     def unscaled_thetas(self) -> tuple[Decimal, ...]:
         """theta_j = base ** (-2j / rotary_dim) as exact Decimals (90 digits), no scaling."""
-        return _unscaled_thetas(self.base, self.rotary_dim)  # type: ignore[arg-type]
+        return _unscaled_thetas(self.base, self.rotary_dim)
 
     def thetas(self, *, seq_len: int | None = None) -> tuple[Decimal, ...]:
         """The frequencies after scaling, as exact Decimals (90 significant digits)."""
@@ -200,9 +200,7 @@ class Rope:
                 )
             seq_len = int(float(xp.max(positions))) + 1
         device = _compat.device_of(positions)
-        table = _exact.angle_table(
-            self.thetas(seq_len=seq_len), _compat.significand_bits(xp, wd)
-        )
+        table = _exact.angle_table(self.thetas(seq_len=seq_len), _compat.significand_bits(xp, wd))
         m = xp.astype(positions, wd)
         cos, sin = _exact.exact_cos_sin(xp, m, table, dtype=wd, device=device, integral=integral)
         factor = self._attention_factor(seq_len)

@@ -97,9 +97,7 @@ def broadcast_positions(
     """Positions must broadcast to ``target`` without growing it (no silent broadcasting)."""
     pshape = tuple(positions.shape)
     if len(pshape) > len(target):
-        raise RopeValueError(
-            f"{name} of shape {pshape} has more axes than {target_name} {target}"
-        )
+        raise RopeValueError(f"{name} of shape {pshape} has more axes than {target_name} {target}")
     for p, t in zip(reversed(pshape), reversed(target), strict=False):
         if p != t and p != 1:
             raise RopeValueError(

@@ -52,8 +52,10 @@ def exact_tables(positions: np.ndarray, head_dim: int, base: float):
     """cos and sin as (hi float64, lo float32) pairs, shape (len(positions), head_dim // 2)."""
     mpmath.mp.prec = PREC_BITS
     n, h = len(positions), head_dim // 2
-    out = {k: np.zeros((n, h), dtype=np.float64 if k.endswith("hi") else np.float32)
-           for k in ("cos_hi", "cos_lo", "sin_hi", "sin_lo")}
+    out = {
+        k: np.zeros((n, h), dtype=np.float64 if k.endswith("hi") else np.float32)
+        for k in ("cos_hi", "cos_lo", "sin_hi", "sin_lo")
+    }
     b = mpmath.mpf(base)
     thetas = [b ** (mpmath.mpf(-2 * j) / head_dim) for j in range(h)]
     for i, m in enumerate(positions.tolist()):
@@ -76,16 +78,17 @@ def ulp_errors(value: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
 
 def write(path: str, n_random: int, seed: int) -> None:
     positions = positions_grid(n_random, seed)
-    arrays = {"positions": positions, "head_dims": np.array(HEAD_DIMS),
-              "bases": np.array(BASES)}
+    arrays = {"positions": positions, "head_dims": np.array(HEAD_DIMS), "bases": np.array(BASES)}
     for d in HEAD_DIMS:
         for b in BASES:
             t0 = time.time()
             tabs = exact_tables(positions, d, b)
             for k, v in tabs.items():
                 arrays[f"d{d}_b{b:g}_{k}"] = v
-            print(f"head_dim={d} base={b:g}: {len(positions)} positions, {time.time() - t0:.1f}s",
-                  file=sys.stderr)
+            print(
+                f"head_dim={d} base={b:g}: {len(positions)} positions, {time.time() - t0:.1f}s",
+                file=sys.stderr,
+            )
     np.savez_compressed(path, **arrays)
 
 
@@ -100,13 +103,17 @@ def measure(n_random: int, seed: int) -> None:
         for b in BASES:
             tabs = exact_tables(positions, d, b)
             cos, sin = rr.Rope(d, base=b).cos_sin(positions)
-            e = max(float(ulp_errors(cos, tabs["cos_hi"], tabs["cos_lo"]).max()),
-                    float(ulp_errors(sin, tabs["sin_hi"], tabs["sin_lo"]).max()))
+            e = max(
+                float(ulp_errors(cos, tabs["cos_hi"], tabs["cos_lo"]).max()),
+                float(ulp_errors(sin, tabs["sin_hi"], tabs["sin_lo"]).max()),
+            )
             count += 2 * cos.size
             worst = max(worst, e)
             print(f"head_dim={d:3d} base={b:<7g} max ulp error {e:.3f}")
-    print(f"{len(positions)} positions x (32+64+128) pairs x 3 bases x (cos, sin) = {count} "
-          f"values; max ulp error {worst:.3f}")
+    print(
+        f"{len(positions)} positions x (32+64+128) pairs x 3 bases x (cos, sin) = {count} "
+        f"values; max ulp error {worst:.3f}"
+    )
 
 
 def main() -> None:

@@ -22,14 +22,25 @@ for _p in (ROOT, ROOT / "scripts"):  # backends/ and the reference-data scripts
 import backends  # noqa: E402
 
 hypothesis.settings.register_profile(
-    "default", max_examples=30, deadline=None, derandomize=True, print_blob=True,
-    suppress_health_check=[hypothesis.HealthCheck.too_slow,
-                           hypothesis.HealthCheck.function_scoped_fixture],
+    "default",
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[
+        hypothesis.HealthCheck.too_slow,
+        hypothesis.HealthCheck.function_scoped_fixture,
+    ],
 )
 hypothesis.settings.register_profile(
-    "thorough", max_examples=300, deadline=None, print_blob=True,
-    suppress_health_check=[hypothesis.HealthCheck.too_slow,
-                           hypothesis.HealthCheck.function_scoped_fixture],
+    "thorough",
+    max_examples=300,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[
+        hypothesis.HealthCheck.too_slow,
+        hypothesis.HealthCheck.function_scoped_fixture,
+    ],
 )
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 

@@ -58,8 +58,11 @@ def test_paper_example_two_dims(bk):
     m = bk.from_numpy(np.array([1, 2, -3]))
     got = bk.to_numpy(rr.apply_rope(x, m, rope))
     want = np.array(
-        [[np.cos(1.0), np.sin(1.0)], [-np.sin(2.0), np.cos(2.0)],
-         [3 * np.cos(3.0) + 4 * np.sin(3.0), 4 * np.cos(3.0) - 3 * np.sin(3.0)]]
+        [
+            [np.cos(1.0), np.sin(1.0)],
+            [-np.sin(2.0), np.cos(2.0)],
+            [3 * np.cos(3.0) + 4 * np.sin(3.0), 4 * np.cos(3.0) - 3 * np.sin(3.0)],
+        ]
     )
     np.testing.assert_allclose(got, want, rtol=0, atol=4e-16 * 5)
 
@@ -93,10 +96,13 @@ def test_positions_forms(bk, rng):
     np.testing.assert_array_equal(a, b)
     per_batch = np.array([[[0, 1, 2, 3]], [[10, 11, 12, 13]]])
     c = bk.to_numpy(rr.apply_rope(xb, bk.from_numpy(per_batch), rope))
-    np.testing.assert_array_equal(c[1], bk.to_numpy(rr.apply_rope(bk.from_numpy(x[1]),
-                                                                  bk.from_numpy(per_batch[1]), rope)))
+    np.testing.assert_array_equal(
+        c[1], bk.to_numpy(rr.apply_rope(bk.from_numpy(x[1]), bk.from_numpy(per_batch[1]), rope))
+    )
     one = bk.to_numpy(rr.apply_rope(xb, 7, rope))
-    np.testing.assert_array_equal(one, bk.to_numpy(rr.apply_rope(xb, bk.from_numpy(np.array(7)), rope)))
+    np.testing.assert_array_equal(
+        one, bk.to_numpy(rr.apply_rope(xb, bk.from_numpy(np.array(7)), rope))
+    )
     lst = bk.to_numpy(rr.apply_rope(xb, [5, 6, 7, 8], rope))
     np.testing.assert_array_equal(lst, a)
 
@@ -104,8 +110,11 @@ def test_positions_forms(bk, rng):
 def test_position_zero_is_identity(bk, rng):
     for layout in LAYOUTS:
         x = rng.standard_normal((3, 12))
-        got = bk.to_numpy(rr.apply_rope(bk.from_numpy(x), bk.from_numpy(np.zeros(3, np.int64)),
-                                        rr.Rope(12, layout=layout)))
+        got = bk.to_numpy(
+            rr.apply_rope(
+                bk.from_numpy(x), bk.from_numpy(np.zeros(3, np.int64)), rr.Rope(12, layout=layout)
+            )
+        )
         np.testing.assert_array_equal(got, x)
 
 

@@ -1,4 +1,4 @@
-"""Bad input raises a typed error (a RopeError, and a ValueError or TypeError) naming the argument."""
+"""Bad input raises a typed error (a RopeError: ValueError or TypeError) naming the argument."""
 
 from __future__ import annotations
 
@@ -121,7 +121,9 @@ def test_cos_sin_and_matrix_errors(bk):
     with _raises(ValueError, "seq_len must be >= 1"):
         rope.cos_sin(bk.from_numpy(np.arange(3)), seq_len=0)
     with _raises(ValueError, "role must be one of"):
-        rr.apply_rope(bk.from_numpy(np.zeros((3, 8))), bk.from_numpy(np.arange(3)), rope, role="value")
+        rr.apply_rope(
+            bk.from_numpy(np.zeros((3, 8))), bk.from_numpy(np.arange(3)), rope, role="value"
+        )
 
 
 def test_layout_function_errors():

@@ -6,6 +6,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 import mpmath
+import mpmath_reference
 import numpy as np
 import pytest
 from conftest import DATA
@@ -13,7 +14,6 @@ from helpers import ulps
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-import mpmath_reference
 import rope_ref as rr
 from rope_ref import _exact
 
@@ -70,7 +70,11 @@ def test_inv_freq_correctly_rounded(base, rotary_dim):
         # the nearest float64 / float32 to the exact value, by mpmath's own rounding
         assert f64[j] == float(exact)
         below = np.float32(float(exact))
-        candidates = [np.nextafter(below, np.float32(-1)), below, np.nextafter(below, np.float32(2))]
+        candidates = [
+            np.nextafter(below, np.float32(-1)),
+            below,
+            np.nextafter(below, np.float32(2)),
+        ]
         dist = [abs(mpmath.mpf(float(c)) - exact) for c in candidates]
         assert f32[j] == candidates[int(np.argmin(dist))]
 
@@ -131,8 +135,8 @@ def test_plain_float64_is_far_off_at_large_positions():
     naive = np.cos(m[:, None] * rope.inv_freq())
     hi, lo = _ref(128, 1e4, "cos")
     row = int(np.nonzero(REF["positions"] == 2**31 - 1)[0][0])
-    assert mpmath_reference.ulp_errors(naive, hi[row:row + 1], lo[row:row + 1]).max() > 1e6
-    assert mpmath_reference.ulp_errors(cos, hi[row:row + 1], lo[row:row + 1]).max() < 1.0
+    assert mpmath_reference.ulp_errors(naive, hi[row : row + 1], lo[row : row + 1]).max() > 1e6
+    assert mpmath_reference.ulp_errors(cos, hi[row : row + 1], lo[row : row + 1]).max() < 1.0
 
 
 def test_decimal_thetas_are_exact():

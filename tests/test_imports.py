@@ -22,8 +22,9 @@ print("LOADED", loaded)
 
 
 def test_no_framework_imported():
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                         cwd=ROOT, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     assert "LOADED []" in out.stdout, out.stdout + out.stderr
 
 

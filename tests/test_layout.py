@@ -10,7 +10,9 @@ import rope_ref as rr
 
 def hf_permute(w, n_heads, dim1, dim2):
     # The reshape-level statement used by convert_llama_weights_to_hf.py: an independent route.
-    return w.reshape(n_heads, dim1 // n_heads // 2, 2, dim2).transpose(0, 2, 1, 3).reshape(dim1, dim2)
+    return (
+        w.reshape(n_heads, dim1 // n_heads // 2, 2, dim2).transpose(0, 2, 1, 3).reshape(dim1, dim2)
+    )
 
 
 def test_permutation_values():
@@ -74,5 +76,7 @@ def test_convert_layout_roundtrip(bk):
     xb = bk.from_numpy(x)
     h = rr.convert_layout(xb, src="interleaved", dst="half", rotary_dim=8)
     back = rr.convert_layout(h, src="half", dst="interleaved", rotary_dim=8)
-    np.testing.assert_array_equal(bk.to_numpy(h), x[:, list(rr.layout_permutation(10, rotary_dim=8))])
+    np.testing.assert_array_equal(
+        bk.to_numpy(h), x[:, list(rr.layout_permutation(10, rotary_dim=8))]
+    )
     np.testing.assert_array_equal(bk.to_numpy(back), x)

@@ -49,8 +49,9 @@ def test_cos_sin_and_matrix_under_jax_jit():
     eager = rope.cos_sin(pos)
     assert np.abs(np.asarray(c) - eager[0]).max() <= 2.0**-53
     m = jax.jit(lambda p: rr.rotation_matrix(rope, p))(jnp.asarray(pos[:3]))
-    np.testing.assert_allclose(np.asarray(m), rr.rotation_matrix(rope, pos[:3]), rtol=0,
-                               atol=2.0**-53)
+    np.testing.assert_allclose(
+        np.asarray(m), rr.rotation_matrix(rope, pos[:3]), rtol=0, atol=2.0**-53
+    )
 
 
 def test_jax_gradient_through_apply_rope():
@@ -88,7 +89,7 @@ def test_dask_stays_lazy(route):
     pd = da.from_array(pos, chunks=3)
     with dask.config.set(scheduler=_NoCompute()):
         y = route(xd, pd, rope)
-        c, s = rope.cos_sin(pd.astype(np.float64) + 0.5)
+        c, _s = rope.cos_sin(pd.astype(np.float64) + 0.5)
     assert isinstance(y, da.Array) and isinstance(c, da.Array)
     np.testing.assert_array_equal(y.compute(), route(x, pos, rope))
     np.testing.assert_array_equal(c.compute(), rope.cos_sin(pos + 0.5)[0])

@@ -15,8 +15,9 @@ def test_qkv_matches_definition(bk):
     wq, wk, wv = (rng.standard_normal((d_model, n)) for n in (head_dim, head_dim, d_v))
     pos = np.arange(seq) + 40
     rope = rr.Rope(head_dim, layout="interleaved")
-    q, k, v = (bk.to_numpy(t) for t in rr.qkv(*(bk.from_numpy(a) for a in (x, pos, wq, wk, wv)),
-                                              rope=rope))
+    q, k, v = (
+        bk.to_numpy(t) for t in rr.qkv(*(bk.from_numpy(a) for a in (x, pos, wq, wk, wv)), rope=rope)
+    )
     # q_m = R_m W_q x_m with the matrix of eq. (15), row by row
     mats = rr.rotation_matrix(rope, pos)
     want_q = np.einsum("sij,bsj->bsi", mats, x @ wq)
@@ -25,10 +26,13 @@ def test_qkv_matches_definition(bk):
     np.testing.assert_allclose(k, want_k, rtol=0, atol=1e-13)
     np.testing.assert_allclose(v, x @ wv, rtol=0, atol=1e-13)  # values are not rotated
     # the score depends on n - m only (eq. 16): shift every position by 1000
-    q2, k2, _ = (bk.to_numpy(t) for t in rr.qkv(*(bk.from_numpy(a) for a in (x, pos + 1000, wq, wk, wv)),
-                                                 rope=rope))
-    np.testing.assert_allclose(q @ np.swapaxes(k, -1, -2), q2 @ np.swapaxes(k2, -1, -2),
-                               rtol=0, atol=1e-12)
+    q2, k2, _ = (
+        bk.to_numpy(t)
+        for t in rr.qkv(*(bk.from_numpy(a) for a in (x, pos + 1000, wq, wk, wv)), rope=rope)
+    )
+    np.testing.assert_allclose(
+        q @ np.swapaxes(k, -1, -2), q2 @ np.swapaxes(k2, -1, -2), rtol=0, atol=1e-12
+    )
 
 
 def test_qkv_output_dtype(bk):

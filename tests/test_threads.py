@@ -27,8 +27,12 @@ def test_repeatable_bits(bk):
 
 def _run_threads(cold: bool):
     rng = np.random.default_rng(4)
-    ropes = [rr.Rope(d, base=b, layout=lay) for d in (16, 64) for b in (1e4, 5e5)
-             for lay in ("half", "interleaved")]
+    ropes = [
+        rr.Rope(d, base=b, layout=lay)
+        for d in (16, 64)
+        for b in (1e4, 5e5)
+        for lay in ("half", "interleaved")
+    ]
     xs = {r: rng.standard_normal((3, 7, r.head_dim)) for r in ropes}
     pos = rng.integers(0, 2**31, size=7)
     single = {r: _work(r, xs[r], pos) for r in ropes}
