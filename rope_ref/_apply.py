@@ -85,7 +85,7 @@ def apply_rope(
     positions : array or number
         Integer or real positions m, broadcastable to ``x.shape[:-1]`` without growing it:
         for x of shape (batch, heads, seq, head_dim) pass (seq,) or (batch, 1, seq).
-        |m| < 2**53; rotations are exact for integer-valued m at every such position.
+        ``abs(m) < 2**53``; rotations are exact for integer-valued m at every such position.
     rope : Rope
         The specification (head_dim, base, rotary_dim, layout, scaling).
     seq_len : int, optional
