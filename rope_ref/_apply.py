@@ -69,9 +69,9 @@ def _finish(xp: Any, x: Any, y_rot: Any, x_work: Any, rope: Rope) -> Any:
 
 def apply_rope(
     x: Any,
+    /,
     positions: Any,
     rope: Rope,
-    /,
     *,
     seq_len: int | None = None,
     role: str = "query",
@@ -128,9 +128,9 @@ def _index(xp: Any, values: list[int], device: Any) -> Any:
 
 def apply_rope_complex(
     x: Any,
+    /,
     positions: Any,
     rope: Rope,
-    /,
     *,
     seq_len: int | None = None,
     role: str = "query",
@@ -184,9 +184,9 @@ def _matrices(xp: Any, cos: Any, sin: Any, rope: Rope, device: Any) -> Any:
 
 def apply_rope_matrix(
     x: Any,
+    /,
     positions: Any,
     rope: Rope,
-    /,
     *,
     seq_len: int | None = None,
     role: str = "query",

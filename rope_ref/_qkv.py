@@ -60,7 +60,7 @@ def qkv(
 
 
 def sinusoidal_embedding(
-    positions: Any, dim: int, /, *, base: float = 10_000.0, dtype: Any = None
+    positions: Any, /, dim: int, *, base: float = 10_000.0, dtype: Any = None
 ) -> Any:
     """The additive absolute encoding of Vaswani et al. (RoFormer eq. 4).
 
