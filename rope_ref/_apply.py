@@ -49,11 +49,14 @@ def _prepare(
     xp = _compat.array_namespace(x=x, positions=positions)
     _compat.check_same_device(x=x, positions=positions)
     integral = _validate.check_positions(xp, positions)
-    _validate.broadcast_positions(positions, tuple(x.shape[:-1]), target_name="x.shape[:-1]")
+    tokens = rope.token_shape(tuple(positions.shape))
+    _validate.broadcast_positions(tokens, tuple(x.shape[:-1]), target_name="x.shape[:-1]")
     if role not in ROLES:
         raise RopeValueError(f"role must be one of {ROLES}, got {role!r}")
     wd = _compat.work_dtype(xp, device)
-    cos, sin = rope._cos_sin_work(xp, positions, wd, integral=integral, seq_len=seq_len)
+    cos, sin = rope._cos_sin_work(
+        xp, positions, wd, integral=integral, seq_len=seq_len, role=role
+    )
     return xp, wd, cos, sin
 
 

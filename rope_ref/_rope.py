@@ -98,6 +98,8 @@ class Rope:
         object.__setattr__(self, "head_dim", head_dim)
         object.__setattr__(self, "base", base)
         object.__setattr__(self, "rotary_dim", rotary_dim)
+        if self.scaling is not None:
+            self.scaling.check(self)
 
     # ---------------------------------------------------------------- exact frequencies
     @property
@@ -121,12 +123,12 @@ class Rope:
         """Factor multiplying cos and sin (YaRN/LongRoPE); 1.0 for other schedules."""
         if self.scaling is None:
             return 1.0
-        return float(self.scaling.attention_factor(self, None))
+        return float(self.scaling.attention_scaling(self, None))
 
     def _attention_factor(self, seq_len: int | None) -> float:
         if self.scaling is None:
             return 1.0
-        return float(self.scaling.attention_factor(self, seq_len))
+        return float(self.scaling.attention_scaling(self, seq_len))
 
     @staticmethod
     def _check_seq_len(seq_len: Any) -> int | None:
@@ -165,14 +167,19 @@ class Rope:
         *,
         dtype: Any = None,
         seq_len: int | None = None,
+        role: str = "query",
     ) -> tuple[Any, Any]:
         """cos(m * theta_j) and sin(m * theta_j) times the attention factor.
 
-        Each of shape ``positions.shape + (rotary_dim // 2,)``, in the namespace and on the
-        device of ``positions`` (a NumPy array for Python numbers and lists). The values are
-        within one ulp of the exact result in float64 (see ``rope_ref._exact``); ``dtype``
-        rounds that result once.
+        Each of shape ``positions.shape + (rotary_dim // 2,)`` (for multi-axis schemes, the
+        token shape: positions without their axis of per-axis positions), in the namespace
+        and on the device of ``positions`` (a NumPy array for Python numbers and lists). The
+        values are within one ulp of the exact result in float64 (see ``rope_ref._exact``);
+        ``dtype`` rounds that result once. ``role`` matters only for xPos (queries scale up,
+        keys down).
         """
+        if role not in ("query", "key"):
+            raise RopeValueError(f"role must be one of ('query', 'key'), got {role!r}")
         xp = _compat.array_namespace(positions=positions)
         positions = _validate.to_positions(positions, xp, None)
         xp = _compat.array_namespace(positions=positions)
@@ -180,17 +187,56 @@ class Rope:
         wd = _compat.work_dtype(xp, _compat.device_of(positions))
         if dtype is not None and not _compat.is_real_floating(xp, dtype):
             raise RopeTypeError(f"dtype must be a real floating dtype, got {dtype}")
-        cos, sin = self._cos_sin_work(xp, positions, wd, integral=integral, seq_len=seq_len)
+        cos, sin = self._cos_sin_work(
+            xp, positions, wd, integral=integral, seq_len=seq_len, role=role
+        )
         if dtype is not None and dtype != wd:
             cos, sin = xp.astype(cos, dtype), xp.astype(sin, dtype)
         return cos, sin
 
+    def token_shape(self, positions_shape: tuple[int, ...], *, name: str = "positions") -> tuple[int, ...]:
+        """The shape of the token grid that ``positions`` describes (validated).
+
+        1-D schemes: the positions' own shape. Multi-axis schemes drop the axis that holds
+        the per-axis positions (leading for M-RoPE, trailing for axial RoPE).
+        """
+        where = None if self.scaling is None else self.scaling.axis_position
+        if where is None:
+            return tuple(positions_shape)
+        n = self.scaling.n_axes  # type: ignore[union-attr]
+        kind = type(self.scaling).__name__
+        if where == "leading":
+            if len(positions_shape) < 1 or positions_shape[0] != n:
+                raise RopeValueError(
+                    f"{name} must have a leading axis of size {n} for {kind} (one position "
+                    f"per axis), got shape {tuple(positions_shape)}"
+                )
+            return tuple(positions_shape[1:])
+        if len(positions_shape) < 1 or positions_shape[-1] != n:
+            raise RopeValueError(
+                f"{name} must have a trailing axis of size {n} for {kind} (one position per "
+                f"axis), got shape {tuple(positions_shape)}"
+            )
+        return tuple(positions_shape[:-1])
+
     def _cos_sin_work(
-        self, xp: Any, positions: Any, wd: Any, *, integral: bool, seq_len: int | None
+        self,
+        xp: Any,
+        positions: Any,
+        wd: Any,
+        *,
+        integral: bool,
+        seq_len: int | None,
+        role: str = "query",
     ) -> tuple[Any, Any]:
-        """Tables in the working dtype ``wd`` for validated positions (internal)."""
+        """Tables in the working dtype ``wd`` for validated positions (internal).
+
+        Shape ``token_shape(positions.shape) + (n_pairs,)``.
+        """
         seq_len = self._check_seq_len(seq_len)
-        if seq_len is None and self.scaling is not None and self.scaling.dynamic:
+        scaling = self.scaling
+        self.token_shape(tuple(positions.shape))
+        if seq_len is None and scaling is not None and scaling.dynamic:
             # Documented exception to "no branching on values": dynamic schedules need the
             # length; pass seq_len explicitly under jax.jit or on lazy arrays.
             if not _compat.is_concrete(positions):
@@ -200,12 +246,57 @@ class Rope:
                 )
             seq_len = int(float(xp.max(positions))) + 1
         device = _compat.device_of(positions)
-        table = _exact.angle_table(self.thetas(seq_len=seq_len), _compat.significand_bits(xp, wd))
+        p = _compat.significand_bits(xp, wd)
+        thetas = self.thetas(seq_len=seq_len)
         m = xp.astype(positions, wd)
-        cos, sin = _exact.exact_cos_sin(xp, m, table, dtype=wd, device=device, integral=integral)
+        axes = None if scaling is None else scaling.pair_axes(self)
+        if axes is None:
+            table = _exact.angle_table(thetas, p)
+            cos, sin = _exact.exact_cos_sin(
+                xp, m, table, dtype=wd, device=device, integral=integral
+            )
+        else:
+            cos, sin = self._multi_axis(xp, m, thetas, axes, p, wd, device, integral)
         factor = self._attention_factor(seq_len)
         if factor != 1.0:
             cos, sin = cos * factor, sin * factor
+        if scaling is not None:
+            mag = scaling.magnitude(xp, m, self, role=role, seq_len=seq_len, dtype=wd)
+            if mag is not None:
+                cos, sin = cos * mag, sin * mag
+        return cos, sin
+
+    def _multi_axis(
+        self,
+        xp: Any,
+        m: Any,
+        thetas: tuple[Decimal, ...],
+        axes: tuple[int, ...],
+        p: int,
+        wd: Any,
+        device: Any,
+        integral: bool,
+    ) -> tuple[Any, Any]:
+        """Each axis' pairs from that axis' positions, reassembled in pair order."""
+        leading = self.scaling.axis_position == "leading"  # type: ignore[union-attr]
+        order: list[int] = []
+        cos_parts, sin_parts = [], []
+        for k in range(self.scaling.n_axes):  # type: ignore[union-attr]
+            pairs = [j for j, a in enumerate(axes) if a == k]
+            if not pairs:
+                continue
+            mk = m[k, ...] if leading else m[..., k]
+            table = _exact.angle_table(tuple(thetas[j] for j in pairs), p)
+            c, s = _exact.exact_cos_sin(xp, mk, table, dtype=wd, device=device, integral=integral)
+            cos_parts.append(c)
+            sin_parts.append(s)
+            order.extend(pairs)
+        inverse = [0] * len(order)
+        for pos, j in enumerate(order):
+            inverse[j] = pos
+        idx = xp.asarray(inverse, device=device)
+        cos = xp.take(xp.concat(cos_parts, axis=-1), idx, axis=-1)
+        sin = xp.take(xp.concat(sin_parts, axis=-1), idx, axis=-1)
         return cos, sin
 
 

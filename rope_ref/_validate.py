@@ -92,10 +92,10 @@ def check_x(xp: Any, x: Any, head_dim: int, *, name: str = "x") -> None:
 
 
 def broadcast_positions(
-    positions: Any, target: tuple[int, ...], *, name: str = "positions", target_name: str
+    pshape: tuple[int, ...], target: tuple[int, ...], *, name: str = "positions", target_name: str
 ) -> None:
     """Positions must broadcast to ``target`` without growing it (no silent broadcasting)."""
-    pshape = tuple(positions.shape)
+    pshape = tuple(pshape)
     if len(pshape) > len(target):
         raise RopeValueError(f"{name} of shape {pshape} has more axes than {target_name} {target}")
     for p, t in zip(reversed(pshape), reversed(target), strict=False):

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .._exact import context
 
 if TYPE_CHECKING:
     from .._rope import Rope
 
-__all__ = ["Scaling"]
+__all__ = ["Scaling", "power_thetas"]
+
+
+def power_thetas(ln_base: Decimal, d: int, count: int | None = None) -> tuple[Decimal, ...]:
+    """theta_j = exp(-(2j / d) * ln_base) for j = 0 .. count - 1 (count defaults to d // 2)."""
+    c = context()
+    n = d // 2 if count is None else count
+    dd = Decimal(d)
+    return tuple(c.exp(c.multiply(c.divide(Decimal(-2 * j), dd), ln_base)) for j in range(n))
 
 
 class Scaling:
@@ -20,16 +30,41 @@ class Scaling:
     exact to the last bit at every position (see ``rope_ref._exact``).
 
     Subclasses are frozen dataclasses (hashable: tables are cached per schedule) and override
-    :meth:`thetas` and, where the method has one, :meth:`attention_factor`.
+    what their method changes:
+
+    * :meth:`thetas` - the frequencies (``seq_len`` matters when :attr:`dynamic` is true);
+    * :meth:`attention_scaling` - the factor on cos and sin (YaRN, LongRoPE);
+    * :meth:`pair_axes` - multi-axis schemes: which position axis drives each pair;
+    * :meth:`magnitude` - per-position, per-pair factors on cos and sin (xPos).
     """
 
     #: True when the frequencies depend on the sequence length (``seq_len``).
     dynamic: ClassVar[bool] = False
+    #: Multi-axis schemes: None (1-D positions), "leading" (positions have a leading axis of
+    #: size n_axes, M-RoPE) or "trailing" (a trailing axis of size n_axes, axial RoPE).
+    axis_position: ClassVar[str | None] = None
+
+    def check(self, rope: Rope) -> None:
+        """Raise if this schedule cannot serve ``rope`` (called by ``Rope`` at construction)."""
 
     def thetas(self, rope: Rope, seq_len: int | None) -> tuple[Decimal, ...]:
         """The scaled frequencies theta'_j, j = 0 .. rotary_dim/2 - 1, as exact Decimals."""
         return rope.unscaled_thetas()
 
-    def attention_factor(self, rope: Rope, seq_len: int | None) -> float:
+    def attention_scaling(self, rope: Rope, seq_len: int | None) -> float:
         """The factor multiplying both cos and sin (Hugging Face's ``attention_scaling``)."""
         return 1.0
+
+    @property
+    def n_axes(self) -> int:
+        return 1
+
+    def pair_axes(self, rope: Rope) -> tuple[int, ...] | None:
+        """For multi-axis schemes, the position axis used by each pair; None otherwise."""
+        return None
+
+    def magnitude(
+        self, xp: Any, m: Any, rope: Rope, *, role: str, seq_len: int | None, dtype: Any
+    ) -> Any:
+        """Per-position, per-pair factor on cos and sin (shape m.shape + (n_pairs,)), or None."""
+        return None

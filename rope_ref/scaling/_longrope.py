@@ -1,0 +1,86 @@
+"""LongRoPE as shipped by Phi-3 (Ding et al., arXiv 2402.13753; HF ``rope_type="longrope"``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from .._errors import RopeTypeError, RopeValueError
+from ._base import Scaling
+from ._common import ctx, dec, positive, positive_int, real
+
+if TYPE_CHECKING:
+    from .._rope import Rope
+
+__all__ = ["LongRoPE"]
+
+
+def _factors(name: str, values: Any) -> tuple[float, ...]:
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise RopeTypeError(f"LongRoPE.{name} must be a sequence of numbers, got {values!r}")
+    out = tuple(positive("LongRoPE", f"{name}[{i}]", v) for i, v in enumerate(values))
+    return out
+
+
+@dataclass(frozen=True)
+class LongRoPE(Scaling):
+    r"""Per-pair rescale factors, a short list and a long list (Phi-3, Phi-3.5, Phi-4-mini).
+
+    :math:`\theta'_j = \theta_j / \lambda_j` with :math:`\lambda` = ``long_factor`` when the
+    sequence length exceeds L = ``original_max_position_embeddings`` and ``short_factor``
+    otherwise (Hugging Face switches at run time on max(position) + 1; pass ``seq_len`` to
+    choose, e.g. vLLM uses the long list for every position when the served length exceeds
+    L). Attention factor (on cos and sin, both lists): ``attention_factor`` if given, else
+    :math:`\sqrt{1 + \ln s / \ln L}` for s = ``factor`` > 1 (1 otherwise).
+    """
+
+    short_factor: tuple[float, ...]
+    long_factor: tuple[float, ...]
+    original_max_position_embeddings: int
+    factor: float = 1.0
+    attention_factor: float | None = None
+
+    dynamic = True  # type: ignore[misc]
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "short_factor", _factors("short_factor", self.short_factor))
+        set_(self, "long_factor", _factors("long_factor", self.long_factor))
+        if len(self.short_factor) != len(self.long_factor):
+            raise RopeValueError(
+                f"LongRoPE.short_factor has {len(self.short_factor)} values but long_factor has "
+                f"{len(self.long_factor)}"
+            )
+        set_(self, "original_max_position_embeddings",
+             positive_int("LongRoPE", "original_max_position_embeddings",
+                          self.original_max_position_embeddings))
+        set_(self, "factor", positive("LongRoPE", "factor", self.factor))
+        if self.attention_factor is not None:
+            set_(self, "attention_factor", real("LongRoPE", "attention_factor",
+                                                self.attention_factor))
+
+    def check(self, rope: Rope) -> None:
+        if len(self.short_factor) != rope.n_pairs:
+            raise RopeValueError(
+                f"LongRoPE factor lists have {len(self.short_factor)} values; rotary_dim="
+                f"{rope.rotary_dim} needs rotary_dim // 2 = {rope.n_pairs}"
+            )
+
+    def uses_long(self, seq_len: int | None) -> bool:
+        return seq_len is not None and seq_len > self.original_max_position_embeddings
+
+    def thetas(self, rope: Rope, seq_len: int | None) -> tuple[Decimal, ...]:
+        c = ctx()
+        lam = self.long_factor if self.uses_long(seq_len) else self.short_factor
+        return tuple(c.divide(t, dec(f)) for t, f in zip(rope.unscaled_thetas(), lam, strict=True))
+
+    def attention_scaling(self, rope: Rope, seq_len: int | None) -> float:
+        if self.attention_factor is not None:
+            return self.attention_factor
+        s = dec(self.factor)
+        if s <= 1:
+            return 1.0
+        c = ctx()
+        l0 = Decimal(self.original_max_position_embeddings)
+        return float(c.sqrt(c.add(1, c.divide(c.ln(s), c.ln(l0)))))

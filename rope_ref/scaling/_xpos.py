@@ -1,0 +1,86 @@
+"""xPos: RoPE with an exponential decay in the score (Sun et al. 2022, arXiv 2212.10554)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._errors import RopeTypeError
+from .._exact import _const, _head_tail, _split_hi_lo, _two_prod_split
+from ._base import Scaling
+from ._common import ctx, dec, positive
+
+if TYPE_CHECKING:
+    from .._rope import Rope
+
+__all__ = ["XPos"]
+
+
+@dataclass(frozen=True)
+class XPos(Scaling):
+    r"""xPos as in torchscale and lucidrains ``rotary-embedding-torch`` (``use_xpos``).
+
+    Pair j gets the factor :math:`\zeta_j^{\pm (m - c)/B}` on both cos and sin, with
+    :math:`\zeta_j = (2j/d + \gamma)/(1 + \gamma)` (d = rotary_dim, gamma = 0.4,
+    B = ``scale_base`` = 512): the power is positive for queries (``role="query"``) and
+    negative for keys (``role="key"``), so the pair's share of q_m . k_n decays like
+    :math:`\zeta_j^{(m - n)/B}`. The offset c only keeps the powers in range (the score
+    depends on m - n alone): 0 by default; ``center=True`` uses c = seq_len // 2 as lucidrains
+    does (seq_len from the argument, else max(position) + 1). The power is formed with an
+    error-free product, so each factor is within a few ulps of exact.
+    """
+
+    scale_base: float = 512.0
+    gamma: float = 0.4
+    center: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale_base", positive("XPos", "scale_base", self.scale_base))
+        object.__setattr__(self, "gamma", positive("XPos", "gamma", self.gamma))
+        if not isinstance(self.center, bool):
+            raise RopeTypeError(f"XPos.center must be a bool, got {self.center!r}")
+
+    @property
+    def dynamic(self) -> bool:  # type: ignore[override]
+        return self.center
+
+    def zeta(self, rope: Rope) -> tuple[Decimal, ...]:
+        c = ctx()
+        d = Decimal(rope.rotary_dim)
+        g = dec(self.gamma)
+        return tuple(
+            c.divide(c.add(c.divide(Decimal(2 * j), d), g), c.add(1, g)) for j in range(rope.n_pairs)
+        )
+
+    def magnitude(
+        self, xp: Any, m: Any, rope: Rope, *, role: str, seq_len: int | None, dtype: Any
+    ) -> Any:
+        c = ctx()
+        rates = [c.divide(c.ln(z), dec(self.scale_base)) for z in self.zeta(rope)]
+        hi, lo, a, b = [], [], [], []
+        for r in rates:
+            h, l_ = _split_hi_lo(r)
+            hh, ht = _head_tail(h, 26)
+            hi.append(h)
+            lo.append(l_)
+            a.append(hh)
+            b.append(ht)
+        device = None if not hasattr(m, "device") else _device(m)
+        cst = [_const(xp, np.asarray(v), dtype, device) for v in (hi, lo, a, b)]
+        shift = float(seq_len // 2) if (self.center and seq_len is not None) else 0.0
+        mm = (m - shift)[..., None]
+        p, e = _two_prod_split(mm, cst[0], cst[2], cst[3], 27)
+        e = e + mm * cst[1]
+        if role == "key":
+            p, e = -p, -e
+        ep = xp.exp(p)
+        return ep + ep * e
+
+
+def _device(x: Any) -> Any:
+    from .._compat import device_of
+
+    return device_of(x)
