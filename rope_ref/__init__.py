@@ -8,6 +8,7 @@ from . import scaling
 from ._apply import apply_rope, apply_rope_complex, apply_rope_matrix, rotation_matrix
 from ._errors import RopeError, RopeTypeError, RopeValueError
 from ._layout import convert_layout, layout_permutation, permute_weights
+from ._presets import preset_info, presets
 from ._qkv import qkv, sinusoidal_embedding
 from ._rope import LAYOUTS, Rope
 
@@ -26,6 +27,8 @@ __all__ = [
     "convert_layout",
     "layout_permutation",
     "permute_weights",
+    "preset_info",
+    "presets",
     "qkv",
     "rotation_matrix",
     "scaling",

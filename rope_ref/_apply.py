@@ -54,9 +54,7 @@ def _prepare(
     if role not in ROLES:
         raise RopeValueError(f"role must be one of {ROLES}, got {role!r}")
     wd = _compat.work_dtype(xp, device)
-    cos, sin = rope._cos_sin_work(
-        xp, positions, wd, integral=integral, seq_len=seq_len, role=role
-    )
+    cos, sin = rope._cos_sin_work(xp, positions, wd, integral=integral, seq_len=seq_len, role=role)
     return xp, wd, cos, sin
 
 

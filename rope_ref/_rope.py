@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -61,6 +61,8 @@ class Rope:
     rotary_dim: int = None  # type: ignore[assignment]  # None -> head_dim in __post_init__
     layout: Layout = "half"
     scaling: Scaling | None = None
+    # what from_hf_config read (for explain()); not part of the value
+    report: Any = field(default=None, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         head_dim = _validate.check_int("head_dim", self.head_dim)
@@ -100,6 +102,52 @@ class Rope:
         object.__setattr__(self, "rotary_dim", rotary_dim)
         if self.scaling is not None:
             self.scaling.check(self)
+
+    # ---------------------------------------------------------------- configs and presets
+    @classmethod
+    def from_hf_config(
+        cls,
+        config: Any,
+        *,
+        layer_type: str | None = None,
+        layout: str | None = None,
+        dynamic_variant: str = "hf",
+    ) -> Rope:
+        """A ``Rope`` from a Hugging Face ``config.json`` (a dict, or an object with attributes).
+
+        Reads transformers v4 (``rope_theta``, ``rope_scaling`` with ``type`` or
+        ``rope_type``) and v5 (``rope_parameters``, also per layer type: then pass
+        ``layer_type``, e.g. ``"sliding_attention"``) configs, multimodal configs with a
+        ``text_config``, ``partial_rotary_factor`` / ``rotary_pct`` / ``rotary_dim``,
+        ``head_dim`` or ``qk_rope_head_dim`` or ``hidden_size // num_attention_heads``, and
+        ``max_position_embeddings`` / ``original_max_position_embeddings``. The layout is
+        "half" (``rotate_half``) except for model types whose code rotates interleaved pairs
+        (GPT-J, Llama 4, DeepSeek with ``rope_interleave``); ``layout=`` overrides it.
+        Unknown rope types and missing or invalid parameters raise an error naming the key;
+        keys present but unused are listed by :meth:`explain`.
+        """
+        from ._hf import from_hf_config
+
+        kwargs, report = from_hf_config(
+            config, layer_type=layer_type, layout=layout, dynamic_variant=dynamic_variant
+        )
+        head_dim = kwargs.pop("head_dim")
+        return cls(head_dim, report=report, **kwargs)
+
+    @classmethod
+    def preset(cls, name: str, *, layer_type: str | None = None) -> Rope:
+        """The RoPE of a real model, from its published config values (``rr.presets()``)."""
+        from ._presets import load_preset
+
+        config, default_layer = load_preset(name)
+        return cls.from_hf_config(config, layer_type=layer_type or default_layer)
+
+    def explain(self) -> str:
+        """What this Rope is and, for one read from a config, every key used, defaulted or
+        present but unused. Returns the text (``print(rope.explain())``)."""
+        if self.report is None:
+            return f"{self!r}\n(constructed directly, not from a config)"
+        return str(self.report.text(self))
 
     # ---------------------------------------------------------------- exact frequencies
     @property
@@ -194,7 +242,9 @@ class Rope:
             cos, sin = xp.astype(cos, dtype), xp.astype(sin, dtype)
         return cos, sin
 
-    def token_shape(self, positions_shape: tuple[int, ...], *, name: str = "positions") -> tuple[int, ...]:
+    def token_shape(
+        self, positions_shape: tuple[int, ...], *, name: str = "positions"
+    ) -> tuple[int, ...]:
         """The shape of the token grid that ``positions`` describes (validated).
 
         1-D schemes: the positions' own shape. Multi-axis schemes drop the axis that holds

@@ -41,11 +41,16 @@ class Llama3(Scaling):
         set_ = object.__setattr__
         set_(self, "factor", positive("Llama3", "factor", self.factor))
         set_(self, "low_freq_factor", positive("Llama3", "low_freq_factor", self.low_freq_factor))
-        set_(self, "high_freq_factor",
-             positive("Llama3", "high_freq_factor", self.high_freq_factor))
-        set_(self, "original_max_position_embeddings",
-             positive_int("Llama3", "original_max_position_embeddings",
-                          self.original_max_position_embeddings))
+        set_(
+            self, "high_freq_factor", positive("Llama3", "high_freq_factor", self.high_freq_factor)
+        )
+        set_(
+            self,
+            "original_max_position_embeddings",
+            positive_int(
+                "Llama3", "original_max_position_embeddings", self.original_max_position_embeddings
+            ),
+        )
         if self.high_freq_factor < self.low_freq_factor:
             raise RopeValueError(
                 f"Llama3.high_freq_factor ({self.high_freq_factor}) must be >= "
@@ -68,6 +73,7 @@ class Llama3(Scaling):
                 out.append(c.divide(t, s))
             else:
                 gamma = c.divide(c.subtract(c.divide(big_l, wave), lf), c.subtract(hf, lf))
-                out.append(c.add(c.multiply(c.subtract(1, gamma), c.divide(t, s)),
-                                 c.multiply(gamma, t)))
+                out.append(
+                    c.add(c.multiply(c.subtract(1, gamma), c.divide(t, s)), c.multiply(gamma, t))
+                )
         return tuple(out)

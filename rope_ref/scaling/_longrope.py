@@ -41,7 +41,7 @@ class LongRoPE(Scaling):
     factor: float = 1.0
     attention_factor: float | None = None
 
-    dynamic = True  # type: ignore[misc]
+    dynamic = True
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -52,13 +52,22 @@ class LongRoPE(Scaling):
                 f"LongRoPE.short_factor has {len(self.short_factor)} values but long_factor has "
                 f"{len(self.long_factor)}"
             )
-        set_(self, "original_max_position_embeddings",
-             positive_int("LongRoPE", "original_max_position_embeddings",
-                          self.original_max_position_embeddings))
+        set_(
+            self,
+            "original_max_position_embeddings",
+            positive_int(
+                "LongRoPE",
+                "original_max_position_embeddings",
+                self.original_max_position_embeddings,
+            ),
+        )
         set_(self, "factor", positive("LongRoPE", "factor", self.factor))
         if self.attention_factor is not None:
-            set_(self, "attention_factor", real("LongRoPE", "attention_factor",
-                                                self.attention_factor))
+            set_(
+                self,
+                "attention_factor",
+                real("LongRoPE", "attention_factor", self.attention_factor),
+            )
 
     def check(self, rope: Rope) -> None:
         if len(self.short_factor) != rope.n_pairs:

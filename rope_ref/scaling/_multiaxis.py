@@ -34,7 +34,7 @@ class MRope(Scaling):
     sections: tuple[int, ...] = (16, 24, 24)
     interleaved: bool = False
 
-    axis_position = "leading"  # type: ignore[misc]
+    axis_position = "leading"
 
     def __post_init__(self) -> None:
         secs = self.sections
@@ -43,7 +43,9 @@ class MRope(Scaling):
         out = []
         for i, s in enumerate(secs):
             if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-                raise RopeValueError(f"MRope.sections[{i}] must be a non-negative integer, got {s!r}")
+                raise RopeValueError(
+                    f"MRope.sections[{i}] must be a non-negative integer, got {s!r}"
+                )
             out.append(int(s))
         if len(out) < 1:
             raise RopeValueError("MRope.sections must not be empty")
@@ -85,9 +87,9 @@ class Axial(Scaling):
     1-based or class-token rows, are the caller's positions).
     """
 
-    n_axes: int = 2  # type: ignore[assignment]
+    n_axes: int = 2
 
-    axis_position = "trailing"  # type: ignore[misc]
+    axis_position = "trailing"
 
     def __post_init__(self) -> None:
         n = self.n_axes

@@ -52,7 +52,8 @@ class XPos(Scaling):
         d = Decimal(rope.rotary_dim)
         g = dec(self.gamma)
         return tuple(
-            c.divide(c.add(c.divide(Decimal(2 * j), d), g), c.add(1, g)) for j in range(rope.n_pairs)
+            c.divide(c.add(c.divide(Decimal(2 * j), d), g), c.add(1, g))
+            for j in range(rope.n_pairs)
         )
 
     def magnitude(

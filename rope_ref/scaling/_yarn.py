@@ -1,4 +1,4 @@
-"""YaRN: NTK-by-parts interpolation plus an attention temperature (Peng et al., arXiv 2309.00071)."""
+"""YaRN: NTK-by-parts interpolation and an attention temperature (arXiv 2309.00071)."""
 
 from __future__ import annotations
 
@@ -66,7 +66,11 @@ class YaRN(Scaling):
             if v is not None:
                 set_(self, name, positive("YaRN", name, v))
         if self.attention_factor is not None:
-            set_(self, "attention_factor", positive("YaRN", "attention_factor", self.attention_factor))
+            set_(
+                self,
+                "attention_factor",
+                positive("YaRN", "attention_factor", self.attention_factor),
+            )
         if not isinstance(self.truncate, bool):
             raise RopeTypeError(f"YaRN.truncate must be a bool, got {self.truncate!r}")
         if self.ramp not in RAMPS:
@@ -84,8 +88,9 @@ class YaRN(Scaling):
         l0 = Decimal(self.original_max_position_embeddings)
 
         def dim(r: float) -> Decimal:
-            return c.divide(c.multiply(d, c.ln(c.divide(l0, c.multiply(TWO_PI, dec(r))))),
-                            c.multiply(2, ln_b))
+            return c.divide(
+                c.multiply(d, c.ln(c.divide(l0, c.multiply(TWO_PI, dec(r))))), c.multiply(2, ln_b)
+            )
 
         lo, hi = dim(self.beta_fast), dim(self.beta_slow)
         if self.truncate:
@@ -112,8 +117,15 @@ class YaRN(Scaling):
             l0 = Decimal(self.original_max_position_embeddings)
             for t in base:
                 r = c.divide(c.multiply(l0, t), TWO_PI)
-                gamma = min(max(c.divide(c.subtract(r, alpha), c.subtract(beta, alpha))
-                                if beta != alpha else Decimal(r > alpha), Decimal(0)), Decimal(1))
+                gamma = min(
+                    max(
+                        c.divide(c.subtract(r, alpha), c.subtract(beta, alpha))
+                        if beta != alpha
+                        else Decimal(r > alpha),
+                        Decimal(0),
+                    ),
+                    Decimal(1),
+                )
                 weights.append(c.subtract(1, gamma))
         return tuple(
             c.add(c.multiply(t, c.subtract(1, w)), c.multiply(c.divide(t, s), w))
@@ -125,7 +137,9 @@ class YaRN(Scaling):
         if self.attention_factor is not None:
             return dec(self.attention_factor)
         if self.mscale and self.mscale_all_dim:
-            return ctx().divide(g_mscale(s, dec(self.mscale)), g_mscale(s, dec(self.mscale_all_dim)))
+            return ctx().divide(
+                g_mscale(s, dec(self.mscale)), g_mscale(s, dec(self.mscale_all_dim))
+            )
         return g_mscale(s, Decimal(1))
 
     def attention_scaling(self, rope: Rope, seq_len: int | None) -> float:
