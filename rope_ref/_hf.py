@@ -58,6 +58,14 @@ _INTERLEAVED_TYPES = {
 }
 _DEEPSEEK_TYPES = ("deepseek_v2", "deepseek_v3", "kimi_k2")
 
+# Config-class defaults of transformers for model types whose published config.json leaves
+# RoPE keys out (they are then filled by the class, e.g. Gemma3TextConfig).
+_MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gemma3_text": {"rope_theta": 1_000_000.0, "rope_local_base_freq": 10_000.0,
+                    "head_dim": 256, "max_position_embeddings": 131_072},
+    "gemma2": {"rope_theta": 10_000.0, "head_dim": 256},
+}
+
 # per rope type: required and optional keys of the rope_scaling / rope_parameters dict
 _KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "default": ((), ()),
@@ -216,6 +224,14 @@ def from_hf_config(
     else:
         data = top
         prefix = ""
+    mt = data.get("model_type")
+    for key, value in _MODEL_DEFAULTS.get(mt, {}).items() if isinstance(mt, str) else ():
+        if data.get(key) is None:
+            data[key] = value
+            report.notes.append(
+                f"{prefix}{key} = {value!r} is the transformers default for model_type {mt!r} "
+                "(absent from the config)"
+            )
     r = _Reader(data, prefix, report)
     model_type = r.get("model_type") if r.has("model_type") else None
 
