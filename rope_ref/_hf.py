@@ -61,8 +61,12 @@ _DEEPSEEK_TYPES = ("deepseek_v2", "deepseek_v3", "kimi_k2")
 # Config-class defaults of transformers for model types whose published config.json leaves
 # RoPE keys out (they are then filled by the class, e.g. Gemma3TextConfig).
 _MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "gemma3_text": {"rope_theta": 1_000_000.0, "rope_local_base_freq": 10_000.0,
-                    "head_dim": 256, "max_position_embeddings": 131_072},
+    "gemma3_text": {
+        "rope_theta": 1_000_000.0,
+        "rope_local_base_freq": 10_000.0,
+        "head_dim": 256,
+        "max_position_embeddings": 131_072,
+    },
     "gemma2": {"rope_theta": 10_000.0, "head_dim": 256},
 }
 

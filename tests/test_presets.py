@@ -42,9 +42,11 @@ def test_every_preset_loads_and_rotates(name):
 def test_llama_family():
     assert rr.Rope.preset("llama-2-7b") == rr.Rope(128, base=10_000.0)
     assert rr.Rope.preset("llama-3.1-8b") == rr.Rope(
-        128, base=500_000.0, scaling=S.Llama3(8.0, 1.0, 4.0, 8192))
+        128, base=500_000.0, scaling=S.Llama3(8.0, 1.0, 4.0, 8192)
+    )
     assert rr.Rope.preset("llama-3.2-1b") == rr.Rope(
-        64, base=500_000.0, scaling=S.Llama3(32.0, 1.0, 4.0, 8192))
+        64, base=500_000.0, scaling=S.Llama3(32.0, 1.0, 4.0, 8192)
+    )
     scout = rr.Rope.preset("llama-4-scout")
     assert scout.layout == "interleaved" and scout.scaling == S.Llama3(16.0, 1.0, 1.0, 8192)
 
