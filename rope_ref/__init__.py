@@ -6,8 +6,10 @@ array-api-strict arrays, and return arrays of the caller's library on the caller
 
 from . import scaling
 from ._apply import apply_rope, apply_rope_complex, apply_rope_matrix, rotation_matrix
+from ._attention import DEFAULT_MEMORY_BUDGET, attention, packed_positions
 from ._errors import RopeError, RopeTypeError, RopeValueError
 from ._layout import convert_layout, layout_permutation, permute_weights
+from ._linear_attention import linear_attention
 from ._presets import preset_info, presets
 from ._qkv import qkv, sinusoidal_embedding
 from ._rope import LAYOUTS, Rope
@@ -15,6 +17,7 @@ from ._rope import LAYOUTS, Rope
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_MEMORY_BUDGET",
     "LAYOUTS",
     "Rope",
     "RopeError",
@@ -24,8 +27,11 @@ __all__ = [
     "apply_rope",
     "apply_rope_complex",
     "apply_rope_matrix",
+    "attention",
     "convert_layout",
     "layout_permutation",
+    "linear_attention",
+    "packed_positions",
     "permute_weights",
     "preset_info",
     "presets",
