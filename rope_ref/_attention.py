@@ -13,6 +13,7 @@ is rounded once to q.dtype.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from . import _compat, _validate
@@ -60,11 +61,36 @@ def _check_window(window: Any) -> tuple[float | None, float | None] | None:
     return (out[0], out[1])
 
 
+@dataclass
 class _Spec:
     """Validated inputs, in the working dtype and grouped for GQA."""
 
-    def __init__(self, **kw: Any) -> None:
-        self.__dict__.update(kw)
+    xp: Any
+    wd: Any
+    device: Any
+    batch: tuple[int, ...]
+    hq: int
+    hk: int
+    g: int
+    sq: int
+    sk: int
+    d: int
+    dv: int
+    qg: Any  # (..., Hk, G, Sq, D), rotated
+    kg: Any  # (..., Hk, 1, Sk, D), rotated
+    vg: Any  # (..., Hk, 1, Sk, Dv)
+    qp: Any  # query positions (..., Hk, G, Sq) or None
+    kp: Any  # key positions (..., Hk, 1, Sk) or None
+    qs: Any  # query segment ids (..., 1, 1, Sq) or None
+    ks: Any
+    keep_mask: Any
+    add_mask: Any
+    sink: Any
+    scale: float
+    softcap: float | None
+    causal: bool
+    window: tuple[float | None, float | None] | None
+    out_dtype: Any
 
 
 def _prepare(
@@ -146,7 +172,8 @@ def _prepare(
             return xp.arange(default_start, default_start + n, device=device)
         arr = _validate.to_positions(arr, xp, device, name=name)
         _validate.check_positions(xp, arr, name=name)
-        tokens = rope.token_shape(tuple(arr.shape), name=name) if multi_axis else tuple(arr.shape)
+        shape = tuple(arr.shape)
+        tokens = rope.token_shape(shape, name=name) if (multi_axis and rope) else shape
         _validate.broadcast_positions(tokens, target, name=name, target_name=f"{target}")
         return arr
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -61,7 +62,10 @@ def loop_reference(
                 if right is not None and kpos > qpos + right:
                     continue
             if segments is not None:
-                qs, ks = (np.broadcast_to(s_, (*batch, n)) for s_, n in zip(segments, (sq, sk)))
+                qs, ks = (
+                    np.broadcast_to(s_, (*batch, n))
+                    for s_, n in zip(segments, (sq, sk), strict=True)
+                )
                 if qs[(*b, i)] != ks[(*b, j)]:
                     continue
             extra = 0.0
@@ -347,7 +351,7 @@ def test_packed_sequences_equal_separate_runs():
     packed = rr.attention(
         q, k, v, rope=rope, causal=True, segment_ids=(seg, seg), q_positions=pos, k_positions=pos
     )
-    for a, b in zip(cu[:-1], cu[1:], strict=True):
+    for a, b in itertools.pairwise(cu):
         alone = rr.attention(q[:, a:b], k[:, a:b], v[:, a:b], rope=rope, causal=True)
         np.testing.assert_allclose(packed[:, a:b], alone, rtol=0, atol=1e-15)
 
