@@ -27,6 +27,7 @@ __all__ = ["DEFAULT_MEMORY_BUDGET", "attention", "packed_positions"]
 #: ``attention`` switches to the chunked path (override per call with ``memory_budget``).
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 _TEMPS = 4  # score-sized float64 temporaries alive at once (scores, keep mask, p, a spare)
+_AUTO_BLOCK = 256  # widest automatic block
 
 
 def _is_array(x: Any) -> bool:
@@ -294,7 +295,7 @@ def _prepare(
     )
 
 
-def _keep(sp: _Spec, qsl: slice, ksl: slice) -> Any:
+def _keep(sp: _Spec, qsl: slice, ksl: slice, positional: bool = True) -> Any:
     """Boolean keep-mask for a block of queries x keys (None when everything is kept)."""
     xp = sp.xp
     keep = None
@@ -303,7 +304,7 @@ def _keep(sp: _Spec, qsl: slice, ksl: slice) -> Any:
         nonlocal keep
         keep = a if keep is None else xp.logical_and(keep, a)
 
-    if sp.causal or sp.window is not None:
+    if positional and (sp.causal or sp.window is not None):
         qp = sp.qp[..., qsl][..., :, None]
         kp = sp.kp[..., ksl][..., None, :]
         if sp.causal:
@@ -321,15 +322,19 @@ def _keep(sp: _Spec, qsl: slice, ksl: slice) -> Any:
     return keep
 
 
-def _scores(sp: _Spec, qsl: slice, ksl: slice) -> tuple[Any, Any]:
-    """Masked scores of a block (-inf where dropped) and the keep mask (or None)."""
+def _scores(sp: _Spec, qsl: slice, ksl: slice, positional: bool = True) -> tuple[Any, Any]:
+    """Masked scores of a block (-inf where dropped) and the keep mask (or None).
+
+    ``positional=False`` leaves out the causal/window test (a block known to be inside it).
+    """
     xp = sp.xp
-    s = xp.matmul(sp.qg[..., qsl, :], xp.matrix_transpose(sp.kg[..., ksl, :])) * sp.scale
+    s = xp.matmul(sp.qg[..., qsl, :], xp.matrix_transpose(sp.kg[..., ksl, :]))
+    s *= sp.scale  # a temporary of ours: in place where the library allows it
     if sp.softcap is not None:
         s = xp.tanh(s / sp.softcap) * sp.softcap
     if sp.add_mask is not None:
         s = s + sp.add_mask[..., qsl, ksl]
-    keep = _keep(sp, qsl, ksl)
+    keep = _keep(sp, qsl, ksl, positional)
     if keep is not None:
         s = xp.where(keep, s, -xp.inf)
     return s, keep
@@ -384,13 +389,15 @@ def _chunked(sp: _Spec, chunk: int) -> tuple[Any, Any]:
         denom = xp.zeros(shape, dtype=sp.wd, device=sp.device)
         acc = xp.zeros((*shape, sp.dv), dtype=sp.wd, device=sp.device)
         for ksl in _blocks(sp.sk, chunk):
-            if skip is not None and skip(qsl, ksl):
+            state = "partial" if skip is None else skip(qsl, ksl)
+            if state == "skip":
                 continue
-            s, _ = _scores(sp, qsl, ksl)
+            s, _ = _scores(sp, qsl, ksl, positional=state != "full")
             m_new = xp.maximum(m, xp.max(s, axis=-1))
             m0 = _finite_or_zero(xp, m_new)
             alpha = xp.exp(m - m0)  # 0 while m is -inf (nothing accumulated yet)
-            p = xp.exp(s - m0[..., None])
+            s -= m0[..., None]  # our temporary: in place where the library allows it
+            p = xp.exp(s)
             denom = denom * alpha + xp.sum(p, axis=-1)
             acc = acc * alpha[..., None] + xp.matmul(p, sp.vg[..., ksl, :])
             m = m_new
@@ -411,7 +418,8 @@ def _block_skipper(sp: _Spec) -> Any:
     """For causal/window masks on concrete positions, a test for blocks with no key kept.
 
     Only reads values when that is cheap and allowed (not under jax.jit, not on Dask); the
-    result never changes the answer, only the work done.
+    result never changes the answer, only the work done (blocks wholly outside the mask are
+    skipped, blocks wholly inside it need no mask).
     """
     if not (sp.causal or sp.window is not None) or sp.qp is None:
         return None
@@ -423,18 +431,26 @@ def _block_skipper(sp: _Spec) -> Any:
         blk = p[..., sl]
         return float(xp.min(blk)), float(xp.max(blk))
 
-    def skip(qsl: slice, ksl: slice) -> bool:
+    def skip(qsl: slice, ksl: slice) -> str:
+        """ "skip" (no pair kept), "full" (every pair inside causal/window) or "partial"."""
         qlo, qhi = bounds(sp.qp, qsl)
         klo, khi = bounds(sp.kp, ksl)
-        if sp.causal and klo > qhi:
-            return True
+        full = True
+        if sp.causal:
+            if klo > qhi:
+                return "skip"
+            full = khi <= qlo
         if sp.window is not None:
             left, right = sp.window
-            if left is not None and khi < qlo - left:
-                return True
-            if right is not None and klo > qhi + right:
-                return True
-        return False
+            if left is not None:
+                if khi < qlo - left:
+                    return "skip"
+                full = full and klo >= qhi - left
+            if right is not None:
+                if klo > qhi + right:
+                    return "skip"
+                full = full and khi <= qlo + right
+        return "full" if full else "partial"
 
     return skip
 
@@ -502,7 +518,8 @@ def attention(
         Process queries and keys in blocks of this size with an online softmax (bounded
         memory; equal to the one-shot result to a few float64 ulps). Without it the chunked
         path is taken when the one-shot score temporaries (4 x 8 bytes x batch x Hq x Sq x Sk)
-        would exceed ``memory_budget`` bytes (default ``DEFAULT_MEMORY_BUDGET`` = 256 MiB).
+        would exceed ``memory_budget`` bytes (default ``DEFAULT_MEMORY_BUDGET`` = 256 MiB),
+        with square blocks of at most 256 that fit the budget.
     seq_len : int, optional
         For dynamic RoPE schedules.
 
@@ -541,8 +558,11 @@ def attention(
         if need <= budget:
             chunk = 0
         else:
+            # blocks that fit the budget, at most _AUTO_BLOCK wide: score blocks of a few MiB
+            # stay in cache and let causal/window masks skip more (measured 2x faster on
+            # (1, 8, 4096, 128) than 1024-wide blocks; 256 and 512 are close)
             side = math.isqrt(max(1, budget // (_TEMPS * 8 * rows)))
-            chunk = max(16, side)
+            chunk = max(16, min(_AUTO_BLOCK, side))
     if chunk == 0 or (chunk >= sp.sq and chunk >= sp.sk):
         out, lse = _one_shot(sp)
     else:

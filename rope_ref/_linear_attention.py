@@ -29,6 +29,46 @@ def _feature(xp: Any, x: Any, feature_map: str | Callable[[Any], Any]) -> Any:
     return xp.maximum(x, xp.zeros_like(x))
 
 
+def _rotator(
+    xp: Any,
+    rope: Rope | None,
+    positions: Any,
+    seq_len: int | None,
+    batch: tuple[int, ...],
+    hq: int,
+    hk: int,
+    s: int,
+    device: Any,
+) -> Callable[[Any, slice, str], Any]:
+    """A function rotating a block of tokens (identity without rope)."""
+    if rope is None:
+        if positions is not None:
+            raise RopeValueError("positions only matter with rope=; pass rope= or drop positions")
+        return lambda x, sl, role: x
+    pos = xp.arange(s, device=device) if positions is None else positions
+    pos = _validate.to_positions(pos, xp, device)
+    _validate.check_positions(xp, pos)
+    tokens = rope.token_shape(tuple(pos.shape))
+    for heads in (hq, hk):
+        _validate.broadcast_positions(
+            tokens, (*batch, heads, s), target_name=f"(..., H, S) = {(*batch, heads, s)}"
+        )
+    trailing = rope.scaling is not None and rope.scaling.axis_position == "trailing"
+    sliced = len(tokens) > 0 and tokens[-1] == s
+    if seq_len is None and rope.scaling is not None and rope.scaling.dynamic:
+        if not _compat.is_concrete(pos):
+            raise RopeValueError("seq_len is required with a dynamic scaling and lazy positions")
+        seq_len = int(float(xp.max(pos))) + 1  # one length for every block
+
+    def rotate(x: Any, sl: slice, role: str) -> Any:
+        p = pos
+        if sliced:
+            p = pos[..., sl, :] if trailing else pos[..., sl]
+        return apply_rope(x, p, rope, seq_len=seq_len, role=role)
+
+    return rotate
+
+
 def linear_attention(
     q: Any,
     k: Any,
@@ -61,8 +101,8 @@ def linear_attention(
         Token positions for the rotation, broadcastable to (..., S) heads included as for
         ``apply_rope``; default 0 .. S - 1.
     causal : bool
-        Sum over n <= m (by index) with running prefix sums: O(S) time and memory, processed
-        in blocks of ``chunk_size`` (default 256) tokens.
+        Sum over n <= m (by index) with running prefix sums: O(S) time and memory. Both
+        modes work in blocks of ``chunk_size`` (default 256) tokens.
     feature_map : "elu1" (default, elu(x) + 1), "relu", or a callable
         A callable receives an array of the working dtype in the caller's namespace and must
         return a non-negative array of the same shape.
@@ -113,53 +153,51 @@ def linear_attention(
     g = hq // hk
     dv = int(v.shape[-1])
 
-    fq = _feature(xp, xp.astype(q, wd), feature_map)
-    fk = _feature(xp, xp.astype(k, wd), feature_map)
-    vw = xp.astype(v, wd)
-    if rope is not None:
-        pos = positions if positions is not None else xp.arange(s, device=device)
-        rq = apply_rope(fq, pos, rope, seq_len=seq_len, role="query")
-        rk = apply_rope(fk, pos, rope, seq_len=seq_len, role="key")
-    elif positions is not None:
-        raise RopeValueError("positions only matter with rope=; pass rope= or drop positions")
-    else:
-        rq, rk = fq, fk
-    # grouped views: queries (..., Hk, G, S, D), keys/values (..., Hk, 1, S, *)
-    rq = xp.reshape(rq, (*batch, hk, g, s, d))
-    fq = xp.reshape(fq, (*batch, hk, g, s, d))
-    rk = xp.expand_dims(rk, axis=-3)
-    fk = xp.expand_dims(fk, axis=-3)
-    vw = xp.expand_dims(vw, axis=-3)
+    fq_all = _feature(xp, xp.astype(q, wd), feature_map)
+    fk_all = _feature(xp, xp.astype(k, wd), feature_map)
+    vw = xp.expand_dims(xp.astype(v, wd), axis=-3)  # (..., Hk, 1, S, Dv)
+    rotate = _rotator(xp, rope, positions, seq_len, batch, hq, hk, s, device)
 
+    def block(sl: slice) -> tuple[Any, Any, Any, Any]:
+        """Feature-mapped and rotated q, k of a block, grouped: q (..., Hk, G, n, D)."""
+        fq_b, fk_b = fq_all[..., sl, :], fk_all[..., sl, :]
+        rq_b, rk_b = rotate(fq_b, sl, "query"), rotate(fk_b, sl, "key")
+        n = sl.stop - sl.start
+        return (
+            xp.reshape(rq_b, (*batch, hk, g, n, d)),
+            xp.reshape(fq_b, (*batch, hk, g, n, d)),
+            xp.expand_dims(rk_b, axis=-3),
+            xp.expand_dims(fk_b, axis=-3),
+        )
+
+    # Blocks of `chunk` tokens keep the rotation tables and products cache-sized, so time
+    # and memory grow linearly with S.
+    blocks = [slice(i, min(i + chunk, s)) for i in range(0, s, chunk)]
+    state = xp.zeros((*batch, hk, 1, d, dv), dtype=wd, device=device)
+    zsum = xp.zeros((*batch, hk, 1, d), dtype=wd, device=device)
+    nums, dens = [], []
     if not causal:
-        kv = xp.matmul(xp.matrix_transpose(rk), vw)  # (..., Hk, 1, D, Dv)
-        num = xp.matmul(rq, kv)
-        z = xp.sum(fk, axis=-2)  # (..., Hk, 1, D)
-        den = xp.sum(fq * z[..., None, :], axis=-1)
+        parts = [block(sl) for sl in blocks]
+        for sl, (_, _, rk_b, fk_b) in zip(blocks, parts, strict=True):
+            state = state + xp.matmul(xp.matrix_transpose(rk_b), vw[..., sl, :])
+            zsum = zsum + xp.sum(fk_b, axis=-2)
+        for rq_b, fq_b, _, _ in parts:
+            nums.append(xp.matmul(rq_b, state))
+            dens.append(xp.sum(fq_b * zsum[..., None, :], axis=-1))
     else:
-        state = xp.zeros((*batch, hk, 1, d, dv), dtype=wd, device=device)
-        zsum = xp.zeros((*batch, hk, 1, d), dtype=wd, device=device)
-        nums, dens = [], []
-        for start in range(0, s, chunk):
-            sl = slice(start, min(start + chunk, s))
-            n = sl.stop - sl.start
-            tri = xp.arange(n, device=device)
+        for sl in blocks:
+            rq_b, fq_b, rk_b, fk_b = block(sl)
+            v_b = vw[..., sl, :]
+            tri = xp.arange(sl.stop - sl.start, device=device)
             lower = tri[:, None] >= tri[None, :]  # key index <= query index
-            rq_b, fq_b, rk_b, fk_b, v_b = (
-                rq[..., sl, :],
-                fq[..., sl, :],
-                rk[..., sl, :],
-                fk[..., sl, :],
-                vw[..., sl, :],
-            )
             a = xp.where(lower, xp.matmul(rq_b, xp.matrix_transpose(rk_b)), 0.0)
             b = xp.where(lower, xp.matmul(fq_b, xp.matrix_transpose(fk_b)), 0.0)
             nums.append(xp.matmul(a, v_b) + xp.matmul(rq_b, state))
             dens.append(xp.sum(b, axis=-1) + xp.sum(fq_b * zsum[..., None, :], axis=-1))
             state = state + xp.matmul(xp.matrix_transpose(rk_b), v_b)
             zsum = zsum + xp.sum(fk_b, axis=-2)
-        num = xp.concat(nums, axis=-2)
-        den = xp.concat(dens, axis=-1)
+    num = xp.concat(nums, axis=-2)
+    den = xp.concat(dens, axis=-1)
     pos_den = den > 0
     safe = xp.where(pos_den, den, xp.ones_like(den))
     out = xp.where(pos_den[..., None], num / safe[..., None], xp.zeros_like(num))
