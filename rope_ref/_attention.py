@@ -62,6 +62,26 @@ def _check_window(window: Any) -> tuple[float | None, float | None] | None:
     return (out[0], out[1])
 
 
+class _MaskView:
+    """A user mask kept in its own (broadcastable) shape; blocks are cut and grouped lazily,
+    so a (Sq, Sk) mask is never expanded over batch and heads."""
+
+    def __init__(self, xp: Any, mask: Any, target: tuple[int, ...], hk: int, g: int) -> None:
+        pad = len(target) - mask.ndim
+        self.xp = xp
+        self.mask = xp.reshape(mask, (1,) * pad + tuple(mask.shape)) if pad else mask
+        self.hk, self.g = hk, g
+
+    def block(self, qsl: slice, ksl: slice) -> Any:
+        m = self.mask
+        qs = qsl if m.shape[-2] != 1 else slice(None)
+        ks = ksl if m.shape[-1] != 1 else slice(None)
+        blk = m[..., qs, ks]
+        if blk.shape[-3] == 1:  # one mask for every head: (..., 1, 1, n, m)
+            return self.xp.expand_dims(blk, axis=-3)
+        return self.xp.reshape(blk, (*blk.shape[:-3], self.hk, self.g, *blk.shape[-2:]))
+
+
 @dataclass
 class _Spec:
     """Validated inputs, in the working dtype and grouped for GQA."""
@@ -242,12 +262,10 @@ def _prepare(
         _validate.broadcast_positions(
             tuple(mask.shape), target, name="mask", target_name="(..., Hq, Sq, Sk)"
         )
-        full = xp.broadcast_to(mask, target)
-        grouped = xp.reshape(full, (*batch, hk, g, sq, sk))
         if _compat.is_bool(xp, mask.dtype):
-            keep_mask = grouped
+            keep_mask = _MaskView(xp, mask, target, hk, g)
         elif _compat.is_real_floating(xp, mask.dtype):
-            add_mask = xp.astype(grouped, wd)
+            add_mask = _MaskView(xp, xp.astype(mask, wd), target, hk, g)
         else:
             raise RopeTypeError(
                 f"mask must be boolean (True = keep) or real float, got {mask.dtype}"
@@ -318,7 +336,7 @@ def _keep(sp: _Spec, qsl: slice, ksl: slice, positional: bool = True) -> Any:
     if sp.qs is not None:
         both(sp.qs[..., qsl][..., :, None] == sp.ks[..., ksl][..., None, :])
     if sp.keep_mask is not None:
-        both(sp.keep_mask[..., qsl, ksl])
+        both(sp.keep_mask.block(qsl, ksl))
     return keep
 
 
@@ -333,7 +351,7 @@ def _scores(sp: _Spec, qsl: slice, ksl: slice, positional: bool = True) -> tuple
     if sp.softcap is not None:
         s = xp.tanh(s / sp.softcap) * sp.softcap
     if sp.add_mask is not None:
-        s = s + sp.add_mask[..., qsl, ksl]
+        s = s + sp.add_mask.block(qsl, ksl)
     keep = _keep(sp, qsl, ksl, positional)
     if keep is not None:
         s = xp.where(keep, s, -xp.inf)

@@ -453,6 +453,40 @@ def test_linear_attention_weights_can_be_negative():
     np.testing.assert_allclose(plain, 1.0, rtol=1e-14)  # unrotated: a weighted average
 
 
+def test_linear_attention_shift_invariance(bk):
+    q, k, v = data(seed=14, sq=9, sk=9)
+    rope = rr.Rope(8, base=300.0)
+    outs = []
+    for shift in (0, 10**9):
+        args = (bk.from_numpy(a) for a in (q, k, v))
+        outs.append(
+            bk.to_numpy(
+                rr.linear_attention(
+                    *args,
+                    rope=rope,
+                    positions=bk.from_numpy(np.arange(9) + shift),
+                    causal=True,
+                    chunk_size=4,
+                )
+            )
+        )
+    np.testing.assert_allclose(outs[1], outs[0], rtol=0, atol=1e-13)
+
+
+def test_per_head_and_batch_masks(bk):
+    # masks with their own batch and head axes, cut in blocks and grouped for GQA
+    q, k, v = data(seed=15)
+    g = np.random.default_rng(3)
+    for shape in [(5, 7), (4, 1, 7), (2, 1, 5, 7), (2, 4, 5, 7), (1, 7)]:
+        mask = g.random(shape) > 0.3
+        want, _ = loop_reference(q, k, v, mask=mask)
+        for chunk in (None, 2):
+            got = rr.attention(
+                *(bk.from_numpy(a) for a in (q, k, v)), mask=bk.from_numpy(mask), chunk_size=chunk
+            )
+            np.testing.assert_allclose(bk.to_numpy(got), want, rtol=1e-13, atol=1e-14)
+
+
 def test_linear_attention_feature_maps_and_shift():
     q, k, v = data(seed=13, sq=9, sk=9)
     rope = rr.Rope(8)
