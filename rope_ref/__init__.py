@@ -7,6 +7,7 @@ array-api-strict arrays, and return arrays of the caller's library on the caller
 from . import scaling
 from ._apply import apply_rope, apply_rope_complex, apply_rope_matrix, rotation_matrix
 from ._attention import DEFAULT_MEMORY_BUDGET, attention, packed_positions
+from ._decay import relative_upper_bound
 from ._errors import RopeError, RopeTypeError, RopeValueError
 from ._layout import convert_layout, layout_permutation, permute_weights
 from ._linear_attention import linear_attention
@@ -36,6 +37,7 @@ __all__ = [
     "preset_info",
     "presets",
     "qkv",
+    "relative_upper_bound",
     "rotation_matrix",
     "scaling",
     "sinusoidal_embedding",

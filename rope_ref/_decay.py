@@ -1,0 +1,34 @@
+"""The long-term decay bound of RoFormer section 3.4.3 (eqs. 35-37, Figure 2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _compat, _validate
+from ._rope import Rope
+
+__all__ = ["relative_upper_bound"]
+
+
+def relative_upper_bound(distances: Any, /, *, head_dim: int = 128, base: float = 10_000.0) -> Any:
+    r"""The paper's relative upper bound of the RoPE score at relative distance r:
+
+    .. math:: B(r) = \frac{1}{d/2} \sum_{j=1}^{d/2} |S_j(r)|, \qquad
+              S_j(r) = \sum_{l=0}^{j-1} e^{\mathrm{i} r \theta_l},
+
+    the content-independent factor of eq. (37) that Figure 2 plots for d = 128, b = 10 000
+    and r from 0 to 256. B(0) = (d/2 + 1) / 2 and B is even in r. It bounds |q^T R k| for
+    given q, k up to a content factor; it is the paper's motivation, not a guarantee that
+    trained models' scores decay.
+
+    ``distances``: an array (any namespace) or a number / list (NumPy); returns B with the
+    same shape, in float64 where available, with the exact angles of ``Rope.cos_sin``.
+    """
+    rope = Rope(_validate.check_int("head_dim", head_dim, minimum=2), base=base)
+    xp = _compat.array_namespace(distances=distances)
+    distances = _validate.to_positions(distances, xp, None, name="distances")
+    cos, sin = rope.cos_sin(distances)
+    xp = _compat.array_namespace(distances=distances)
+    c = xp.cumulative_sum(cos, axis=-1)  # Re S_j, j = 1 .. d/2
+    s = xp.cumulative_sum(sin, axis=-1)
+    return xp.mean(xp.sqrt(c * c + s * s), axis=-1)

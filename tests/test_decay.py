@@ -1,0 +1,53 @@
+"""rr.relative_upper_bound: the long-term decay curve of RoFormer Figure 2 (eqs. 35-37)."""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+
+import rope_ref as rr
+
+# math sheet section 1.9, recomputed curve (d=128, b=1e4), 3 decimals
+TABLE = {
+    0: 32.500,
+    1: 31.538,
+    2: 28.956,
+    5: 20.845,
+    10: 17.954,
+    20: 15.242,
+    50: 12.630,
+    100: 10.227,
+    150: 7.589,
+    200: 7.245,
+    250: 6.548,
+    256: 6.543,
+}
+
+
+def test_figure2_values(bk):
+    r = np.array(list(TABLE), dtype=np.float64)
+    got = bk.to_numpy(rr.relative_upper_bound(bk.from_numpy(r)))
+    # the sheet rounds twice (12.6295 -> 12.630): allow 6e-4
+    np.testing.assert_allclose(got, list(TABLE.values()), rtol=0, atol=6e-4)
+    assert got[0] == 32.5  # (d/2 + 1) / 2 exactly
+
+
+def test_matches_mpmath_and_is_even():
+    mpmath.mp.prec = 200
+    d, b = 64, 500.0
+    for r in (0.25, 3.0, 77.5, 1234.0):
+        th = [mpmath.mpf(b) ** (mpmath.mpf(-2 * j) / d) for j in range(d // 2)]
+        want = mpmath.fsum(
+            abs(mpmath.fsum(mpmath.expj(r * t) for t in th[:j])) for j in range(1, d // 2 + 1)
+        ) / (d // 2)
+        got = rr.relative_upper_bound(np.array([r, -r]), head_dim=d, base=b)
+        assert abs(got[0] - float(want)) <= 1e-13 * float(want)
+        assert got[0] == got[1]
+
+
+def test_decays_overall():
+    r = np.arange(0, 257, dtype=np.float64)
+    curve = rr.relative_upper_bound(r)
+    assert curve[0] > curve[10] > curve[100] > curve[250]
+    assert curve[7] > 20 >= curve[8]  # first drops to 20 near r = 7.69 (math sheet)
+    assert rr.relative_upper_bound(7.6) > 20 > rr.relative_upper_bound(7.8)
