@@ -17,7 +17,7 @@ def relative_upper_bound(distances: Any, /, *, head_dim: int = 128, base: float 
               S_j(r) = \sum_{l=0}^{j-1} e^{\mathrm{i} r \theta_l},
 
     the content-independent factor of eq. (37) that Figure 2 plots for d = 128, b = 10 000
-    and r from 0 to 256. B(0) = (d/2 + 1) / 2 and B is even in r. It bounds |q^T R k| for
+    and r from 0 to 256. B(0) = (d/2 + 1) / 2 and B is even in r. It bounds ``abs(q^T R k)`` for
     given q, k up to a content factor; it is the paper's motivation, not a guarantee that
     trained models' scores decay.
 

@@ -299,14 +299,15 @@ class Rope:
         p = _compat.significand_bits(xp, wd)
         thetas = self.thetas(seq_len=seq_len)
         m = xp.astype(positions, wd)
+        blocks = _compat.prefers_blocks(positions)
         axes = None if scaling is None else scaling.pair_axes(self)
         if axes is None:
             table = _exact.angle_table(thetas, p)
-            cos, sin = _exact.exact_cos_sin(
-                xp, m, table, dtype=wd, device=device, integral=integral
+            cos, sin = _exact.exact_cos_sin_blocked(
+                xp, m, table, dtype=wd, device=device, integral=integral, blocks=blocks
             )
         else:
-            cos, sin = self._multi_axis(xp, m, thetas, axes, p, wd, device, integral)
+            cos, sin = self._multi_axis(xp, m, thetas, axes, p, wd, device, integral, blocks)
         factor = self._attention_factor(seq_len)
         if factor != 1.0:
             cos, sin = cos * factor, sin * factor
@@ -326,6 +327,7 @@ class Rope:
         wd: Any,
         device: Any,
         integral: bool,
+        blocks: bool,
     ) -> tuple[Any, Any]:
         """Each axis' pairs from that axis' positions, reassembled in pair order."""
         leading = self.scaling.axis_position == "leading"  # type: ignore[union-attr]
@@ -337,7 +339,9 @@ class Rope:
                 continue
             mk = m[k, ...] if leading else m[..., k]
             table = _exact.angle_table(tuple(thetas[j] for j in pairs), p)
-            c, s = _exact.exact_cos_sin(xp, mk, table, dtype=wd, device=device, integral=integral)
+            c, s = _exact.exact_cos_sin_blocked(
+                xp, mk, table, dtype=wd, device=device, integral=integral, blocks=blocks
+            )
             cos_parts.append(c)
             sin_parts.append(s)
             order.extend(pairs)
