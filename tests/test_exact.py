@@ -159,3 +159,18 @@ def test_float32_work_format_is_float32_accurate():
     assert np.abs(cos - want_c).max() < 4 * 2.0**-24
     assert np.abs(sin - want_s).max() < 4 * 2.0**-24
     assert ulps(cos, want_c).shape == cos.shape
+
+
+def test_blocked_tables_equal_single_pass(bk):
+    # Eager CPU namespaces compute big tables in cache-sized blocks; the bits are the same.
+    rope = rr.Rope(128, base=5e5)
+    pos = np.random.default_rng(5).integers(-(2**40), 2**40, size=(3, 1000))
+    assert pos.size * 64 > 2 * _exact.BLOCK_ELEMENTS
+    table = _exact.angle_table(rope.thetas(), 53)
+    want = _exact.exact_cos_sin(
+        np, pos.astype(np.float64), table, dtype=np.float64, device=None, integral=True
+    )
+    got = rope.cos_sin(bk.from_numpy(pos))
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == (3, 1000, 64)
+        np.testing.assert_array_equal(bk.to_numpy(g), w)
