@@ -41,6 +41,8 @@ def timeit(bk, fn, repeat):
         out = fn()
         if bk.lazy:
             out.compute()
+        if hasattr(out, "block_until_ready"):  # JAX dispatches asynchronously
+            out.block_until_ready()
         bk.synchronize()
         best = min(best, time.perf_counter() - t)
     return best
