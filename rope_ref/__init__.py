@@ -4,7 +4,7 @@ Pure Array-API code: the same functions run on NumPy, CuPy, PyTorch, JAX, Dask a
 array-api-strict arrays, and return arrays of the caller's library on the caller's device.
 """
 
-from . import scaling
+from . import scaling, testing
 from ._apply import apply_rope, apply_rope_complex, apply_rope_matrix, rotation_matrix
 from ._attention import DEFAULT_MEMORY_BUDGET, attention, packed_positions
 from ._decay import relative_upper_bound
@@ -41,4 +41,5 @@ __all__ = [
     "rotation_matrix",
     "scaling",
     "sinusoidal_embedding",
+    "testing",
 ]

@@ -278,7 +278,12 @@ def exact_cos_sin_blocked(
     cos_parts, sin_parts = [], []
     for start in range(0, size, rows):
         c, s_ = exact_cos_sin(
-            xp, flat[start : min(start + rows, size)], table, dtype=dtype, device=device, integral=integral
+            xp,
+            flat[start : min(start + rows, size)],
+            table,
+            dtype=dtype,
+            device=device,
+            integral=integral,
         )
         cos_parts.append(c)
         sin_parts.append(s_)
