@@ -37,7 +37,7 @@ def test_passes_on_the_reference_and_on_a_float32_kernel(bk):
 
 def test_structure_checks_fail(bk):
     rope = rr.Rope(16)
-    xb, pb, want = setup(bk, rope, dtype="float64")
+    _xb, _pb, want = setup(bk, rope, dtype="float64")
     with pytest.raises(AssertionError, match="shapes differ"):
         assert_close(want[:1, ...], want)
     if "float32" in bk.dtypes:
@@ -60,7 +60,7 @@ def test_device_check_fails():
 
 def test_value_failure_message(bk):
     rope = rr.Rope(32, base=1e4)
-    xb, pb, want = setup(bk, rope, dtype="float64")
+    _xb, pb, want = setup(bk, rope, dtype="float64")
     wrong = bk.to_numpy(want).copy()
     wrong[1, 7, 20] += 1e-3
     with pytest.raises(AssertionError) as info:
