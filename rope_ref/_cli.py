@@ -7,7 +7,9 @@ import importlib.metadata
 import importlib.util
 import platform
 import sys
+from pathlib import Path
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["main"]
 
@@ -75,6 +77,137 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _select_cases(args: argparse.Namespace) -> list[Any]:
+    from .testing._cases import Case, case, cases
+
+    if getattr(args, "cases", None):
+        return [case(n) for n in args.cases]
+    dtypes = tuple(args.dtype) if getattr(args, "dtype", None) else ("float32",)
+    if getattr(args, "preset", None):
+        out = [c for c in cases(dtypes=dtypes) if c.preset == args.preset]
+        if not out:  # presets are battery cases in float32: build them for other dtypes
+            from .._rope import Rope
+
+            d = Rope.preset(args.preset).head_dim
+            out = [
+                Case(preset=args.preset, positions=f, head_dim=d, dtype=dt)
+                for dt in dtypes
+                for f in ("arange", "large")
+            ]
+        return out
+    return cases(dtypes=dtypes, presets=not getattr(args, "no_presets", False))
+
+
+def _vectors(args: argparse.Namespace) -> int:
+    from .testing._cases import Case
+    from .testing._vectors import write_vectors
+
+    if args.hf_config:
+        import json
+
+        from .._rope import Rope
+
+        config = json.loads(Path(args.hf_config).read_text(encoding="utf-8"))
+        rope = Rope.from_hf_config(config, layer_type=args.layer_type)
+        if rope.scaling is not None:
+            print(
+                "--hf-config with a scaling: use --preset, or give the schedule's Rope in "
+                "Python (rope_ref.testing.write_vectors)",
+                file=sys.stderr,
+            )
+            return 2
+        dtypes = tuple(args.dtype) if args.dtype else ("float32",)
+        selected = [
+            Case(
+                head_dim=rope.head_dim,
+                rotary_dim=rope.rotary_dim,
+                base=rope.base,
+                layout=rope.layout,
+                positions=f,
+                dtype=dt,
+            )
+            for dt in dtypes
+            for f in ("arange", "large")
+        ]
+    else:
+        selected = _select_cases(args)
+    manifest = write_vectors(selected, args.out)
+    print(f"wrote {len(manifest['cases'])} cases to {args.out} (manifest.json, .safetensors, .npz)")
+    return 0
+
+
+def _decay(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ._decay import relative_upper_bound
+
+    r = np.arange(0.0, args.max + args.step / 2, args.step)
+    b = relative_upper_bound(r, head_dim=args.head_dim, base=args.base)
+    print("relative_distance,relative_upper_bound")
+    for ri, bi in zip(r, b, strict=True):
+        print(f"{ri:g},{bi:.6f}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    import importlib
+
+    import numpy as np
+
+    from .testing._assert import _ulps, default_tolerance, to_numpy
+
+    module_name, _, func_name = args.target.partition(":")
+    if not func_name:
+        print("target must be MODULE:FUNCTION", file=sys.stderr)
+        return 2
+    sys.path.insert(0, ".")
+    fn = getattr(importlib.import_module(module_name), func_name)
+    xp = importlib.import_module(_NAMESPACES[args.backend])
+    if args.backend == "jax":
+        importlib.import_module("jax").config.update("jax_enable_x64", True)
+    selected = _select_cases(args)
+    width = max(len(c.name) for c in selected)
+    print(f"{'case':<{width}}  {'max abs err':>11}  {'max ulp':>9}  {'atol':>9}  result")
+    failures = 0
+    for c in selected:
+        if not hasattr(xp, c.dtype):
+            continue
+        x, pos, rope = c.data(xp)
+        want = c.expected()
+        try:
+            got = _call_convention(args.convention, fn, x, pos, rope, c)
+            got_np = to_numpy(got).astype(np.float64)
+            err = np.abs(got_np - want)
+            rtol, atol_unit = default_tolerance(c.dtype, rope=rope, positions=pos)
+            atol = atol_unit * float(np.max(np.abs(want)))
+            ok = bool(np.all(err <= atol + rtol * np.abs(want)))
+            ulp = float(np.max(_ulps(got_np, want, c.dtype)))
+            line = f"{float(np.max(err)):>11.3e}  {ulp:>9.3g}  {atol:>9.2e}  "
+            line += "ok" if ok else "FAIL"
+        except Exception as exc:  # report, keep going
+            ok = False
+            line = f"{'-':>11}  {'-':>9}  {'-':>9}  ERROR {type(exc).__name__}: {exc}"
+        failures += not ok
+        print(f"{c.name:<{width}}  {line}")
+    print(f"{len(selected) - failures} passed, {failures} failed")
+    return 1 if failures else 0
+
+
+_NAMESPACES = {
+    "numpy": "numpy",
+    "torch": "torch",
+    "jax": "jax.numpy",
+    "cupy": "cupy",
+    "strict": "array_api_strict",
+}
+
+
+def _call_convention(convention: str, fn: Any, x: Any, pos: Any, rope: Any, c: Any) -> Any:
+    if convention == "rope_ref":
+        return fn(x, pos, rope)
+    raise ValueError(f"convention {convention!r} is not implemented")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rope-ref",
@@ -88,6 +221,48 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--head-dim", type=int, default=128)
     demo.add_argument("--base", type=float, default=10_000.0)
     demo.set_defaults(func=_demo)
+
+    def battery_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--preset", help="only this preset's cases (see rope_ref.presets())")
+        p.add_argument("--cases", nargs="+", metavar="NAME", help="cases by name")
+        p.add_argument(
+            "--dtype",
+            nargs="+",
+            choices=["float32", "float16", "bfloat16", "float64"],
+            help="dtypes (default float32)",
+        )
+        p.add_argument("--no-presets", action="store_true", help="leave out the preset cases")
+
+    vec = sub.add_parser("vectors", help="write golden vector files (safetensors, npz, manifest)")
+    battery_options(vec)
+    vec.add_argument("--hf-config", help="a config.json to build the Rope from")
+    vec.add_argument("--layer-type", help="layer type for per-layer-type configs")
+    vec.add_argument("--out", required=True, help="output directory")
+    vec.set_defaults(func=_vectors)
+
+    chk = sub.add_parser("check", help="run the battery against an implementation")
+    chk.add_argument("target", help="MODULE:FUNCTION (imported from the current directory)")
+    chk.add_argument(
+        "--convention",
+        default="rope_ref",
+        choices=["rope_ref", "hf", "flash", "vllm", "mlx"],
+        help="how the function is called (rope_ref: fn(x, positions, rope))",
+    )
+    chk.add_argument(
+        "--backend",
+        default="numpy",
+        choices=sorted(_NAMESPACES),
+        help="array library the inputs are made in",
+    )
+    battery_options(chk)
+    chk.set_defaults(func=_check)
+
+    dec = sub.add_parser("decay", help="print the long-term decay curve (RoFormer Figure 2)")
+    dec.add_argument("--head-dim", type=int, default=128)
+    dec.add_argument("--base", type=float, default=10_000.0)
+    dec.add_argument("--max", type=float, default=256.0)
+    dec.add_argument("--step", type=float, default=1.0)
+    dec.set_defaults(func=_decay)
     return p
 
 

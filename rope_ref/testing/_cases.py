@@ -1,0 +1,257 @@
+"""A named, deterministic battery of RoPE cases; each case is rebuilt from its name alone."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._errors import RopeValueError
+from .._presets import presets as _preset_names
+from .._rope import Rope
+
+__all__ = ["Case", "case", "cases"]
+
+# shape families: the axes of x, and where the sequence and heads live
+FAMILIES = ("bshd", "bhsd", "thd")
+POSITION_FORMS = ("arange", "offset", "perseq", "random", "large")
+DTYPES = ("float32", "float16", "bfloat16", "float64")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One battery case. ``name`` encodes every field; ``case(name)`` rebuilds it."""
+
+    family: str = "bshd"
+    batch: int = 2
+    seq: int = 16
+    heads: int = 4
+    head_dim: int = 128
+    layout: str = "half"
+    rotary_dim: int | None = None
+    base: float = 10_000.0
+    positions: str = "arange"
+    dtype: str = "float32"
+    preset: str | None = None
+
+    @property
+    def name(self) -> str:
+        parts = [
+            self.family,
+            f"b{self.batch}",
+            f"s{self.seq}",
+            f"h{self.heads}",
+            f"d{self.head_dim}",
+        ]
+        if self.preset is not None:
+            parts.append(f"preset={self.preset}")
+        else:
+            parts += [self.layout, f"r{self.rotary_dim or self.head_dim}", f"base={self.base:g}"]
+        parts += [f"pos={self.positions}", self.dtype]
+        return "-".join(parts)
+
+    def rope(self) -> Rope:
+        if self.preset is not None:
+            layer = "full_attention" if self.preset == "gemma-3" else None
+            return Rope.preset(self.preset, layer_type=layer)
+        return Rope(self.head_dim, base=self.base, rotary_dim=self.rotary_dim, layout=self.layout)
+
+    @property
+    def seed(self) -> int:
+        return int.from_bytes(hashlib.sha256(self.name.encode()).digest()[:4], "little")
+
+    # ------------------------------------------------------------------ host data
+    def x_shape(self) -> tuple[int, ...]:
+        d = self.rope().head_dim
+        if self.family == "bshd":
+            return (self.batch, self.seq, self.heads, d)
+        if self.family == "bhsd":
+            return (self.batch, self.heads, self.seq, d)
+        return (self.batch * self.seq, self.heads, d)  # thd: packed, cu_seqlens below
+
+    def cu_seqlens(self) -> np.ndarray | None:
+        """Packed (thd) cases: sequences of unequal lengths summing to batch * seq."""
+        if self.family != "thd":
+            return None
+        total = self.batch * self.seq
+        rng = np.random.default_rng(self.seed)
+        cuts = np.sort(rng.choice(np.arange(1, total), size=self.batch - 1, replace=False))
+        return np.concatenate([[0], cuts, [total]]).astype(np.int64)
+
+    def token_positions(self) -> np.ndarray:
+        """Positions per token: (batch, seq), or (total,) for packed cases."""
+        rng = np.random.default_rng(self.seed + 1)
+        b, s = self.batch, self.seq
+        if self.family == "thd":
+            cu = self.cu_seqlens()
+            assert cu is not None
+            pos = np.concatenate([np.arange(cu[i + 1] - cu[i]) for i in range(len(cu) - 1)])
+            if self.positions == "perseq":
+                starts = rng.integers(0, 4096, size=len(cu) - 1)
+                pos = pos + np.repeat(starts, np.diff(cu))
+            elif self.positions != "arange":
+                pos = self._form(rng, pos[None, :])[0]
+            return pos.astype(np.int64)
+        base = np.broadcast_to(np.arange(s), (b, s))
+        return self._form(rng, base).astype(np.int64)
+
+    def _form(self, rng: np.random.Generator, base: np.ndarray) -> np.ndarray:
+        b = base.shape[0]
+        if self.positions == "arange":
+            return base
+        if self.positions == "offset":
+            return base + 1000
+        if self.positions == "perseq":
+            return base + rng.integers(0, 4096, size=(b, 1))
+        if self.positions == "random":
+            return rng.integers(0, 8192, size=base.shape)
+        if self.positions == "large":
+            return base + rng.integers(2**20 - 4096, 2**20 - base.shape[1], size=(b, 1))
+        raise RopeValueError(f"unknown position form {self.positions!r}")
+
+    def positions_for(self, rope: Rope) -> np.ndarray:
+        """Positions shaped to broadcast against x.shape[:-1] (multi-axis schemes: text
+        tokens, every axis the same)."""
+        tok = self.token_positions()
+        if self.family == "bshd":
+            p = tok[:, :, None]
+        elif self.family == "bhsd":
+            p = tok[:, None, :]
+        else:
+            p = tok[:, None]
+        if rope.scaling is not None and rope.scaling.axis_position == "leading":
+            p = np.stack([p] * rope.scaling.n_axes)
+        elif rope.scaling is not None and rope.scaling.axis_position == "trailing":
+            p = np.stack([p] * rope.scaling.n_axes, axis=-1)
+        return p
+
+    def x(self) -> np.ndarray:
+        """The input in float64 holding values exactly representable in ``dtype``."""
+        rng = np.random.default_rng(self.seed + 2)
+        x = rng.standard_normal(self.x_shape())
+        if self.dtype == "bfloat16":
+            from ._assert import _bf16
+
+            return _bf16(x.astype(np.float32)).astype(np.float64)
+        return x.astype(self.dtype).astype(np.float64)
+
+    def data(self, xp: Any = None, device: Any = None) -> tuple[Any, Any, Rope]:
+        """(x, positions, rope) in namespace ``xp`` (NumPy by default): x in ``dtype``."""
+        rope = self.rope()
+        x, pos = self.x(), self.positions_for(rope)
+        if xp is None:
+            if self.dtype == "bfloat16":
+                raise RopeValueError("NumPy has no bfloat16: pass xp= of a library that has it")
+            return x.astype(self.dtype), pos, rope
+        xa = xp.asarray(x, device=device)
+        return xp.astype(xa, getattr(xp, self.dtype)), xp.asarray(pos, device=device), rope
+
+    def expected(self) -> np.ndarray:
+        """The exact result rounded once to ``dtype`` (float64 array; bfloat16 values exact)."""
+        from .._apply import apply_rope
+
+        rope = self.rope()
+        y = apply_rope(self.x(), self.positions_for(rope), rope)
+        if self.dtype == "bfloat16":
+            from ._assert import _bf16
+
+            # float64 -> float32 -> bfloat16 may double-round in rare ties: far inside any
+            # bfloat16 tolerance
+            return _bf16(y.astype(np.float32)).astype(np.float64)
+        return y.astype(self.dtype).astype(np.float64)
+
+
+def case(name: str) -> Case:
+    """Rebuild a case from its name (the inverse of ``Case.name``)."""
+    if not isinstance(name, str):
+        raise RopeValueError(f"name must be a string, got {name!r}")
+    fields: dict[str, Any] = {}
+    tokens = name.split("-")
+    # preset names contain dashes: rejoin the preset=... token with its tail
+    joined: list[str] = []
+    for tok in tokens:
+        if (
+            joined
+            and joined[-1].startswith("preset=")
+            and not (tok.startswith("pos=") or tok in DTYPES)
+        ):
+            joined[-1] += "-" + tok
+        else:
+            joined.append(tok)
+    try:
+        fields["family"] = joined[0]
+        fields["batch"] = int(joined[1][1:])
+        fields["seq"] = int(joined[2][1:])
+        fields["heads"] = int(joined[3][1:])
+        fields["head_dim"] = int(joined[4][1:])
+        rest = joined[5:]
+        if rest[0].startswith("preset="):
+            fields["preset"] = rest[0][len("preset=") :]
+            rest = rest[1:]
+        else:
+            fields["layout"] = rest[0]
+            r = int(rest[1][1:])
+            fields["rotary_dim"] = None if r == fields["head_dim"] else r
+            fields["base"] = float(rest[2][len("base=") :])
+            rest = rest[3:]
+        fields["positions"] = rest[0][len("pos=") :]
+        fields["dtype"] = rest[1]
+    except (IndexError, ValueError):
+        raise RopeValueError(f"not a case name: {name!r}") from None
+    c = Case(**fields)
+    if c.family not in FAMILIES or c.positions not in POSITION_FORMS or c.dtype not in DTYPES:
+        raise RopeValueError(f"not a case name: {name!r}")
+    return c
+
+
+def cases(
+    *,
+    dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16", "float64"),
+    presets: bool = True,
+    xp: Any = None,
+) -> list[Case]:
+    """The battery: shapes, position forms, layouts, partial rotary, head sizes, every preset's
+    schedule and the dtypes, each varied around a base case. With ``xp``, dtypes the
+    namespace lacks are left out (NumPy has no bfloat16)."""
+    if xp is not None:
+        dtypes = tuple(d for d in dtypes if hasattr(xp, d))
+    out: list[Case] = []
+    for dtype in dtypes:
+        base = Case(dtype=dtype)
+        out.append(base)
+        for fam in ("bhsd", "thd"):
+            out.append(Case(family=fam, dtype=dtype))
+        out.append(Case(batch=4, seq=1, positions="perseq", dtype=dtype))  # decode, batch > 1
+        out.append(Case(heads=1, dtype=dtype))  # one kv head
+        out.append(Case(heads=3, batch=1, dtype=dtype))  # odd head count
+        for d in (72, 80, 96, 100, 256):
+            out.append(Case(head_dim=d, dtype=dtype))
+        for form in POSITION_FORMS[1:]:
+            out.append(Case(positions=form, dtype=dtype))
+            out.append(Case(family="thd", positions=form, dtype=dtype))
+        out.append(Case(layout="interleaved", dtype=dtype))
+        out.append(Case(layout="interleaved", rotary_dim=64, head_dim=256, dtype=dtype))  # GPT-J
+        out.append(Case(rotary_dim=32, head_dim=128, base=5e5, dtype=dtype))  # partial 0.25
+        out.append(Case(rotary_dim=64, positions="large", base=1e6, dtype=dtype))
+    if presets:
+        for name in _preset_names():
+            if name == "gemma-3":
+                continue  # gemma-3-global / gemma-3-local carry its two layer types
+            for form in ("arange", "large"):
+                out.append(
+                    Case(preset=name, positions=form, head_dim=_preset_dim(name), dtype="float32")
+                )
+    seen: set[str] = set()
+    unique = []
+    for c in out:
+        if c.name not in seen:
+            seen.add(c.name)
+            unique.append(c)
+    return unique
+
+
+def _preset_dim(name: str) -> int:
+    layer = "full_attention" if name == "gemma-3" else None
+    return Rope.preset(name, layer_type=layer).head_dim
