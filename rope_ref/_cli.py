@@ -7,8 +7,8 @@ import importlib.metadata
 import importlib.util
 import platform
 import sys
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]

@@ -56,7 +56,8 @@ class Case:
         if self.preset is not None:
             layer = "full_attention" if self.preset == "gemma-3" else None
             return Rope.preset(self.preset, layer_type=layer)
-        return Rope(self.head_dim, base=self.base, rotary_dim=self.rotary_dim, layout=self.layout)
+        kw: dict[str, Any] = {"rotary_dim": self.rotary_dim, "layout": self.layout}
+        return Rope(self.head_dim, base=self.base, **kw)
 
     @property
     def seed(self) -> int:

@@ -102,6 +102,10 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.write_bytes(buf.getvalue())
 
 
+def _as_list(a: np.ndarray | None) -> list[int] | None:
+    return None if a is None else [int(v) for v in a]
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -169,7 +173,7 @@ def write_vectors(cases: list[Case], out: str | Path) -> dict[str, Any]:
                     "bhsd": "batch, heads, seq, head_dim",
                     "thd": "tokens, heads, head_dim (packed)",
                 }[c.family],
-                "cu_seqlens": None if c.cu_seqlens() is None else c.cu_seqlens().tolist(),
+                "cu_seqlens": _as_list(c.cu_seqlens()),
                 "rope": _rope_record(rope),
                 "tolerance": {
                     "rtol": rtol,
