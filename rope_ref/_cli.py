@@ -86,7 +86,7 @@ def _select_cases(args: argparse.Namespace) -> list[Any]:
     if getattr(args, "preset", None):
         out = [c for c in cases(dtypes=dtypes) if c.preset == args.preset]
         if not out:  # presets are battery cases in float32: build them for other dtypes
-            from .._rope import Rope
+            from ._rope import Rope
 
             d = Rope.preset(args.preset).head_dim
             out = [
@@ -105,7 +105,7 @@ def _vectors(args: argparse.Namespace) -> int:
     if args.hf_config:
         import json
 
-        from .._rope import Rope
+        from ._rope import Rope
 
         config = json.loads(Path(args.hf_config).read_text(encoding="utf-8"))
         rope = Rope.from_hf_config(config, layer_type=args.layer_type)

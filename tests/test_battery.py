@@ -1,0 +1,130 @@
+"""The case battery, golden vector files and the rope-ref check / vectors / decay commands."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import rope_ref as rr
+from rope_ref._cli import main
+from rope_ref.testing._cases import FAMILIES, POSITION_FORMS, case, cases
+from rope_ref.testing._vectors import read_safetensors, write_vectors
+
+ALL = cases()
+
+
+def test_battery_covers_the_matrix():
+    names = [c.name for c in ALL]
+    assert len(names) == len(set(names)) >= 100
+    assert {c.family for c in ALL} == set(FAMILIES)
+    assert {c.positions for c in ALL} == set(POSITION_FORMS)
+    assert {c.dtype for c in ALL} == {"float32", "float16", "bfloat16", "float64"}
+    assert {c.head_dim for c in ALL} >= {72, 80, 96, 100, 256}
+    assert {c.preset for c in ALL if c.preset} == set(rr.presets()) - {"gemma-3"}
+    assert any(c.seq == 1 and c.batch > 1 for c in ALL) and any(c.heads == 1 for c in ALL)
+    assert any(c.heads % 2 for c in ALL)
+    assert max(int(np.max(np.abs(c.token_positions()))) for c in ALL) >= 2**20 - 4096
+
+
+def test_every_case_rebuilds_from_its_name():
+    for c in ALL:
+        assert case(c.name) == c
+        np.testing.assert_array_equal(case(c.name).x(), c.x())  # deterministic data
+    with pytest.raises(ValueError, match="not a case name"):
+        case("bshd-b2-nonsense")
+
+
+def test_expected_values_on_every_backend(bk):
+    # the battery's answers are apply_rope's, rounded once, in each backend
+    for c in [c for c in ALL if c.dtype == "float32"]:
+        x, pos, rope = c.data(bk.xp, bk.device)
+        seq_len = None
+        if bk.lazy and rope.scaling is not None and rope.scaling.dynamic:
+            seq_len = int(np.max(c.token_positions())) + 1  # lazy: cannot read max(positions)
+        got = bk.to_numpy(rr.apply_rope(x, pos, rope, seq_len=seq_len)).astype(np.float64)
+        np.testing.assert_array_equal(got, c.expected(), err_msg=c.name)
+
+
+def test_packed_cases_restart_positions():
+    c = case("thd-b2-s16-h4-d128-half-r128-base=10000-pos=arange-float32")
+    cu = c.cu_seqlens()
+    pos = c.token_positions()
+    assert cu[0] == 0 and cu[-1] == 32 and len(cu) == 3
+    for a, b in zip(cu[:-1], cu[1:], strict=True):
+        np.testing.assert_array_equal(pos[a:b], np.arange(b - a))
+
+
+def test_vectors_are_deterministic_and_self_describing(tmp_path):
+    chosen = [c for c in ALL if c.dtype == "bfloat16"][:2] + [
+        c for c in ALL if c.dtype == "float16"
+    ][:1]
+    chosen += [c for c in ALL if c.preset == "phi-3-mini-128k"]
+    m1 = write_vectors(chosen, tmp_path / "a")
+    write_vectors(chosen, tmp_path / "b")
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert len(files) == 2 * len(chosen) + 1
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    for entry in m1["cases"]:
+        for fname, digest in entry["sha256"].items():
+            assert hashlib.sha256((tmp_path / "a" / fname).read_bytes()).hexdigest() == digest
+        data = read_safetensors(tmp_path / "a" / entry["files"]["safetensors"])
+        c = case(entry["name"])
+        np.testing.assert_array_equal(data["y"].astype(np.float64), c.expected())
+        np.testing.assert_array_equal(data["x"].astype(np.float64), c.x())
+        assert entry["tolerance"]["rtol"] > 0 and entry["rope"]["inv_freq"]
+    bf16 = next(e for e in m1["cases"] if e["dtype"] == "bfloat16")
+    npz = np.load(tmp_path / "a" / bf16["files"]["npz"])
+    assert npz["y"].dtype == np.uint16  # bfloat16 stored as bit patterns (documented)
+    bits = npz["y"].astype(np.uint32) << np.uint32(16)
+    np.testing.assert_array_equal(bits.view(np.float32), case(bf16["name"]).expected())
+
+
+def test_safetensors_files_open_in_the_reference_library(tmp_path):
+    st = pytest.importorskip("safetensors.numpy")
+    chosen = [c for c in ALL if c.dtype == "float16"][:2]
+    write_vectors(chosen, tmp_path)
+    for c in chosen:
+        data = st.load_file(str(tmp_path / f"{c.name.replace('=', '_')}.safetensors"))
+        np.testing.assert_array_equal(data["y"].astype(np.float64), c.expected())
+
+
+def test_cli_vectors_decay(tmp_path, capsys):
+    assert main(["vectors", "--preset", "llama-3.1-8b", "--out", str(tmp_path)]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert {e["rope"]["scaling"]["type"] for e in manifest["cases"]} == {"Llama3"}
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"hidden_size": 256, "num_attention_heads": 4, "rope_theta": 5e5}))
+    assert main(["vectors", "--hf-config", str(cfg), "--out", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    assert main(["decay", "--max", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "0,32.500000"
+
+
+def test_cli_check(tmp_path, capsys, monkeypatch):
+    (tmp_path / "impls.py").write_text(
+        textwrap.dedent("""
+        import numpy as np
+        import rope_ref as rr
+
+        def good(x, positions, rope):
+            return rr.apply_rope(x, positions, rope)
+
+        def off_by_one(x, positions, rope):
+            return rr.apply_rope(x, positions + 1, rope)
+    """)
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    assert main(["check", "impls:good", "--preset", "llama-3.1-8b"]) == 0
+    out = capsys.readouterr().out
+    assert "2 passed, 0 failed" in out
+    assert main(["check", "impls:off_by_one", "--no-presets"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "\n0 passed," in out
