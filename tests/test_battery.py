@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import sys
 import textwrap
@@ -55,7 +56,7 @@ def test_packed_cases_restart_positions():
     cu = c.cu_seqlens()
     pos = c.token_positions()
     assert cu[0] == 0 and cu[-1] == 32 and len(cu) == 3
-    for a, b in zip(cu[:-1], cu[1:], strict=True):
+    for a, b in itertools.pairwise(cu):
         np.testing.assert_array_equal(pos[a:b], np.arange(b - a))
 
 
