@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import array_api_compat
+import numpy as np
+
 __all__ = ["main"]
 
 # (import name, distribution name, what it provides)
@@ -178,17 +181,27 @@ def _check(args: argparse.Namespace) -> int:
         want = c.expected()
         try:
             got = _call_convention(args.convention, fn, x, pos, rope, c)
-            got_np = to_numpy(got).astype(np.float64)
-            err = np.abs(got_np - want)
-            rtol, atol_unit = default_tolerance(c.dtype, rope=rope, positions=pos)
-            atol = atol_unit * float(np.max(np.abs(want)))
-            ok = bool(np.all(err <= atol + rtol * np.abs(want)))
-            ulp = float(np.max(_ulps(got_np, want, c.dtype)))
-            line = f"{float(np.max(err)):>11.3e}  {ulp:>9.3g}  {atol:>9.2e}  "
-            line += "ok" if ok else "FAIL"
-        except Exception as exc:  # report, keep going
-            ok = False
-            line = f"{'-':>11}  {'-':>9}  {'-':>9}  ERROR {type(exc).__name__}: {exc}"
+        except _Unfit as why:
+            ran -= 1
+            print(f"{c.name:<{width}}  skipped: {args.convention} convention: {why}")
+            continue
+        except Exception as exc:  # the implementation raised: report, keep going
+            failures += 1
+            print(f"{c.name:<{width}}  ERROR {type(exc).__name__}: {exc}")
+            continue
+        got_np = to_numpy(got).astype(np.float64)
+        if got_np.shape != want.shape:
+            failures += 1
+            print(f"{c.name:<{width}}  FAIL shape {got_np.shape}, expected {want.shape}")
+            continue
+        err = np.abs(got_np - want)
+        rtol, atol_unit = default_tolerance(c.dtype, rope=rope, positions=pos)
+        atol = atol_unit * float(np.max(np.abs(want)))
+        ok = bool(np.all(err <= atol + rtol * np.abs(want)))
+        ulp = float(np.max(_ulps(got_np, want, c.dtype)))
+        line = f"{float(np.max(err)):>11.3e}  {ulp:>9.3g}  {atol:>9.2e}  " + (
+            "ok" if ok else "FAIL"
+        )
         failures += not ok
         print(f"{c.name:<{width}}  {line}")
     print(f"{ran - failures} passed, {failures} failed")
@@ -207,9 +220,78 @@ _NAMESPACES = {
 
 
 def _call_convention(convention: str, fn: Any, x: Any, pos: Any, rope: Any, c: Any) -> Any:
+    """Call the user's function the way its library's callers do; raise _Unfit for cases
+    the convention cannot express (they are reported as skipped)."""
     if convention == "rope_ref":
         return fn(x, pos, rope)
-    raise ValueError(f"convention {convention!r} is not implemented")
+    from . import testing as T
+
+    xp = array_api_compat.array_namespace(x)
+    tok = c.token_positions()
+    if rope.scaling is not None and rope.scaling.axis_position is not None:
+        raise _Unfit("multi-axis positions")
+    if convention == "hf":  # q, k (batch, heads, seq, dim); cos/sin (batch, seq, rotary_dim)
+        if c.family != "bhsd" or rope.layout != "half":
+            raise _Unfit("HF's rotate_half takes (batch, heads, seq, dim) in the half layout")
+        cos, sin = T.hf_cos_sin(rope, x, xp.asarray(tok))
+        return fn(x, x, cos, sin)[0]
+    if convention == "flash":  # x (batch, seq, heads, dim); cos/sin (seqlen_ro, rotary_dim/2)
+        if c.family != "bshd" or not _arange_rows(tok):
+            raise _Unfit("flash-attn takes (batch, seq, heads, dim) at arange + offsets")
+        offsets = tok[:, 0]
+        if rope.scaling is not None and rope.scaling.dynamic:
+            raise _Unfit("a length-dependent schedule")
+        n_ro = int(tok.max()) + 1
+        if n_ro > 1 << 17:
+            raise _Unfit("positions beyond the 131072-row table this check builds")
+        cos, sin = rope.cos_sin(xp.arange(n_ro), dtype=x.dtype)
+        return fn(
+            x,
+            cos,
+            sin,
+            interleaved=rope.layout == "interleaved",
+            seqlen_offsets=xp.asarray(offsets),
+        )
+    if convention == "vllm":  # positions (tokens,), query/key (tokens, heads * head_size)
+        if c.family != "thd":
+            raise _Unfit("vLLM takes flat tokens (the packed thd cases)")
+        if int(tok.max()) + 1 > 1 << 17:
+            raise _Unfit("positions beyond the 131072-row cache this check builds")
+        cache = T.vllm_cos_sin_cache(rope, int(tok.max()) + 1, dtype=x.dtype, xp=xp)
+        q = xp.reshape(x, (x.shape[0], x.shape[1] * x.shape[2]))
+        out, _ = fn(
+            xp.asarray(tok),
+            q,
+            None,
+            head_size=rope.head_dim,
+            cos_sin_cache=cache,
+            is_neox_style=rope.layout == "half",
+        )
+        return xp.reshape(out, x.shape)
+    if convention == "mlx":  # x (..., T, D), positions offset + arange(T)
+        if c.family != "bhsd" or not _arange_rows(tok):
+            raise _Unfit("MLX takes (..., T, D) at offset + arange(T)")
+        offsets = tok[:, 0]
+        if rope.scaling is not None or rope.attention_factor != 1.0:
+            raise _Unfit("MLX's rope has base and scale only")
+        return fn(
+            x,
+            rope.rotary_dim,
+            traditional=rope.layout == "interleaved",
+            base=rope.base,
+            scale=1.0,
+            offset=xp.asarray(offsets),
+        )
+    raise ValueError(f"unknown convention {convention!r}")
+
+
+def _arange_rows(tok: Any) -> bool:
+    """Positions of shape (batch, seq) that are offset + arange(seq) in every row."""
+    return bool(tok.ndim == 2 and (tok == tok[:, :1] + np.arange(tok.shape[1])).all())
+
+
+class _Unfit(Exception):
+    """A battery case the chosen convention cannot express."""
 
 
 def _parser() -> argparse.ArgumentParser:

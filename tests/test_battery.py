@@ -129,3 +129,34 @@ def test_cli_check(tmp_path, capsys, monkeypatch):
     assert main(["check", "impls:off_by_one", "--no-presets"]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "\n0 passed," in out
+
+
+@pytest.mark.parametrize("convention", ["hf", "flash", "vllm", "mlx"])
+def test_cli_check_conventions(convention, tmp_path, capsys, monkeypatch):
+    # The signature twins, called the way each library's callers call it, pass the battery;
+    # a twin fed the other layout fails it.
+    pytest.importorskip("torch")
+    (tmp_path / f"twins_{convention}.py").write_text(
+        textwrap.dedent("""
+        from rope_ref.testing import (flash_apply_rotary_emb as flash,
+                                      hf_apply_rotary_pos_emb as hf, mlx_rope as mlx,
+                                      vllm_rotary as vllm)
+
+        def flash_wrong(x, cos, sin, interleaved=False, seqlen_offsets=0):
+            return flash(x, cos, sin, interleaved=not interleaved, seqlen_offsets=seqlen_offsets)
+
+        def mlx_wrong(x, dims, *, traditional, base, scale, offset):
+            return mlx(x, dims, traditional=not traditional, base=base, scale=scale,
+                       offset=offset + 1)
+    """)
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    args = ["--convention", convention, "--backend", "torch", "--dtype", "float32", "bfloat16"]
+    assert main(["check", f"twins_{convention}:{convention}", *args]) == 0
+    out = capsys.readouterr().out
+    passed = int(out.strip().splitlines()[-1].split(" passed")[0])
+    assert passed >= 2 and ", 0 failed" in out
+    if convention in ("flash", "mlx"):
+        assert main(["check", f"twins_{convention}:{convention}_wrong", *args]) == 1
+        assert "FAIL" in capsys.readouterr().out

@@ -1,10 +1,53 @@
 """rope_ref.testing: what other projects import in their tests.
 
-``assert_close`` compares any Array-API arrays with tolerances from an error model of the
-dtype under test and explains failures (worst element, position and rotary pair, ulps,
-errors by position range, and which common RoPE mistake explains the data).
+* ``assert_close`` compares any Array-API arrays with tolerances from an error model of the
+  dtype under test and explains failures (worst element, position and rotary pair, ulps,
+  errors by position range, and which common RoPE mistake explains the data).
+* ``cases`` / ``case``: a named, deterministic battery; each case rebuilt from its name.
+* Signature twins of flash-attn, Hugging Face, vLLM and MLX, computing with exact numerics.
+* Position helpers (offsets, cu_seqlens, padding masks, multi-axis grids).
+* ``write_vectors``: golden files (safetensors, npz, manifest) for non-Python projects.
 """
 
 from ._assert import assert_close, default_tolerance, to_numpy, unit_roundoff
+from ._cases import Case, case, cases
+from ._positions import (
+    axial_grid,
+    mrope_grid,
+    positions_from_cu_seqlens,
+    positions_from_offsets,
+    positions_from_padding_mask,
+)
+from ._twins import (
+    flash_apply_rotary_emb,
+    hf_apply_rotary_pos_emb,
+    hf_cos_sin,
+    mlx_rope,
+    vllm_cos_sin_cache,
+    vllm_rotary,
+)
+from ._vectors import read_safetensors, write_safetensors, write_vectors
 
-__all__ = ["assert_close", "default_tolerance", "to_numpy", "unit_roundoff"]
+__all__ = [
+    "Case",
+    "assert_close",
+    "axial_grid",
+    "case",
+    "cases",
+    "default_tolerance",
+    "flash_apply_rotary_emb",
+    "hf_apply_rotary_pos_emb",
+    "hf_cos_sin",
+    "mlx_rope",
+    "mrope_grid",
+    "positions_from_cu_seqlens",
+    "positions_from_offsets",
+    "positions_from_padding_mask",
+    "read_safetensors",
+    "to_numpy",
+    "unit_roundoff",
+    "vllm_cos_sin_cache",
+    "vllm_rotary",
+    "write_safetensors",
+    "write_vectors",
+]

@@ -70,10 +70,12 @@ def default_tolerance(
 
     Error model (math sheet section 4): a kernel in a format with unit roundoff u makes a few
     roundings per output element, rtol = 8u. For RoPE outputs its angle m * theta_j is formed
-    in that format too, with an absolute phase error up to about
+    in that format (float32 at least: half-precision kernels form angles in float32, as they
+    must), with an absolute phase error up to about
     :math:`\Delta\varphi(M) = 2 M \theta_1 u` at positions below M (theta_1, the largest
     frequency whose product with m rounds; theta_0 = 1 is exact), which moves each rotated
-    pair by its norm times that phase: atol = (2 M theta_1 u + 8u) * max|desired| (with the
+    pair by its norm times that phase (capped at 2, a rotation cannot move a pair further):
+    atol = (2 M theta_1 u_angle + 8u) * max|desired| (with the
     attention factor included in desired). Without ``rope`` and ``positions``, atol = 8u times
     max|desired| (a floor for elements near zero).
     """
@@ -85,7 +87,9 @@ def default_tolerance(
         big_m = float(np.max(np.abs(pos))) if pos.size else 0.0
         theta = rope.inv_freq()
         theta1 = float(np.max(theta[1:])) if theta.size > 1 else 0.0
-        phase = 2.0 * big_m * theta1 * u
+        # angles are formed in at least float32 (forming them in float16/bfloat16 is the bug
+        # the diagnosis looks for), so the phase term uses min(u, 2**-24)
+        phase = min(2.0 * big_m * theta1 * min(u, 2.0**-24), 2.0)
     return rtol, phase + 8 * u
 
 

@@ -1,0 +1,278 @@
+"""Position arrays in the conventions of popular libraries, built in the caller's namespace.
+
+Kernels and model code spell positions in several ways: a start offset per sequence (KV-cache
+decoding), cumulative sequence lengths of packed batches (flash-attn's ``cu_seqlens``), a
+padding mask (Hugging Face ``generate``), a (t, h, w) grid of vision tokens (Qwen2-VL's
+M-RoPE) or N-D patch coordinates (axial RoPE). These helpers turn each spelling into the
+explicit positions that :func:`rope_ref.apply_rope` takes, so a test can state the positions a
+kernel *should* use instead of re-deriving them inline.
+
+Every helper returns an array of the namespace (and device) of its array argument, or a NumPy
+array when all arguments are Python numbers. Integer outputs use the namespace's default
+integer dtype unless an integer input fixes it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .. import _compat, _validate
+from .._attention import packed_positions
+from .._errors import RopeTypeError, RopeValueError
+
+__all__ = [
+    "axial_grid",
+    "mrope_grid",
+    "positions_from_cu_seqlens",
+    "positions_from_offsets",
+    "positions_from_padding_mask",
+]
+
+SIDES = ("left", "right", None)
+
+
+def _default_int(xp: Any, device: Any) -> Any:
+    """The namespace's default integer dtype (int32 for JAX without x64, int64 elsewhere)."""
+    try:
+        return xp.__array_namespace_info__().default_dtypes(device=device)["integral"]
+    except Exception:  # pragma: no cover - namespaces without the inspection API
+        return xp.int64
+
+
+def _namespace_for(xp: Any) -> Any:
+    """A compat-wrapped namespace from a user-given module (``numpy``, ``torch``, ...) or None."""
+    if xp is None:
+        return _compat.array_namespace()
+    try:
+        probe = xp.asarray(0)
+    except Exception as exc:
+        raise RopeTypeError(f"xp must be an array namespace (module), got {xp!r}") from exc
+    return _compat.array_namespace(xp=probe)
+
+
+def _check_int_array(xp: Any, a: Any, name: str) -> None:
+    if not _compat.is_integral(xp, a.dtype):
+        raise RopeTypeError(f"{name} must have an integer dtype, got {a.dtype}")
+
+
+def _offsets_array(
+    xp: Any, offsets: Any, batch: int | None, device: Any, name: str = "offsets"
+) -> Any:
+    """Validate per-sequence offsets: a Python int (returned as is) or a 1-D integer array."""
+    if not _compat.is_array(offsets):
+        return _validate.check_int(name, offsets)
+    _check_int_array(xp, offsets, name)
+    if offsets.ndim != 1:
+        raise RopeValueError(
+            f"{name} must be an integer or a 1-D array (one offset per sequence), got shape "
+            f"{tuple(offsets.shape)}"
+        )
+    if batch is not None and offsets.shape[0] != batch:
+        raise RopeValueError(
+            f"{name} has {offsets.shape[0]} entries but there are {batch} sequences"
+        )
+    return offsets
+
+
+def _from_offsets(xp: Any, device: Any, seqlen: int, offsets: Any) -> Any:
+    """(batch, seqlen) positions offsets[:, None] + arange(seqlen); batch 1 for an int."""
+    if _compat.is_array(offsets):
+        ar = xp.arange(seqlen, dtype=offsets.dtype, device=device)
+        return offsets[:, None] + ar[None, :]
+    dt = _default_int(xp, device)
+    return xp.reshape(xp.arange(offsets, offsets + seqlen, dtype=dt, device=device), (1, seqlen))
+
+
+def positions_from_offsets(seqlen: int, offsets: Any) -> Any:
+    """Positions of sequences that start at per-sequence offsets (KV-cache decoding).
+
+    Parameters
+    ----------
+    seqlen : int
+        Tokens per sequence (>= 0).
+    offsets : int or 1-D integer array (batch,)
+        Position of each sequence's first token (flash-attn's ``seqlen_offsets``, the cache
+        length before this step).
+
+    Returns
+    -------
+    array (batch, seqlen)
+        ``offsets[:, None] + arange(seqlen)``; batch is 1 for an int offset (a NumPy array).
+        In the namespace, device and dtype of ``offsets`` when it is an array.
+    """
+    seqlen = _validate.check_int("seqlen", seqlen, minimum=0)
+    xp = _compat.array_namespace(offsets=offsets)
+    device = _compat.device_of(offsets) if _compat.is_array(offsets) else None
+    offsets = _offsets_array(xp, offsets, None, device)
+    return _from_offsets(xp, device, seqlen, offsets)
+
+
+def positions_from_cu_seqlens(cu_seqlens: Any, offsets: Any = None) -> Any:
+    """Positions of packed (variable-length) sequences: restart at 0 at each sequence start.
+
+    Parameters
+    ----------
+    cu_seqlens : 1-D integer array (batch + 1,) or sequence of ints
+        Cumulative lengths [0, len_0, len_0 + len_1, ...] (flash-attn's varlen convention);
+        must be concrete (its last entry sets the output length).
+    offsets : None, int or 1-D integer array (batch,)
+        Added to every position of sequence i (``offsets[i]``), as flash-attn's
+        ``seqlen_offsets`` with ``cu_seqlens``.
+
+    Returns
+    -------
+    array (total,)
+        Token t of sequence i (cu_seqlens[i] <= t < cu_seqlens[i + 1]) gets
+        ``t - cu_seqlens[i] + offsets[i]``. Dtype that of ``cu_seqlens`` (promoted with that of
+        ``offsets``).
+    """
+    if isinstance(cu_seqlens, (list, tuple)):
+        np_xp = _compat.array_namespace()
+        for i, v in enumerate(cu_seqlens):
+            _validate.check_int(f"cu_seqlens[{i}]", v)
+        cu_seqlens = np_xp.asarray(list(cu_seqlens), dtype=np_xp.int64)
+    seg, pos = packed_positions(cu_seqlens)
+    if offsets is None:
+        return pos
+    xp = _compat.array_namespace(cu_seqlens=cu_seqlens, offsets=offsets)
+    _compat.check_same_device(cu_seqlens=cu_seqlens, offsets=offsets)
+    offsets = _offsets_array(xp, offsets, int(cu_seqlens.shape[0]) - 1, None)
+    if not _compat.is_array(offsets):
+        return pos + offsets
+    return pos + xp.take(offsets, seg, axis=0)
+
+
+def positions_from_padding_mask(mask: Any, side: str | None = "left", *, pad_value: int = 0) -> Any:
+    """Hugging Face-style position ids from an attention mask (1 = token, 0 = padding).
+
+    Real tokens are numbered 0, 1, 2, ... in order along the last axis (``cumsum(mask) - 1``),
+    so a left-padded row ``[0, 0, 1, 1, 1]`` gets ``[p, p, 0, 1, 2]`` and a right-padded row
+    ``[1, 1, 1, 0, 0]`` gets ``[0, 1, 2, p, p]``, where ``p = pad_value``.
+
+    Parameters
+    ----------
+    mask : array (..., seq) of bool or integers (0/1), or nested sequences
+        The attention mask, e.g. (batch, seq).
+    side : {"left", "right", None}
+        Where the padding is expected. With "left" every row must be zeros then ones (what
+        ``generate`` uses for decoder-only models), with "right" ones then zeros; a mask padded
+        on the other side raises (a common mix-up). ``None`` accepts any 0/1 pattern. The
+        check reads values, so it is skipped for lazy or traced masks. The positions
+        themselves are the same formula for every side.
+    pad_value : int
+        Written at padding slots. The default 0 keeps them valid table indices; Hugging Face's
+        ``generate`` (``prepare_inputs_for_generation``) writes 1
+        (``position_ids.masked_fill_(attention_mask == 0, 1)``): pass ``pad_value=1`` to match
+        its ids exactly. Padding slots are masked out of attention, so the value only matters
+        when comparing ids.
+
+    Returns
+    -------
+    array of ``mask.shape``
+        Integer positions (the namespace's default integer dtype) in mask's namespace.
+    """
+    if side not in SIDES:
+        raise RopeValueError(f"side must be one of {SIDES}, got {side!r}")
+    pad_value = _validate.check_int("pad_value", pad_value)
+    if isinstance(mask, (list, tuple)):
+        mask = _compat.array_namespace().asarray(mask)
+    if not _compat.is_array(mask):
+        raise RopeTypeError(f"mask must be an array, got {type(mask).__name__}")
+    xp = _compat.array_namespace(mask=mask)
+    if not (_compat.is_bool(xp, mask.dtype) or _compat.is_integral(xp, mask.dtype)):
+        raise RopeTypeError(f"mask must have a bool or integer dtype, got {mask.dtype}")
+    if mask.ndim < 1:
+        raise RopeValueError("mask must have at least one axis (..., seq), got a 0-d array")
+    device = _compat.device_of(mask)
+    dt = _default_int(xp, device)
+    # Widen before the cumulative sum: uint8 / bool masks would overflow or not add up.
+    m = xp.astype(mask, dt)
+    n = mask.shape[-1]
+    if _compat.is_concrete(mask) and math.prod(mask.shape) > 0:
+        if not bool(xp.all((m == 0) | (m == 1))):
+            raise RopeValueError("mask must hold only 0 (padding) and 1 (token)")
+        if n > 1 and side is not None:
+            later, earlier = m[..., 1:], m[..., : n - 1]
+            ok = xp.all(later >= earlier) if side == "left" else xp.all(later <= earlier)
+            if not bool(ok):
+                other = "right" if side == "left" else "left"
+                raise RopeValueError(
+                    f"mask is not {side}-padded (some row has padding after a token on the "
+                    f"{other} side); pass side={other!r} or side=None if that is intended"
+                )
+    pos = xp.cumulative_sum(m, axis=-1) - 1
+    return xp.where(m == 0, xp.full_like(pos, pad_value), pos)
+
+
+def mrope_grid(
+    t: int, h: int, w: int, start: int = 0, *, xp: Any = None, device: Any = None
+) -> Any:
+    """M-RoPE positions of a (t, h, w) grid of vision tokens (Qwen2-VL ``get_rope_index``).
+
+    Tokens are ordered time-major, then rows, then columns (row-major over (t, h, w)), and
+    token (i, j, k) gets the positions (start + i, start + j, start + k) on the temporal,
+    height and width axes. ``h`` and ``w`` are the grid the language model sees (after any
+    spatial merge: pass ``grid_h // merge_size``); no merge is applied here.
+
+    Parameters
+    ----------
+    t, h, w : int
+        Grid sizes (>= 1).
+    start : int
+        Added to every axis (the position after the preceding text, ``text_len + st_idx``).
+    xp, device : optional
+        Namespace (module such as ``numpy``, ``torch``) and device; NumPy by default.
+
+    Returns
+    -------
+    array (3, t * h * w)
+        Integer positions, the layout ``rope.cos_sin`` takes for ``scaling.MRope``.
+    """
+    t = _validate.check_int("t", t, minimum=1)
+    h = _validate.check_int("h", h, minimum=1)
+    w = _validate.check_int("w", w, minimum=1)
+    start = _validate.check_int("start", start)
+    xp = _namespace_for(xp)
+    dt = _default_int(xp, device)
+    shape = (t, h, w)
+    axes = []
+    for k, n in enumerate(shape):
+        view = [1, 1, 1]
+        view[k] = n
+        a = xp.reshape(xp.arange(n, dtype=dt, device=device), tuple(view))
+        axes.append(xp.reshape(xp.broadcast_to(a, shape), (t * h * w,)))
+    return xp.stack(axes, axis=0) + start
+
+
+def axial_grid(*sizes: int, xp: Any = None, device: Any = None) -> Any:
+    """Integer coordinates of every cell of an N-D grid, row-major (the last axis fastest).
+
+    ``axial_grid(2, 3)`` is [[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]]: the positions
+    (trailing axis of size ``len(sizes)``) that ``scaling.Axial(n_axes=len(sizes))`` takes for
+    patches in raster order.
+
+    Parameters
+    ----------
+    *sizes : int
+        Grid size along each axis (>= 1; at least one axis).
+    xp, device : optional
+        Namespace (module such as ``numpy``, ``torch``) and device; NumPy by default.
+
+    Returns
+    -------
+    array (prod(sizes), len(sizes))
+    """
+    if not sizes:
+        raise RopeValueError("axial_grid needs at least one size")
+    sizes = tuple(_validate.check_int(f"sizes[{i}]", s, minimum=1) for i, s in enumerate(sizes))
+    xp = _namespace_for(xp)
+    dt = _default_int(xp, device)
+    total = math.prod(sizes)
+    coords = []
+    for k, n in enumerate(sizes):
+        view = [1] * len(sizes)
+        view[k] = n
+        a = xp.reshape(xp.arange(n, dtype=dt, device=device), tuple(view))
+        coords.append(xp.reshape(xp.broadcast_to(a, sizes), (total,)))
+    return xp.stack(coords, axis=-1)
