@@ -112,26 +112,18 @@ def _vectors(args: argparse.Namespace) -> int:
 
         config = json.loads(Path(args.hf_config).read_text(encoding="utf-8"))
         rope = Rope.from_hf_config(config, layer_type=args.layer_type)
-        if rope.scaling is not None:
-            print(
-                "--hf-config with a scaling: use --preset, or give the schedule's Rope in "
-                "Python (rope_ref.testing.write_vectors)",
-                file=sys.stderr,
-            )
-            return 2
         dtypes = tuple(args.dtype) if args.dtype else ("float32",)
         selected = [
-            Case(
-                head_dim=rope.head_dim,
-                rotary_dim=rope.rotary_dim,
-                base=rope.base,
-                layout=rope.layout,
-                positions=f,
-                dtype=dt,
-            )
+            Case(head_dim=rope.head_dim, positions=f, dtype=dt)
             for dt in dtypes
             for f in ("arange", "large")
         ]
+        manifest = write_vectors(selected, args.out, rope=rope, config=config)
+        print(
+            f"wrote {len(manifest['cases'])} cases to {args.out} (manifest.json, "
+            ".safetensors, .npz)"
+        )
+        return 0
     else:
         selected = _select_cases(args)
     manifest = write_vectors(selected, args.out)
@@ -140,71 +132,153 @@ def _vectors(args: argparse.Namespace) -> int:
 
 
 def _decay(args: argparse.Namespace) -> int:
+    import importlib
+
     import numpy as np
 
     from ._decay import relative_upper_bound
 
     r = np.arange(0.0, args.max + args.step / 2, args.step)
     b = relative_upper_bound(r, head_dim=args.head_dim, base=args.base)
-    print("relative_distance,relative_upper_bound")
-    for ri, bi in zip(r, b, strict=True):
-        print(f"{ri:g},{bi:.6f}")
+    rows = ["relative_distance,relative_upper_bound"]
+    rows += [f"{ri:g},{bi:.6f}" for ri, bi in zip(r, b, strict=True)]
+    if args.csv:
+        Path(args.csv).write_text("\n".join(rows) + "\n")
+    else:
+        print("\n".join(rows))
+    if args.png:
+        try:
+            mpl = importlib.import_module("matplotlib")
+            mpl.use("Agg")
+            plt = importlib.import_module("matplotlib.pyplot")
+        except ImportError:
+            print("--png needs matplotlib (pip install matplotlib)", file=sys.stderr)
+            return 2
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(r, b)
+        ax.set_xlabel("relative distance")
+        ax.set_ylabel("relative upper bound")
+        ax.set_title(f"Long-term decay of RoPE (d={args.head_dim}, base={args.base:g})")
+        fig.tight_layout()
+        fig.savefig(args.png, dpi=120, metadata={"Software": None})
+        plt.close(fig)
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
     import importlib
+    import json
 
     import numpy as np
 
-    from .testing._assert import _ulps, default_tolerance, to_numpy
+    from .testing._assert import _ulps, default_tolerance, diagnose, to_numpy
 
     module_name, _, func_name = args.target.partition(":")
-    if not func_name:
-        print("target must be MODULE:FUNCTION", file=sys.stderr)
+    if not module_name or not func_name:
+        print(f"target must be MODULE:FUNCTION, got {args.target!r}", file=sys.stderr)
         return 2
     sys.path.insert(0, ".")
-    fn = getattr(importlib.import_module(module_name), func_name)
-    xp = importlib.import_module(_NAMESPACES[args.backend])
+    try:
+        fn = getattr(importlib.import_module(module_name), func_name)
+    except Exception as exc:  # a module that does not import, or no such function
+        print(f"cannot load {args.target}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    if not callable(fn):
+        print(f"{args.target} is not callable", file=sys.stderr)
+        return 2
+    try:
+        xp = importlib.import_module(_NAMESPACES[args.backend])
+    except ImportError as exc:
+        print(f"backend {args.backend} is not available: {exc}", file=sys.stderr)
+        return 2
     if args.backend == "jax":
         importlib.import_module("jax").config.update("jax_enable_x64", True)
     selected = _select_cases(args)
     width = max(len(c.name) for c in selected)
     print(f"{'case':<{width}}  {'max abs err':>11}  {'max ulp':>9}  {'atol':>9}  result")
+    report: list[dict[str, Any]] = []
     failures = ran = 0
-    for c in selected:
+    progress = sys.stderr.isatty() and len(selected) > 20
+    for k, c in enumerate(selected):
+        if progress:
+            done = int(30 * k / len(selected))
+            print(
+                f"\r[{'#' * done}{'.' * (30 - done)}] {k}/{len(selected)}",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+        row: dict[str, Any] = {"case": c.name}
+        report.append(row)
         if not hasattr(xp, c.dtype):
-            print(f"{c.name:<{width}}  skipped: {args.backend} has no {c.dtype}")
+            row["result"] = "skipped"
+            row["why"] = f"{args.backend} has no {c.dtype}"
             continue
-        ran += 1
         x, pos, rope = c.data(xp)
         want = c.expected()
         try:
             got = _call_convention(args.convention, fn, x, pos, rope, c)
+            got_np = to_numpy(got).astype(np.float64)
         except _Unfit as why:
-            ran -= 1
-            print(f"{c.name:<{width}}  skipped: {args.convention} convention: {why}")
+            row["result"], row["why"] = "skipped", f"{args.convention} convention: {why}"
             continue
-        except Exception as exc:  # the implementation raised: report, keep going
+        except Exception as exc:  # the implementation raised or has the wrong signature
+            ran += 1
             failures += 1
+            row["result"], row["why"] = "error", f"{type(exc).__name__}: {exc}"
             print(f"{c.name:<{width}}  ERROR {type(exc).__name__}: {exc}")
             continue
-        got_np = to_numpy(got).astype(np.float64)
+        ran += 1
         if got_np.shape != want.shape:
             failures += 1
-            print(f"{c.name:<{width}}  FAIL shape {got_np.shape}, expected {want.shape}")
+            row["result"] = "fail"
+            row["why"] = f"shape {got_np.shape}, expected {want.shape}"
+            print(f"{c.name:<{width}}  FAIL {row['why']}")
             continue
         err = np.abs(got_np - want)
         rtol, atol_unit = default_tolerance(c.dtype, rope=rope, positions=pos)
         atol = atol_unit * float(np.max(np.abs(want)))
         ok = bool(np.all(err <= atol + rtol * np.abs(want)))
         ulp = float(np.max(_ulps(got_np, want, c.dtype)))
+        row.update(
+            {
+                "max_abs_err": float(np.max(err)),
+                "max_ulp": ulp,
+                "atol": atol,
+                "rtol": rtol,
+                "result": "ok" if ok else "fail",
+            }
+        )
         line = f"{float(np.max(err)):>11.3e}  {ulp:>9.3g}  {atol:>9.2e}  " + (
             "ok" if ok else "FAIL"
         )
-        failures += not ok
+        if not ok:
+            failures += 1
+            found = diagnose(
+                got_np, c.x(), to_numpy(pos), rope, rtol=rtol, atol=atol, error=float(np.max(err))
+            )
+            row["diagnosis"] = found
+            line += "  " + ("; or ".join(found) if found else "no usual mistake explains it")
         print(f"{c.name:<{width}}  {line}")
-    print(f"{ran - failures} passed, {failures} failed")
+    if progress:
+        print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
+    skipped = len(selected) - ran
+    print(
+        f"{ran - failures} passed, {failures} failed" + (f", {skipped} skipped" if skipped else "")
+    )
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "target": args.target,
+                    "convention": args.convention,
+                    "backend": args.backend,
+                    "cases": report,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
     return 1 if failures else 0
 
 
@@ -340,6 +414,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=sorted(_NAMESPACES),
         help="array library the inputs are made in",
     )
+    chk.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     battery_options(chk)
     chk.set_defaults(func=_check)
 
@@ -348,6 +423,8 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("--base", type=float, default=10_000.0)
     dec.add_argument("--max", type=float, default=256.0)
     dec.add_argument("--step", type=float, default=1.0)
+    dec.add_argument("--csv", metavar="PATH", help="write the curve as CSV (else print it)")
+    dec.add_argument("--png", metavar="PATH", help="plot it as Figure 2 (needs matplotlib)")
     dec.set_defaults(func=_decay)
     return p
 

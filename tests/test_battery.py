@@ -160,3 +160,58 @@ def test_cli_check_conventions(convention, tmp_path, capsys, monkeypatch):
     if convention in ("flash", "mlx"):
         assert main(["check", f"twins_{convention}:{convention}_wrong", *args]) == 1
         assert "FAIL" in capsys.readouterr().out
+
+
+def test_cli_check_examples_json_and_errors(tmp_path, capsys):
+    # the shipped examples: the exact one passes, float32 angles fail in float64 and are
+    # diagnosed; the JSON report has every case
+    report = tmp_path / "report.json"
+    assert main(["check", "rope_ref.examples:exact", "--dtype", "float64", "--no-presets"]) == 0
+    capsys.readouterr()
+    code = main(
+        [
+            "check",
+            "rope_ref.examples:float32_angles",
+            "--dtype",
+            "float64",
+            "--no-presets",
+            "--json",
+            str(report),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 1 and "angles formed in float32" in out
+    data = json.loads(report.read_text())
+    assert len(data["cases"]) == len([c for c in ALL if c.dtype == "float64" and not c.preset])
+    assert all(r["result"] == "fail" for r in data["cases"])
+    assert main(["check", "no_such_module:fn"]) == 2
+    assert "cannot load no_such_module:fn" in capsys.readouterr().err
+    (tmp_path / "sigs.py").write_text("def two_args(x, positions):\n    return x\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        assert main(["check", "sigs:two_args", "--no-presets"]) == 1
+    finally:
+        sys.path.remove(str(tmp_path))
+    out = capsys.readouterr().out
+    assert "ERROR TypeError" in out and "0 passed, 23 failed" in out  # every case reported
+
+
+def test_cli_vectors_hf_config_with_scaling(tmp_path):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(rr.preset_info("phi-3-mini-128k")["config"]))
+    assert main(["vectors", "--hf-config", str(cfg), "--out", str(tmp_path / "v")]) == 0
+    manifest = json.loads((tmp_path / "v" / "manifest.json").read_text())
+    assert manifest["config"]["rope_scaling"]["type"] == "longrope"
+    entry = manifest["cases"][1]  # large positions: the long factors
+    data = read_safetensors(tmp_path / "v" / entry["files"]["safetensors"])
+    rope = rr.Rope.from_hf_config(manifest["config"])
+    want = rr.apply_rope(data["x"].astype(np.float64), data["positions"], rope)
+    np.testing.assert_array_equal(data["y"], want.astype(np.float32))
+
+
+def test_cli_decay_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    assert main(["decay", "--csv", str(tmp_path / "d.csv"), "--png", str(tmp_path / "d.png")]) == 0
+    assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (tmp_path / "d.csv").read_text().splitlines()
+    assert rows[0] == "relative_distance,relative_upper_bound" and len(rows) == 258

@@ -16,7 +16,7 @@ from .. import _compat
 from .._errors import RopeTypeError, RopeValueError
 from .._rope import Rope
 
-__all__ = ["assert_close", "default_tolerance", "to_numpy", "unit_roundoff"]
+__all__ = ["assert_close", "default_tolerance", "diagnose", "to_numpy", "unit_roundoff"]
 
 # unit roundoff u = 2**-p of the formats a kernel may compute in
 _U = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
@@ -218,6 +218,33 @@ def _mistakes(x: np.ndarray, pos: np.ndarray, rope: Rope) -> list[tuple[str, Cal
     return out
 
 
+def diagnose(
+    actual: np.ndarray,
+    x: np.ndarray,
+    positions: np.ndarray,
+    rope: Rope,
+    *,
+    rtol: float,
+    atol: float,
+    error: float,
+) -> list[str]:
+    """The usual RoPE mistakes whose simulation reproduces ``actual`` (NumPy arrays): within
+    the tolerance, or 20 times closer than the reference (``error``, the max abs error)."""
+    a_np = np.asarray(actual, dtype=np.float64)
+    found = []
+    for text, make in _mistakes(np.asarray(x, dtype=np.float64), np.asarray(positions), rope):
+        try:
+            cand = np.asarray(make(), dtype=np.float64)
+        except Exception:
+            continue
+        if cand.shape != a_np.shape:
+            continue
+        c_err = np.abs(a_np - cand)
+        if np.all(c_err <= atol + rtol * np.abs(cand)) or np.max(c_err) < 0.05 * error:
+            found.append(f"{text} (max abs difference {float(np.max(c_err)):.2e})")
+    return found
+
+
 def assert_close(
     actual: Any,
     desired: Any,
@@ -306,19 +333,15 @@ def assert_close(
         lines.append("  max abs error by |position|:")
         lines += _buckets(np.max(err, axis=-1), pos_np)
     if rope is not None and pos_np is not None and x is not None:
-        x_np = to_numpy(x).astype(np.float64)
-        p_np = to_numpy(positions)
-        found = []
-        for text, make in _mistakes(x_np, p_np, rope):
-            try:
-                cand = np.asarray(make(), dtype=np.float64)
-            except Exception:
-                continue
-            if cand.shape != a_np.shape:
-                continue
-            c_err = np.abs(a_np - cand)
-            if np.all(c_err <= atol + rtol * np.abs(cand)) or (np.max(c_err) < 0.05 * np.max(err)):
-                found.append(f"{text} (max abs difference {float(np.max(c_err)):.2e})")
+        found = diagnose(
+            a_np,
+            to_numpy(x),
+            to_numpy(positions),
+            rope,
+            rtol=rtol,
+            atol=atol,
+            error=float(np.max(err)),
+        )
         if found:
             lines.append("  the data is explained by: " + "; or ".join(found))
         else:

@@ -128,18 +128,35 @@ def _rope_record(rope: Rope) -> dict[str, Any]:
     }
 
 
-def write_vectors(cases: list[Case], out: str | Path) -> dict[str, Any]:
-    """Write golden files for ``cases`` into directory ``out``; returns the manifest."""
+def write_vectors(
+    cases: list[Case],
+    out: str | Path,
+    *,
+    rope: Rope | None = None,
+    config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write golden files for ``cases`` into directory ``out``; returns the manifest.
+
+    ``rope`` replaces each case's own Rope (e.g. one read from a config.json, recorded in the
+    manifest as ``config``); the cases then supply shapes, positions, data and dtypes.
+    """
     from .. import __version__
+    from .._apply import apply_rope
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     entries = []
+    override = rope
     for c in cases:
-        rope = c.rope()
+        rope = override if override is not None else c.rope()
         x = c.x()
         pos = c.positions_for(rope).astype(np.int64)
-        y = c.expected()
+        if override is None:
+            y = c.expected()
+        else:
+            y = apply_rope(x, pos, rope)
+            y = _bf16(y.astype(np.float32)) if c.dtype == "bfloat16" else y.astype(c.dtype)
+            y = y.astype(np.float64)
         cos, sin = rope.cos_sin(pos)
         stem = c.name.replace("=", "_")
         tensors = {
@@ -182,12 +199,14 @@ def write_vectors(cases: list[Case], out: str | Path) -> dict[str, Any]:
                 },
             }
         )
-    manifest = {
+    manifest: dict[str, Any] = {
         "rope_ref_version": __version__,
         "format": "each case: x (input), positions (int64, broadcast against x.shape[:-1]), "
         "y (exact result rounded once to dtype), cos/sin (float64 exact tables, "
         "attention factor included)",
         "cases": entries,
     }
+    if config is not None:
+        manifest["config"] = config
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest

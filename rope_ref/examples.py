@@ -1,0 +1,42 @@
+"""Two implementations to try ``rope-ref check`` on (NumPy, ``fn(x, positions, rope)``).
+
+* :func:`exact` - rope_ref itself: passes every case.
+* :func:`float32_angles` - the classic kernel: ``positions * inv_freq`` and cos/sin in float32
+  (what Hugging Face computes under autocast-free float32). It passes the float32 cases, whose
+  tolerance model allows float32 angles, and fails float64 cases at large positions, where
+  its phase error (about position * theta * 2**-24) dwarfs float64 rounding; the check
+  diagnoses "angles formed in float32".
+
+    rope-ref check rope_ref.examples:exact --dtype float32 float64
+    rope-ref check rope_ref.examples:float32_angles --dtype float64 --no-presets
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._apply import apply_rope
+from ._rope import Rope
+
+__all__ = ["exact", "float32_angles"]
+
+
+def exact(x: Any, positions: Any, rope: Rope) -> Any:
+    """The reference itself."""
+    return apply_rope(x, positions, rope)
+
+
+def float32_angles(x: Any, positions: Any, rope: Rope) -> Any:
+    """RoPE with angles and tables in float32, the arithmetic in x's dtype (NumPy only)."""
+    inv = rope.inv_freq(dtype=np.float32)
+    ang = np.asarray(positions).astype(np.float32)[..., None] * inv
+    f = np.float32(rope.attention_factor)
+    cos, sin = (np.cos(ang) * f).astype(x.dtype), (np.sin(ang) * f).astype(x.dtype)
+    r, h = rope.rotary_dim, rope.rotary_dim // 2
+    a, b = (slice(0, h), slice(h, r)) if rope.layout == "half" else (slice(0, r, 2), slice(1, r, 2))
+    y = np.array(x, copy=True)
+    y[..., a] = x[..., a] * cos - x[..., b] * sin
+    y[..., b] = x[..., b] * cos + x[..., a] * sin
+    return y
