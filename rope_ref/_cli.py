@@ -87,17 +87,15 @@ def _select_cases(args: argparse.Namespace) -> list[Any]:
         return [case(n) for n in args.cases]
     dtypes = tuple(args.dtype) if getattr(args, "dtype", None) else ("float32",)
     if getattr(args, "preset", None):
-        out = [c for c in cases(dtypes=dtypes) if c.preset == args.preset]
-        if not out:  # presets are battery cases in float32: build them for other dtypes
-            from ._rope import Rope
+        from ._rope import Rope
 
-            d = Rope.preset(args.preset).head_dim
-            out = [
-                Case(preset=args.preset, positions=f, head_dim=d, dtype=dt)
-                for dt in dtypes
-                for f in ("arange", "large")
-            ]
-        return out
+        layer = "full_attention" if args.preset == "gemma-3" else None
+        d = Rope.preset(args.preset, layer_type=layer).head_dim
+        return [
+            Case(preset=args.preset, positions=f, head_dim=d, dtype=dt)
+            for dt in dtypes
+            for f in ("arange", "large")
+        ]
     return cases(dtypes=dtypes, presets=not getattr(args, "no_presets", False))
 
 
