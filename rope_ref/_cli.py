@@ -287,6 +287,7 @@ _NAMESPACES = {
     "torch": "array_api_compat.torch",
     "jax": "jax.numpy",
     "cupy": "array_api_compat.cupy",
+    "dask": "array_api_compat.dask.array",
     "strict": "array_api_strict",
 }
 
