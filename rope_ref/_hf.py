@@ -388,6 +388,16 @@ def from_hf_config(
             f"{rope_type!r} (and max_position_embeddings is missing too)"
         )
 
+    def factor_or_ratio(l0: int) -> float:
+        # YaRN and LongRoPE: `factor`, else max_position_embeddings / original (as HF does)
+        if pr.has("factor"):
+            return pr.number("factor", pr.get("factor"))
+        if max_pos is None:
+            pr.require("factor", rope_type)
+        ratio = max_pos / l0  # type: ignore[operator]
+        report.defaults[f"{params_name}factor"] = ratio
+        return ratio
+
     # ---- scaling object
     scaling: Any = None
     if use_local:
@@ -403,13 +413,7 @@ def from_hf_config(
         scaling = S.DynamicNTK(factor, max_pos, variant=dynamic_variant)
     elif rope_type == "yarn":
         l0 = original_max(True)
-        if pr.has("factor"):
-            factor = pr.number("factor", pr.get("factor"))
-        elif max_pos is not None and l0:
-            factor = max_pos / l0
-            report.defaults[f"{params_name}factor"] = factor
-        else:
-            pr.require("factor", "yarn")
+        factor = factor_or_ratio(l0)
         kw: dict[str, Any] = {}
         for key in ("beta_fast", "beta_slow"):
             v = pr.get(key, record_default=False)
@@ -442,13 +446,7 @@ def from_hf_config(
                     f"{rotary_dim // 2}"
                 )
         l0 = original_max(True)
-        if pr.has("factor"):
-            factor = pr.number("factor", pr.get("factor"))
-        elif max_pos is not None and l0:
-            factor = max_pos / l0
-            report.defaults[f"{params_name}factor"] = factor
-        else:
-            factor = 1.0
+        factor = factor_or_ratio(l0)
         af = pr.get("attention_factor", record_default=False)
         scaling = S.LongRoPE(
             tuple(short),
