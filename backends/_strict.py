@@ -33,6 +33,8 @@ class StrictBackend(Backend):
         xp = self.xp
         a = np.asarray(a)
         dt = getattr(xp, dtype or a.dtype.name)
+        if a.size == 0:  # tolist() cannot carry the shape of an empty array
+            return xp.zeros(a.shape, dtype=dt, device=self.device)
         return (
             xp.asarray(a.tolist(), dtype=dt, device=self.device)
             if a.ndim

@@ -581,7 +581,13 @@ def attention(
             # (1, 8, 4096, 128) than 1024-wide blocks; 256 and 512 are close)
             side = math.isqrt(max(1, budget // (_TEMPS * 8 * rows)))
             chunk = max(16, min(_AUTO_BLOCK, side))
-    if chunk == 0 or (chunk >= sp.sq and chunk >= sp.sk):
+    if sp.sk == 0:  # no keys at all: every row is empty (sinks alone set the lse)
+        shape = (*sp.batch, sp.hk, sp.g, sp.sq)
+        out = xp.zeros((*shape, sp.dv), dtype=sp.wd, device=sp.device)
+        lse = xp.full(shape, -xp.inf, dtype=sp.wd, device=sp.device)
+        if sp.sink is not None:
+            lse = xp.broadcast_to(sp.sink, shape)
+    elif chunk == 0 or (chunk >= sp.sq and chunk >= sp.sk):
         out, lse = _one_shot(sp)
     else:
         out, lse = _chunked(sp, chunk)

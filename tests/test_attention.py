@@ -505,3 +505,15 @@ def test_linear_attention_feature_maps_and_shift():
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-13)
     with pytest.raises(ValueError, match="feature_map must be one of"):
         rr.linear_attention(q, k, v, feature_map="softmax")
+
+
+def test_no_keys_at_all(bk):
+    # Sk = 0: every row is empty: output 0, lse -inf (or the sink), never an error or NaN
+    q = bk.from_numpy(np.ones((1, 4, 3, 8)))
+    k = bk.from_numpy(np.zeros((1, 2, 0, 8)))
+    v = bk.from_numpy(np.zeros((1, 2, 0, 5)))
+    out, lse = rr.attention(q, k, v, return_lse=True, causal=True)
+    assert bk.to_numpy(out).shape == (1, 4, 3, 5) and np.all(bk.to_numpy(out) == 0)
+    assert np.all(bk.to_numpy(lse) == -np.inf)
+    _, lse = rr.attention(q, k, v, return_lse=True, sinks=bk.from_numpy(_sinks()))
+    np.testing.assert_array_equal(bk.to_numpy(lse)[0], np.broadcast_to(_sinks()[:, None], (4, 3)))
