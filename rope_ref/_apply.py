@@ -99,6 +99,17 @@ def apply_rope(
     array of ``x.shape`` and ``x.dtype``, in x's namespace and on x's device. Computed in the
     widest float dtype of the namespace (float64 here) and rounded once to ``x.dtype``.
     ``x`` is never written to.
+
+    Examples
+    --------
+    >>> import numpy as np, rope_ref as rr
+    >>> rope = rr.Rope(head_dim=4, base=10_000.0, layout="interleaved")
+    >>> x = np.array([[1.0, 0.0, 1.0, 0.0]])              # one token, two pairs
+    >>> rr.apply_rope(x, np.array([1]), rope).round(6)      # pair j turns by 1 * 10000**(-j/2)
+    array([[0.540302, 0.841471, 0.99995 , 0.01    ]])
+    >>> x32 = np.ones((2, 3, 4), dtype=np.float32)           # (heads, seq, head_dim)
+    >>> rr.apply_rope(x32, np.arange(3), rope).dtype        # computed in float64, rounded once
+    dtype('float32')
     """
     xp, wd, cos, sin = _prepare(x, positions, rope, seq_len, role)
     xw = xp.astype(x, wd)

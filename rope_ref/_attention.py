@@ -545,6 +545,19 @@ def attention(
     -------
     out : array (..., Hq, Sq, Dv) of q.dtype; with ``return_lse``, ``(out, lse)``.
     Rows with no key kept give output 0 and lse -inf (never NaN).
+
+    Examples
+    --------
+    >>> import numpy as np, rope_ref as rr
+    >>> rng = np.random.default_rng(0)
+    >>> q = rng.standard_normal((1, 4, 3, 8))                  # (batch, Hq, Sq, D)
+    >>> k, v = rng.standard_normal((2, 1, 2, 5, 8))            # (batch, Hk=2, Sk, D): GQA
+    >>> out, lse = rr.attention(q, k, v, rope=rr.Rope(8), causal=True, return_lse=True)
+    >>> out.shape, lse.shape                                   # queries sit at positions 2, 3, 4
+    ((1, 4, 3, 8), (1, 4, 3))
+    >>> chunked = rr.attention(q, k, v, rope=rr.Rope(8), causal=True, chunk_size=2)
+    >>> bool(np.max(np.abs(chunked - out)) < 1e-15)            # the online softmax agrees
+    True
     """
     sp = _prepare(
         q,

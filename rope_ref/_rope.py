@@ -225,7 +225,19 @@ class Rope:
         values are within one ulp of the exact result in float64 (see ``rope_ref._exact``);
         ``dtype`` rounds that result once. ``role`` matters only for xPos (queries scale up,
         keys down).
-        """
+    
+        Examples
+        --------
+        >>> import numpy as np, rope_ref as rr
+        >>> cos, sin = rr.Rope(head_dim=8).cos_sin(np.array([0, 2**31 - 1]))
+        >>> cos.shape
+        (2, 4)
+        >>> float(cos[0, 0]), float(sin[0, 0])
+        (1.0, 0.0)
+        >>> plain = np.sin((2**31 - 1) * rr.Rope(head_dim=8).inv_freq())  # m * theta rounded
+        >>> int(np.max(np.abs(plain - sin[1])) / np.spacing(1.0) ) > 1000
+        True
+    """
         if role not in ("query", "key"):
             raise RopeValueError(f"role must be one of ('query', 'key'), got {role!r}")
         xp = _compat.array_namespace(positions=positions)

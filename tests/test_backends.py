@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import backends
+import rope_ref as rr
 
 
 def test_roundtrip(bk):
@@ -34,3 +35,160 @@ def test_selection_by_environment(monkeypatch):
     assert len(backends.selected()) == len(backends.ALL)
     with pytest.raises(KeyError, match="unknown backend"):
         backends.by_name("tensorflow")
+
+
+# ---------------------------------------------------------------- the capability declaration
+# Each adapter declares what it supports (backends/_base.py, CAPABILITY_FIELDS); the docs render
+# that declaration as the support table (docs/backends.md). The tests below check, on every
+# available backend, that each declared capability really holds, so the table cannot drift.
+
+
+def _probe_dtype(bk, name: str) -> str | None:
+    """None when ``name`` works end to end on ``bk`` (from_numpy, rope_ref in that dtype,
+    to_numpy), else why not."""
+    rope = rr.Rope(8, base=100.0)
+    a = np.random.default_rng(3).integers(-8, 8, size=(3, 8)) / 4.0  # exact in every dtype
+    pos = np.arange(3)
+    try:
+        x = bk.from_numpy(a, name)
+        if x.dtype != bk.dtype(name):
+            return f"from_numpy gave {x.dtype}"
+        y = rr.apply_rope(x, bk.from_numpy(pos), rope)
+        if y.dtype != x.dtype:
+            return f"apply_rope returned {y.dtype}"
+        got = bk.to_numpy(y).astype(np.float64)
+    except Exception as exc:  # the library lacks the dtype, or rope_ref refuses it
+        return f"{type(exc).__name__}: {exc}"
+    u = rr.testing.unit_roundoff(name)
+    want = rr.apply_rope(a, pos, rope)
+    if not np.all(np.abs(got - want) <= u * np.abs(want) + u):  # one rounding of the exact value
+        return "values are not the exact result rounded once"
+    return None
+
+
+def test_declared_dtypes_are_exactly_those_that_work(bk):
+    assert set(bk.dtypes) <= set(backends.CANDIDATE_DTYPES)
+    for name in backends.CANDIDATE_DTYPES:
+        why = _probe_dtype(bk, name)
+        if name in bk.dtypes:
+            assert why is None, f"{bk.name} declares {name} but: {why}"
+        else:
+            assert why is not None, f"{bk.name} supports {name} but does not declare it"
+
+
+def test_declared_laziness(bk):
+    from rope_ref import _compat
+
+    rope = rr.Rope(8)
+    x = bk.from_numpy(np.ones((3, 8)))
+    y = rr.apply_rope(x, bk.from_numpy(np.arange(3)), rope)
+    assert _compat.is_concrete(y) is (not bk.lazy)
+    # value checks need values: a lazy backend defers them, an eager one raises at once
+    bad = bk.from_numpy(np.array([0.0, np.nan, 1.0]))
+    if bk.lazy:
+        rr.apply_rope(x, bad, rope)
+        with pytest.raises(ValueError, match="seq_len is required"):
+            rr.apply_rope(x, bk.from_numpy(np.arange(3)), rr.Rope(8, scaling=_dynamic()))
+    else:
+        with pytest.raises(ValueError, match="finite"):
+            rr.apply_rope(x, bad, rope)
+
+
+def _dynamic():
+    from rope_ref import scaling
+
+    return scaling.DynamicNTK(2.0, 2)
+
+
+def test_declared_jit(bk):
+    from rope_ref import _compat
+
+    rope = rr.Rope(16, rotary_dim=12, base=5e5)
+    traced = []
+
+    def fn(a, p):
+        traced.append(_compat.is_concrete(a))
+        return rr.apply_rope(a, p, rope)
+
+    if not bk.jit:
+        with pytest.raises(NotImplementedError, match="declares no jit"):
+            bk.compile(fn)
+        return
+    x = np.random.default_rng(0).standard_normal((2, 5, 16)).astype(np.float32)
+    pos = np.random.default_rng(1).integers(-(2**40), 2**40, size=5)
+    got = bk.to_numpy(bk.compile(fn)(bk.from_numpy(x), bk.from_numpy(pos)))
+    assert traced == [False]  # ran once, on tracers
+    np.testing.assert_array_equal(got, rr.apply_rope(x, pos, rope))
+
+
+def test_declared_mutability(bk):
+    x = bk.from_numpy(np.zeros(3))
+    if bk.mutable:
+        x[0] = 1.0
+        np.testing.assert_array_equal(bk.to_numpy(x), [1.0, 0.0, 0.0])
+    else:
+        with pytest.raises((TypeError, ValueError)):
+            x[0] = 1.0
+
+
+def _device_kind(device) -> str:
+    s = str(device).lower()
+    return "gpu" if ("cuda" in s or "gpu" in s) else ("tpu" if "tpu" in s else "cpu")
+
+
+def test_declared_devices(bk):
+    from rope_ref import _compat
+
+    assert _device_kind(bk.device) in bk.device_kinds
+    x = bk.from_numpy(np.ones((3, 8)), bk.dtypes[-1])
+    y = rr.apply_rope(x, bk.from_numpy(np.arange(3)), rr.Rope(8))
+    assert _compat.device_of(y) == _compat.device_of(x)  # results stay on the input's device
+    bk.synchronize()
+
+
+def test_declared_float64(bk):
+    # rope_ref computes in the widest float of the namespace: float64 where declared
+    cos, _ = rr.Rope(8).cos_sin(bk.from_numpy(np.arange(4)))
+    widest = "float64" if "float64" in bk.dtypes else "float32"
+    assert cos.dtype == bk.dtype(widest)
+    assert bk.float64_note
+
+
+def test_declared_extras_and_tox_envs():
+    import configparser
+    import re
+
+    import tomllib
+    from conftest import ROOT
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    env_of = {}
+    for line in tox["testenv"]["set_env"].splitlines():
+        m = re.match(r"\s*(\w+):\s*ROPE_REF_BACKENDS\s*=\s*(\S+)", line)
+        if m:
+            for name in m.group(2).split(","):
+                env_of[name] = m.group(1)
+    for b in backends.ALL:
+        assert env_of.get(b.name) == b.tox_env, b.name
+        if b.extra is None:
+            assert b.module in ("numpy",)  # a core dependency
+        else:
+            reqs = " ".join(extras[b.extra])
+            assert b.dists[-1].split("-cuda")[0] in reqs or b.dists[0] in reqs, (b.name, reqs)
+    assert set(env_of) == {b.name for b in backends.ALL}
+
+
+def test_support_table_is_the_declaration():
+    rows = backends.support_table()
+    assert [r.name for r in rows] == [b.name for b in backends.ALL]
+    for row, b in zip(rows, backends.ALL, strict=True):
+        assert {k: getattr(row, k) for k in backends.CAPABILITY_FIELDS} == b.capabilities()
+        assert row.available == b.is_available()
+        assert (row.reason == "") == row.available
+        if row.available:
+            assert row.version is not None
+        assert row.library and row.notes and row.tox_env

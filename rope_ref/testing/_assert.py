@@ -274,6 +274,22 @@ def assert_close(
     input ``x`` as well, it tries the usual mistakes (other layout, positions off by one,
     rotation sign, scaling or attention factor missing, cos/sin swapped, angles formed in
     float32 or bfloat16) and says which one explains the data.
+
+    Examples
+    --------
+    >>> import numpy as np, rope_ref as rr
+    >>> from rope_ref.testing import assert_close
+    >>> rope = rr.Rope(head_dim=8, layout="half")
+    >>> x = np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32)
+    >>> pos = np.arange(16)
+    >>> assert_close(rr.apply_rope(x, pos, rope), rr.apply_rope(x, pos, rope))
+    >>> other = rr.Rope(head_dim=8, layout="interleaved")       # a layout mix-up
+    >>> try:
+    ...     assert_close(rr.apply_rope(x, pos, other), rr.apply_rope(x, pos, rope),
+    ...                  rope=rope, positions=pos, x=x)
+    ... except AssertionError as e:
+    ...     print("interleaved" in str(e))
+    True
     """
     __tracebackhide__ = True
     if (rtol is None) != (atol is None):
