@@ -11,11 +11,12 @@ test suite can check them against each other on every backend.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
 
-from . import _compat, _validate
+from . import _compat, _tables, _validate
 from ._errors import RopeTypeError, RopeValueError
 from ._rope import Rope
 
@@ -54,7 +55,9 @@ def _prepare(
     if role not in ROLES:
         raise RopeValueError(f"role must be one of {ROLES}, got {role!r}")
     wd = _compat.work_dtype(xp, device)
-    cos, sin = rope._cos_sin_work(xp, positions, wd, integral=integral, seq_len=seq_len, role=role)
+    cos, sin = _tables.tables(
+        rope, xp, positions, wd, integral=integral, seq_len=seq_len, role=role
+    )
     return xp, wd, cos, sin
 
 
@@ -62,7 +65,7 @@ def _finish(xp: Any, x: Any, y_rot: Any, x_work: Any, rope: Rope) -> Any:
     """Append the pass-through channels and round once to x.dtype."""
     r = rope.rotary_dim
     if r != rope.head_dim:
-        y_rot = xp.concat([y_rot, x_work[..., r:]], axis=-1)
+        y_rot = xp.concat([y_rot, xp.astype(x_work[..., r:], y_rot.dtype)], axis=-1)
     if y_rot.dtype != x.dtype:
         y_rot = xp.astype(y_rot, x.dtype)
     return y_rot
@@ -112,9 +115,33 @@ def apply_rope(
     dtype('float32')
     """
     xp, wd, cos, sin = _prepare(x, positions, rope, seq_len, role)
-    xw = xp.astype(x, wd)
+    if _compat.prefers_blocks(x) and _size(x.shape) > 2 * BLOCK_ELEMENTS:
+        return _apply_blocked(xp, x, cos, sin, rope, wd)
+    return _rotate(xp, x, cos, sin, rope, wd)
+
+
+#: Elements of x per block on eager CPU arrays (see :func:`_apply_blocked`).
+BLOCK_ELEMENTS = 2**15
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s_ in shape:
+        n *= int(s_)
+    return n
+
+
+def _rotate(xp: Any, x: Any, cos: Any, sin: Any, rope: Rope, wd: Any) -> Any:
+    """Eq. 34 on x (any leading shape) with tables broadcastable to it; result in x.dtype.
+
+    x is promoted to the working dtype by the products themselves (float32 * float64 is
+    float64 in the Array API's promotion rules), which is exact, and rounded once at the end.
+    """
     r = rope.rotary_dim
     h = r // 2
+    xw = x
+    if x.dtype != wd and not _compat.promotes_exactly(xp, x.dtype, wd):
+        xw = xp.astype(x, wd)
     if rope.layout == "half":
         x1, x2 = xw[..., :h], xw[..., h:r]
         y = xp.concat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
@@ -124,6 +151,38 @@ def apply_rope(
         y2 = x2 * cos + x1 * sin
         y = xp.reshape(xp.stack([y1, y2], axis=-1), (*y1.shape[:-1], r))
     return _finish(xp, x, y, xw, rope)
+
+
+def _apply_blocked(xp: Any, x: Any, cos: Any, sin: Any, rope: Rope, wd: Any) -> Any:
+    """:func:`_rotate` over cache-sized blocks of x, written into one output array.
+
+    On eager CPU arrays the unblocked pipeline streams several float64 temporaries the size
+    of x through memory; on blocks of ``BLOCK_ELEMENTS`` they stay in cache (about 3x faster
+    on (1, 32, 4096, 128) float32, see benchmarks/). Blocks run along the leading axes of x;
+    the tables are sliced to match wherever they are not broadcast.
+    """
+    shape = tuple(int(s_) for s_ in x.shape)
+    nd = len(shape)
+    pad = (1,) * (nd - cos.ndim)
+    cos = xp.reshape(cos, pad + tuple(cos.shape))
+    sin = xp.reshape(sin, pad + tuple(sin.shape))
+    # split axis a: the inner axes (a+1 .. nd-2) and the channels fit in one block
+    inner, a = shape[-1], nd - 2
+    while a >= 0 and inner * shape[a] <= BLOCK_ELEMENTS:
+        inner *= shape[a]
+        a -= 1
+    chunk = max(1, BLOCK_ELEMENTS // inner)
+    out = xp.empty(shape, dtype=x.dtype, device=_compat.device_of(x))
+    outer_ranges = [range(shape[i]) for i in range(a)]
+    for outer in itertools.product(*outer_ranges):
+        t_outer = tuple(0 if int(cos.shape[i]) == 1 else o for i, o in enumerate(outer))
+        for start in range(0, shape[a], chunk):
+            stop = min(start + chunk, shape[a])
+            t_cut = slice(0, 1) if int(cos.shape[a]) == 1 else slice(start, stop)
+            key = (*outer, slice(start, stop), ...)
+            t_key = (*t_outer, t_cut, ...)
+            out[key] = _rotate(xp, x[key], cos[t_key], sin[t_key], rope, wd)
+    return out
 
 
 def _pair_channels(rope: Rope) -> tuple[list[int], list[int]]:

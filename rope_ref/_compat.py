@@ -142,6 +142,12 @@ def work_dtype(xp: Any, device: Any = None) -> Any:
     return kinds.get("float32", xp.float32)
 
 
+def promotes_exactly(xp: Any, dtype: Any, wide: Any) -> bool:
+    """Whether ``dtype`` (op) ``wide`` promotes to ``wide`` under the Array API's rules, so a
+    product with a ``wide`` array needs no explicit cast: float32 with float64."""
+    return bool(dtype == xp.float32 and wide == xp.float64)
+
+
 def significand_bits(xp: Any, dtype: Any) -> int:
     """Significand bits (p) of a real floating dtype: 53 for float64, 24 for float32."""
     eps = float(xp.finfo(dtype).eps)

@@ -225,7 +225,7 @@ class Rope:
         values are within one ulp of the exact result in float64 (see ``rope_ref._exact``);
         ``dtype`` rounds that result once. ``role`` matters only for xPos (queries scale up,
         keys down).
-    
+
         Examples
         --------
         >>> import numpy as np, rope_ref as rr

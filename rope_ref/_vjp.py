@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _attention, _compat, _validate
+from . import _attention, _compat, _tables, _validate
 from ._apply import ROLES, _check_rope
 from ._errors import RopeTypeError, RopeValueError
 from ._rope import Rope
@@ -81,7 +81,9 @@ def apply_rope_vjp(
     wd = _compat.work_dtype(xp, device)
     # The very tables apply_rope uses (factor and xPos magnitude included), so forward and
     # backward agree to the last bit of the tables.
-    cos, sin = rope._cos_sin_work(xp, positions, wd, integral=integral, seq_len=seq_len, role=role)
+    cos, sin = _tables.tables(
+        rope, xp, positions, wd, integral=integral, seq_len=seq_len, role=role
+    )
     # astype copies (also a zero-stride broadcast view), so nothing below can touch the input
     gw = xp.astype(cotangent, wd)
     r = rope.rotary_dim

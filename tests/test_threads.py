@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 import rope_ref as rr
-from rope_ref import _exact
+from rope_ref import _exact, _tables
 from rope_ref import _rope as rope_module
 
 
@@ -29,7 +29,7 @@ def _run_threads(cold: bool):
     rng = np.random.default_rng(4)
     ropes = [
         rr.Rope(d, base=b, layout=lay)
-        for d in (16, 64)
+        for d in (16, 32, 64)
         for b in (1e4, 5e5)
         for lay in ("half", "interleaved")
     ]
@@ -39,7 +39,10 @@ def _run_threads(cold: bool):
     if cold:
         _exact.angle_table.cache_clear()
         rope_module._unscaled_thetas.cache_clear()
+        _tables.clear_cache()
+    # more distinct tables than the table cache holds, so threads also evict each other's
     jobs = [ropes[i % len(ropes)] for i in range(64)]
+    assert len(ropes) > _tables.CACHE_ENTRIES
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(lambda r: (r, _work(r, xs[r], pos)), jobs))
     for r, (y, (c, s)) in results:
