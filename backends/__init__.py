@@ -10,7 +10,15 @@ The library (``rope_ref``) never uses this package. Every adapter has the same s
   (``"float32"``, ``"bfloat16"``, ...). ``to_numpy(x)``: back to NumPy (bfloat16 widened to
   float32, exactly).
 * ``setup()``: one-time configuration (float64 on JAX). ``synchronize()``: wait for the device.
-* ``dtypes``: the floating dtype names this backend supports.
+* ``compile(fn)``: ``fn`` under the library's tracing compiler (only where ``jit`` is declared).
+
+Each adapter also *declares* what it supports, as class attributes (``_base.CAPABILITY_FIELDS``):
+``library``, ``dtypes`` (the floating dtypes that work end to end), ``lazy``, ``jit``,
+``mutable``, ``device_kinds``, ``float64_note``, ``extra`` (the pip extra), ``tox_env`` and
+``notes``. That one declaration is rendered as the support table of ``docs/backends.md``
+(:func:`support_table`, the ``backend-table`` directive of ``docs/_ext/rr_backends.py``) and is
+what ``tests/test_backends.py`` verifies on every available backend, so the table cannot claim
+what the tests do not check.
 
 Select backends with the environment variable ``ROPE_REF_BACKENDS`` (comma-separated names;
 default: all).
@@ -19,8 +27,10 @@ default: all).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Any
 
-from ._base import Backend
+from ._base import CANDIDATE_DTYPES, CAPABILITY_FIELDS, Backend
 from ._cupy import CupyBackend
 from ._dask import DaskBackend
 from ._jax import JaxBackend
@@ -28,7 +38,17 @@ from ._numpy import NumpyBackend, ReadonlyNumpyBackend
 from ._strict import StrictBackend
 from ._torch import TorchBackend
 
-__all__ = ["ALL", "Backend", "available", "by_name", "selected"]
+__all__ = [
+    "ALL",
+    "CANDIDATE_DTYPES",
+    "CAPABILITY_FIELDS",
+    "Backend",
+    "SupportRow",
+    "available",
+    "by_name",
+    "selected",
+    "support_table",
+]
 
 #: Every adapter, in the order tests list them.
 ALL: tuple[Backend, ...] = (
@@ -59,3 +79,47 @@ def selected() -> list[Backend]:
 
 def available() -> list[Backend]:
     return [b for b in selected() if b.is_available()]
+
+
+@dataclass(frozen=True)
+class SupportRow:
+    """One row of the support table: a backend's declaration plus what this machine has."""
+
+    name: str
+    library: str
+    version: str | None  # None: not installed here
+    available: bool
+    reason: str  # why not available ("" when available)
+    dtypes: tuple[str, ...]
+    lazy: bool
+    jit: bool
+    mutable: bool
+    device_kinds: tuple[str, ...]
+    float64_note: str
+    extra: str | None
+    tox_env: str
+    notes: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def support_table(which: tuple[Backend, ...] | list[Backend] | None = None) -> list[SupportRow]:
+    """The support table, one row per backend (all of them by default), from the declarations.
+
+    Versions and availability are those of the running interpreter; everything else is the
+    adapters' declared capabilities, which ``tests/test_backends.py`` verifies.
+    """
+    rows = []
+    for b in ALL if which is None else which:
+        ok = b.is_available()
+        rows.append(
+            SupportRow(
+                name=b.name,
+                version=b.version(),
+                available=ok,
+                reason="" if ok else b.reason(),
+                **b.capabilities(),
+            )
+        )
+    return rows

@@ -12,6 +12,15 @@ class CupyBackend(Backend):
 
     name = "cupy"
     module = "cupy"
+    dists = ("cupy-cuda12x", "cupy-cuda13x", "cupy-cuda11x", "cupy")
+    library = "CuPy"
+    device_kinds = ("gpu",)
+    extra = "cupy"
+    tox_env = "cupy"
+    notes = (
+        "Needs a CUDA GPU (the tox env cupy skips every test with the reason without one); "
+        "results stay on the current device."
+    )
 
     def is_available(self) -> bool:
         import importlib.util

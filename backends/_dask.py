@@ -12,7 +12,15 @@ class DaskBackend(Backend):
 
     name = "dask"
     module = "dask"
+    dists = ("dask",)
+    library = "Dask (dask.array)"
     lazy = True
+    extra = "dask"
+    tox_env = "dask"
+    notes = (
+        "Lazy: rope_ref builds the graph and computes nothing. Dynamic schedules "
+        "(DynamicNTK, LongRoPE) need an explicit seq_len, since max(positions) would be a compute."
+    )
 
     def is_available(self) -> bool:
         import importlib.util

@@ -12,7 +12,22 @@ class JaxBackend(Backend):
 
     name = "jax"
     module = "jax"
+    dists = ("jax",)
+    library = "JAX"
     dtypes = ("float16", "bfloat16", "float32", "float64")
+    jit = True
+    mutable = False
+    device_kinds = ("cpu", "gpu", "tpu")
+    extra = "jax"
+    tox_env = "jax"
+    float64_note = (
+        "needs jax_enable_x64 (setup() turns it on); without it the widest float is "
+        "float32 and rope_ref computes in float32"
+    )
+    notes = (
+        "Works eagerly and under jax.jit; traced values are not checked, and XLA may fuse "
+        "multiply-adds so jitted cos/sin tables can differ from eager ones by 1 ulp."
+    )
 
     def setup(self) -> None:
         import jax
@@ -42,6 +57,12 @@ class JaxBackend(Backend):
             a = np.asarray(a, dtype=np.float64) if dtype == "bfloat16" else a.astype(dtype)
         out = jax.device_put(jnp.asarray(a), self.device)
         return out.astype(jnp.bfloat16) if dtype == "bfloat16" else out
+
+    def compile(self, fn: Any) -> Any:
+        import jax
+
+        self.setup()
+        return jax.jit(fn)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         import jax.numpy as jnp

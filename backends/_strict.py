@@ -12,7 +12,15 @@ class StrictBackend(Backend):
 
     name = "strict"
     module = "array_api_strict"
+    dists = ("array-api-strict",)
+    library = "array-api-strict"
     dtypes = ("float32", "float64")
+    extra = "strict"
+    tox_env = "strict"
+    notes = (
+        "Only what the Array API standard (2024.12) allows: passing here proves the code "
+        "is pure Array API. The standard has no float16 or bfloat16."
+    )
 
     def setup(self) -> None:
         import array_api_strict

@@ -12,7 +12,17 @@ class TorchBackend(Backend):
 
     name = "torch"
     module = "torch"
+    dists = ("torch",)
+    library = "PyTorch"
     dtypes = ("float16", "bfloat16", "float32", "float64")
+    device_kinds = ("cpu", "gpu")
+    extra = "torch"
+    tox_env = "torch"
+    float64_note = "native (CUDA included; Apple MPS has none, so use the CPU there)"
+    notes = (
+        "On CUDA when a GPU is present, else the CPU; results stay on the input's device. "
+        "bfloat16 is widened in torch itself, never through NumPy."
+    )
 
     @property
     def xp(self) -> Any:

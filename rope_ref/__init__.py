@@ -14,6 +14,7 @@ from ._linear_attention import linear_attention
 from ._presets import preset_info, presets
 from ._qkv import qkv, sinusoidal_embedding
 from ._rope import LAYOUTS, Rope
+from ._tables import cache_info, clear_cache
 from ._vjp import apply_rope_vjp, attention_vjp
 
 __version__ = "0.1.0"
@@ -32,6 +33,8 @@ __all__ = [
     "apply_rope_vjp",
     "attention",
     "attention_vjp",
+    "cache_info",
+    "clear_cache",
     "convert_layout",
     "layout_permutation",
     "linear_attention",

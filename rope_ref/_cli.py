@@ -175,12 +175,17 @@ def _check(args: argparse.Namespace) -> int:
     if not module_name or not func_name:
         print(f"target must be MODULE:FUNCTION, got {args.target!r}", file=sys.stderr)
         return 2
-    sys.path.insert(0, ".")
+    added = "." not in sys.path
+    if added:
+        sys.path.insert(0, ".")
     try:
         fn = getattr(importlib.import_module(module_name), func_name)
     except Exception as exc:  # a module that does not import, or no such function
         print(f"cannot load {args.target}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if added:
+            sys.path.remove(".")
     if not callable(fn):
         print(f"{args.target} is not callable", file=sys.stderr)
         return 2

@@ -53,6 +53,15 @@ def array_namespace(**named: Any) -> Any:
     return next(iter(found))
 
 
+def namespace_for(module: Any) -> Any:
+    """The Array-API namespace for a library given as its module (``torch``, ``numpy``, a
+    compat namespace or an Array-API namespace): a plain module is wrapped by array_api_compat
+    through a small array it makes."""
+    if hasattr(module, "astype") and hasattr(module, "isdtype"):
+        return module
+    return array_api_compat.array_namespace(module.asarray([0.0]))
+
+
 def _lib_name(xp: Any) -> str:
     name = getattr(xp, "__name__", repr(xp))
     return name.replace("array_api_compat.", "")

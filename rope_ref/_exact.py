@@ -275,15 +275,19 @@ def exact_cos_sin_blocked(
     if not blocks or size <= rows:
         return exact_cos_sin(xp, m, table, dtype=dtype, device=device, integral=integral)
     flat = xp.reshape(m, (size,))
+    digits = table_digits(xp, table, dtype, device)
     cos_parts, sin_parts = [], []
     for start in range(0, size, rows):
+        part = flat[start : min(start + rows, size)]
         c, s_ = exact_cos_sin(
             xp,
-            flat[start : min(start + rows, size)],
+            part,
             table,
             dtype=dtype,
             device=device,
             integral=integral,
+            n_pieces=_pieces_needed(table.fmt, float(xp.max(xp.abs(part)))),
+            digits=digits,
         )
         cos_parts.append(c)
         sin_parts.append(s_)
@@ -294,6 +298,19 @@ def exact_cos_sin_blocked(
     )
 
 
+def table_digits(xp: Any, table: AngleTable, dtype: Any, device: Any) -> list[Any]:
+    """The digit rows of ``table`` as arrays of ``xp`` (one per digit, each of shape (n,))."""
+    return [_const(xp, table.digits[k], dtype, device) for k in range(table.fmt.k_digits)]
+
+
+def _pieces_needed(fmt: _Format, top: float) -> int:
+    """The fewest W-sized pieces that hold every integer of magnitude <= ``top``."""
+    k = 1
+    while k < fmt.n_pieces and top >= float(2 ** (fmt.w * k)):
+        k += 1
+    return k
+
+
 def exact_cos_sin(
     xp: Any,
     m: Any,
@@ -302,14 +319,19 @@ def exact_cos_sin(
     dtype: Any,
     device: Any,
     integral: bool,
+    n_pieces: int | None = None,
+    digits: list[Any] | None = None,
 ) -> tuple[Any, Any]:
     """cos and sin of m * theta_j for every j, shape ``m.shape + (n,)``, in ``dtype``.
 
     ``m`` is already validated and cast to ``dtype`` (the working float dtype: float64, or
     float32 where the namespace has no float64). ``integral`` says that m is known to hold
     integers (an integer input dtype), so the fractional-part path can be skipped.
+    ``n_pieces`` (at most the format's) may be lowered when |m| is known to be below
+    ``W ** n_pieces``: the dropped pieces would be exact zeros, so the bits do not change.
     """
     fmt = table.fmt
+    n_pieces = fmt.n_pieces if n_pieces is None else n_pieces
     w_scale = float(2**fmt.w)
     inv_w = 1.0 / w_scale
     k_digits = fmt.k_digits
@@ -319,23 +341,24 @@ def exact_cos_sin(
     whole = m if integral else xp.trunc(m)
     # Split the integer part whole = sum_i piece_i * W**i exactly (integer arithmetic below
     # 2**53); the top piece carries the sign, the others lie in [0, W).
-    pieces: list[Any] = [None] * fmt.n_pieces
+    pieces: list[Any] = [None] * n_pieces
     rest = whole
-    for i in range(fmt.n_pieces - 1, 0, -1):
+    for i in range(n_pieces - 1, 0, -1):
         scale = float(2 ** (fmt.w * i))
         top = xp.floor(rest * (1.0 / scale))
         rest = rest - top * scale
         pieces[i] = top
     pieces[0] = rest
 
-    digits = [_const(xp, table.digits[k], dtype, device) for k in range(k_digits)]
+    if digits is None:
+        digits = table_digits(xp, table, dtype, device)
 
     # limb j (value c_j * W**-(j+1), j = 0..K-1) collects piece_i * digit_{j+i}; products
     # landing at integer weights are whole turns and are dropped.
     limbs: list[Any] = []
     for j in range(k_digits):
         acc = None
-        for i in range(fmt.n_pieces):
+        for i in range(n_pieces):
             if j + i < k_digits:
                 term = pieces[i] * digits[j + i]
                 acc = term if acc is None else acc + term
@@ -413,6 +436,12 @@ def exact_cos_sin(
         s_ = s0 + r_lo * c0
 
     # angle = r + Q * pi/2
-    cos = xp.where(quad == 0.0, c, xp.where(quad == 1.0, -s_, xp.where(quad == 2.0, -c, s_)))
-    sin = xp.where(quad == 0.0, s_, xp.where(quad == 1.0, c, xp.where(quad == 2.0, -s_, -c)))
+    # (Q = 0, 1, 2, 3): cos = c, -s, -c, s and sin = s, c, -s, -c: swap for odd Q, then
+    # negate cos for Q in {1, 2} (odd xor Q >= 2) and sin for Q >= 2. Selection only: exact.
+    odd = (quad == 1.0) | (quad == 3.0)
+    high = quad >= 2.0
+    c_sel = xp.where(odd, s_, c)
+    s_sel = xp.where(odd, c, s_)
+    cos = xp.where(odd != high, -c_sel, c_sel)
+    sin = xp.where(high, -s_sel, s_sel)
     return cos, sin

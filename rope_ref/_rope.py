@@ -35,6 +35,20 @@ def _unscaled_thetas(base: float, rotary_dim: int) -> tuple[Decimal, ...]:
     )
 
 
+# Caches of pure functions of immutable values (functools.lru_cache is thread-safe): the scaled
+# frequencies per (Rope, seq_len), and their rounding per (frequencies, format). inv_freq in
+# any namespace, dtype and device is then one asarray of cached Python floats.
+@functools.lru_cache(maxsize=512)
+def _scaled_thetas(rope: Rope, seq_len: int | None) -> tuple[Decimal, ...]:
+    assert rope.scaling is not None
+    return tuple(rope.scaling.thetas(rope, seq_len))
+
+
+@functools.lru_cache(maxsize=512)
+def _rounded(thetas: tuple[Decimal, ...], p: int) -> tuple[float, ...]:
+    return tuple(_round_to(t, p) for t in thetas)
+
+
 @dataclass(frozen=True)
 class Rope:
     """Rotary position embedding of one attention head.
@@ -164,7 +178,10 @@ class Rope:
         seq_len = self._check_seq_len(seq_len)
         if self.scaling is None:
             return self.unscaled_thetas()
-        return self.scaling.thetas(self, seq_len)
+        try:
+            return _scaled_thetas(self, seq_len)
+        except TypeError:  # a scaling holding something unhashable: no caching
+            return self.scaling.thetas(self, seq_len)
 
     @property
     def attention_factor(self) -> float:
@@ -206,8 +223,8 @@ class Rope:
             dtype = _compat.work_dtype(xp, device)
         if not _compat.is_real_floating(xp, dtype):
             raise RopeTypeError(f"dtype must be a real floating dtype, got {dtype}")
-        values = [_round_to(t, _compat.significand_bits(xp, dtype)) for t in thetas]
-        return xp.asarray(values, dtype=dtype, device=device)
+        values = _rounded(thetas, _compat.significand_bits(xp, dtype))
+        return xp.asarray(list(values), dtype=dtype, device=device)
 
     def cos_sin(
         self,

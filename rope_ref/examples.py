@@ -19,6 +19,7 @@ import numpy as np
 
 from ._apply import apply_rope
 from ._rope import Rope
+from .testing._assert import low_precision_cos_sin
 
 __all__ = ["exact", "float32_angles"]
 
@@ -30,10 +31,8 @@ def exact(x: Any, positions: Any, rope: Rope) -> Any:
 
 def float32_angles(x: Any, positions: Any, rope: Rope) -> Any:
     """RoPE with angles and tables in float32, the arithmetic in x's dtype (NumPy only)."""
-    inv = rope.inv_freq(dtype=np.float32)
-    ang = np.asarray(positions).astype(np.float32)[..., None] * inv
-    f = np.float32(rope.attention_factor)
-    cos, sin = (np.cos(ang) * f).astype(x.dtype), (np.sin(ang) * f).astype(x.dtype)
+    c32, s32 = low_precision_cos_sin(rope, positions)  # positions * inv_freq in float32
+    cos, sin = c32.astype(x.dtype), s32.astype(x.dtype)
     r, h = rope.rotary_dim, rope.rotary_dim // 2
     a, b = (slice(0, h), slice(h, r)) if rope.layout == "half" else (slice(0, r, 2), slice(1, r, 2))
     y = np.array(x, copy=True)

@@ -215,3 +215,34 @@ def test_cli_decay_png(tmp_path):
     assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = (tmp_path / "d.csv").read_text().splitlines()
     assert rows[0] == "relative_distance,relative_upper_bound" and len(rows) == 258
+
+
+def test_float32_angles_example_passes_every_float32_case(capsys):
+    # presets included: dynamic schedules (LongRoPE) form their angles with the length read
+    # from the positions, multi-axis ones (Qwen-VL) per axis, as rope_ref does
+    before = list(sys.path)
+    assert main(["check", "rope_ref.examples:float32_angles", "--dtype", "float32"]) == 0
+    out = capsys.readouterr().out
+    n = len([c for c in ALL if c.dtype == "float32"])
+    assert f"{n} passed, 0 failed" in out and "phi-3" in out and "qwen2-vl" in out
+    assert sys.path == before  # loading the target leaves sys.path as it was
+
+
+def test_float32_angles_on_longrope_diagnosed_at_float64():
+    # the diagnosis simulates float32 angles with the length-dependent factors rope_ref uses
+    from rope_ref.examples import float32_angles
+
+    rope = rr.Rope.preset("phi-3-mini-128k")
+    pos = np.arange(60_000, 60_016)
+    x = np.random.default_rng(5).standard_normal((3, 16, rope.head_dim))
+    with pytest.raises(AssertionError, match="angles formed in float32"):
+        rr.testing.assert_close(float32_angles(x, pos, rope), rr.apply_rope(x, pos, rope),
+                                rope=rope, positions=pos, x=x)
+
+
+def test_case_data_accepts_a_plain_module():
+    torch = pytest.importorskip("torch")
+    c = ALL[0]
+    x, _, _ = c.data(torch)
+    assert isinstance(x, torch.Tensor) and str(x.dtype) == f"torch.{c.dtype}"
+    np.testing.assert_array_equal(x.numpy(), c.data()[0])

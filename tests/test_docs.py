@@ -12,7 +12,10 @@ PAGES = sorted((ROOT / "docs").rglob("*.md"))
 PAGES = [p for p in PAGES if "_build" not in p.parts]
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT / "docs").with_suffix("")) for p in PAGES])
+IDS = [str(p.relative_to(ROOT / "docs").with_suffix("")) for p in PAGES]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=IDS)
 def test_page_examples_run(page):
     blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
     namespace: dict = {}

@@ -43,7 +43,7 @@ def built(tmp_path_factory):
 
 
 def test_build_is_clean(built):
-    out, proc = built
+    _, proc = built
     assert proc.returncode == 0, proc.stderr[-6000:]
     assert "WARNING" not in proc.stderr and "ERROR" not in proc.stderr, proc.stderr[-6000:]
 
@@ -78,7 +78,8 @@ class _Loads(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if tag in {"script", "img", "iframe", "source", "video", "audio", "embed"} and a.get("src"):
+        loads = {"script", "img", "iframe", "source", "video", "audio", "embed"}
+        if tag in loads and a.get("src"):
             self.urls.append(a["src"])
         if tag == "link" and a.get("href") and (a.get("rel") or "") not in {"index", "search",
                                                                               "next", "prev"}:
@@ -130,7 +131,8 @@ window.addEventListener("load", function () {
 def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+             f"--user-data-dir={profile}",
+             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
              "--virtual-time-budget=15000", "--hide-scrollbars"]
     return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
 

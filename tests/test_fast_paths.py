@@ -40,17 +40,22 @@ def test_blocked_rotation_is_bit_identical(bk, monkeypatch, rope, shapes):
     rng = np.random.default_rng(11)
     x = bk.from_numpy(rng.standard_normal(xshape), "float32")
     pos = bk.from_numpy(rng.integers(0, 5000, size=pshape))
-    ref = bk.to_numpy(_unblocked(monkeypatch, lambda: rr.apply_rope(x, pos, rope, role="key", seq_len=5000)))
+    def run():
+        return rr.apply_rope(x, pos, rope, role="key", seq_len=5000)
+
+    ref = bk.to_numpy(_unblocked(monkeypatch, run))
     monkeypatch.setattr(_apply, "BLOCK_ELEMENTS", 64)  # many blocks, ragged last ones
     _tables.clear_cache()
-    y = rr.apply_rope(x, pos, rope, role="key", seq_len=5000)
+    y = run()
     assert tuple(y.shape) == xshape and y.dtype == x.dtype
     np.testing.assert_array_equal(bk.to_numpy(y), ref)
     # and the result is the float64 formula on the exact tables, rounded once
     c, s = (bk.to_numpy(t) for t in rope.cos_sin(pos, role="key", seq_len=5000))
     xn = bk.to_numpy(x).astype(np.float64)
-    a, b = (np.arange(0, rope.rotary_dim, 2), np.arange(1, rope.rotary_dim, 2)) \
-        if rope.layout == "interleaved" else (np.arange(16), np.arange(16, 32))
+    if rope.layout == "interleaved":
+        a, b = np.arange(0, rope.rotary_dim, 2), np.arange(1, rope.rotary_dim, 2)
+    else:
+        a, b = np.arange(16), np.arange(16, 32)
     want = xn.copy()
     c = np.broadcast_to(c, (*xshape[:-1], c.shape[-1]))
     s = np.broadcast_to(s, (*xshape[:-1], s.shape[-1]))
@@ -102,7 +107,7 @@ def test_cache_shares_tables_and_follows_content():
     assert not np.array_equal(y2[:, 3], yq[:, 3])
     np.testing.assert_array_equal(y2[:, 3], rr.apply_rope(q[:, 3], np.array([1000]), rope))
     # the public tables are the caller's own: writing to them changes nothing cached
-    c, s = rope.cos_sin(pos)
+    c, _ = rope.cos_sin(pos)
     c[...] = 0.0
     np.testing.assert_array_equal(rr.apply_rope(q, pos, rope), y2)
 

@@ -132,6 +132,43 @@ def _buckets(err: np.ndarray, pos: np.ndarray) -> list[str]:
     return out
 
 
+def low_precision_cos_sin(
+    rope: Rope,
+    positions: Any,
+    rounder: Callable[[np.ndarray], np.ndarray] = lambda a: np.asarray(a, dtype=np.float32),
+    *,
+    role: str = "query",
+) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin as a typical kernel makes them: ``positions * inv_freq`` and cos/sin in
+    float32, every intermediate passed through ``rounder`` (float32 by default; ``_bf16`` for
+    bfloat16 angles). Handles what rope_ref handles: dynamic schedules (the length read from
+    the positions, as rope_ref does), multi-axis positions, attention factors and xPos.
+    Float32 NumPy arrays of shape ``rope.token_shape(positions.shape) + (n_pairs,)``."""
+    pos = np.asarray(positions)
+    scaling = rope.scaling
+    seq_len = int(pos.max()) + 1 if scaling is not None and scaling.dynamic else None
+    theta = rounder(rope.inv_freq(dtype=np.float32, seq_len=seq_len))
+    p = rounder(pos.astype(np.float32))
+    axes = None if scaling is None else scaling.pair_axes(rope)
+    if axes is None:
+        per_pair = p[..., None]
+    else:
+        leading = scaling.axis_position == "leading"  # type: ignore[union-attr]
+        along = [p[k] if leading else p[..., k] for k in range(max(axes) + 1)]
+        per_pair = np.stack([along[a] for a in axes], axis=-1)
+    ang = rounder(per_pair * theta)
+    f = np.float32(rope._attention_factor(seq_len))
+    c = np.cos(ang).astype(np.float32) * f
+    s = np.sin(ang).astype(np.float32) * f
+    if scaling is not None:
+        xp = _compat.array_namespace()
+        mag = scaling.magnitude(xp, pos.astype(np.float64), rope, role=role, seq_len=seq_len,
+                                dtype=xp.float64)
+        if mag is not None:
+            c, s = c * np.asarray(mag, dtype=np.float32), s * np.asarray(mag, dtype=np.float32)
+    return c, s
+
+
 def _rotate_np(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, rope: Rope) -> np.ndarray:
     """Rotate in float64 NumPy with given half-width tables (for the mistake simulations)."""
     y = x.astype(np.float64).copy()
@@ -197,10 +234,7 @@ def _mistakes(x: np.ndarray, pos: np.ndarray, rope: Rope) -> list[tuple[str, Cal
     out.append(("cos and sin swapped", lambda: _rotate_np(x, sin, cos, rope)))
 
     def low_precision(rounder: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-        theta = rounder(rope.inv_freq(dtype=np.float32))
-        ang = rounder(rounder(pos.astype(np.float32))[..., None] * theta)
-        c = np.cos(ang).astype(np.float32) * np.float32(rope.attention_factor)
-        s = np.sin(ang).astype(np.float32) * np.float32(rope.attention_factor)
+        c, s = low_precision_cos_sin(rope, pos, rounder)
         return _rotate_np(x, c.astype(np.float64), s.astype(np.float64), rope)
 
     out.append(

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _compat
 from .._errors import RopeValueError
 from .._presets import presets as _preset_names
 from .._rope import Rope
@@ -146,6 +147,7 @@ class Case:
             if self.dtype == "bfloat16":
                 raise RopeValueError("NumPy has no bfloat16: pass xp= of a library that has it")
             return x.astype(self.dtype), pos, rope
+        xp = _compat.namespace_for(xp)
         xa = xp.asarray(x, device=device)
         return xp.astype(xa, getattr(xp, self.dtype)), xp.asarray(pos, device=device), rope
 
