@@ -4,8 +4,8 @@
     python benchmarks/run.py --only apply table
     python benchmarks/run.py --dask-scale      # also the 1,048,576-token Dask job (minutes)
 
-Every comparison times both sides in this one process, alternating them repeat by repeat, and
-reports the median of ``--repeat`` runs with the spread (min..max); the ratio is of the medians.
+Every comparison times both sides in this one process, one after the other, and reports the
+median of ``--repeat`` runs with the spread (min..max); the ratio is of the medians.
 Results go to ``benchmarks/results/latest.json`` and ``latest.md`` (``--out`` to change).
 
 Targets (issue 7): apply_rope on q and k of (1, 32, 4096, 128) float32 at <= 0.5x Hugging Face
@@ -52,12 +52,13 @@ def _sync(out: Any) -> None:
 def time_pair(
     fns: dict[str, Callable[[], Any]], repeat: int, before: Callable[[], None] | None = None
 ) -> dict[str, list[float]]:
-    """Seconds per call of each function, alternating them, after one warm-up call each."""
-    for fn in fns.values():
-        _sync(fn())
+    """Seconds per call of each function: one warm-up call, then ``repeat`` timed calls in a
+    row, one function after the other. (Alternating call by call was tried first: torch's
+    OpenMP threads spin for a while after each op and slowed whatever NumPy ran next.)"""
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
+    for name, fn in fns.items():
+        _sync(fn())
+        for _ in range(repeat):
             if before is not None:
                 before()
             t = time.perf_counter()
@@ -210,14 +211,25 @@ import json, resource, sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 import rope_ref as rr
+
+def high_water_kib():
+    # VmHWM belongs to this process image; ru_maxrss would carry the parent's peak over exec
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
 s = 32768
 g = np.random.default_rng(0)
 q, k, v = (g.standard_normal((1, 1, s, 128)) for _ in range(3))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = high_water_kib()
 t = time.perf_counter()
 out = rr.attention(q, k, v, causal=True, rope=rr.Rope(128))
 dt = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = high_water_kib()
 qr = rr.apply_rope(q, np.arange(s), rr.Rope(128)); kr = rr.apply_rope(k, np.arange(s), rr.Rope(128))
 worst = 0.0
 for i in (0, 1, 4097, s - 1):   # spot rows against a direct float64 softmax

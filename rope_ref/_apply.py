@@ -115,13 +115,17 @@ def apply_rope(
     dtype('float32')
     """
     xp, wd, cos, sin = _prepare(x, positions, rope, seq_len, role)
-    if _compat.prefers_blocks(x) and _size(x.shape) > 2 * BLOCK_ELEMENTS:
-        return _apply_blocked(xp, x, cos, sin, rope, wd)
+    plan = _compat.block_plan(x)
+    if plan is not None:
+        block = plan.apply if BLOCK_ELEMENTS is None else BLOCK_ELEMENTS
+        if _size(x.shape) > 2 * block:
+            return _apply_blocked(xp, x, cos, sin, rope, wd, block, plan.threads)
     return _rotate(xp, x, cos, sin, rope, wd)
 
 
-#: Elements of x per block on eager CPU arrays (see :func:`_apply_blocked`).
-BLOCK_ELEMENTS = 2**15
+#: Elements of x per block on eager CPU arrays; None: the library's ``_compat.block_plan``
+#: (tests set it to force many small blocks).
+BLOCK_ELEMENTS: int | None = None
 
 
 def _size(shape: tuple[int, ...]) -> int:
@@ -153,13 +157,17 @@ def _rotate(xp: Any, x: Any, cos: Any, sin: Any, rope: Rope, wd: Any) -> Any:
     return _finish(xp, x, y, xw, rope)
 
 
-def _apply_blocked(xp: Any, x: Any, cos: Any, sin: Any, rope: Rope, wd: Any) -> Any:
+def _apply_blocked(
+    xp: Any, x: Any, cos: Any, sin: Any, rope: Rope, wd: Any, block: int, threads: int
+) -> Any:
     """:func:`_rotate` over cache-sized blocks of x, written into one output array.
 
     On eager CPU arrays the unblocked pipeline streams several float64 temporaries the size
-    of x through memory; on blocks of ``BLOCK_ELEMENTS`` they stay in cache (about 3x faster
-    on (1, 32, 4096, 128) float32, see benchmarks/). Blocks run along the leading axes of x;
-    the tables are sliced to match wherever they are not broadcast.
+    of x through memory; on blocks of ``block`` elements they stay in cache (about 3x faster
+    on (1, 32, 4096, 128) float32 with NumPy, see benchmarks/), and NumPy blocks run on
+    ``threads`` threads (its ufuncs release the GIL; the blocks write disjoint parts of the
+    output). Blocks run along the leading axes of x; the tables are sliced to match wherever
+    they are not broadcast.
     """
     shape = tuple(int(s_) for s_ in x.shape)
     nd = len(shape)
@@ -168,20 +176,25 @@ def _apply_blocked(xp: Any, x: Any, cos: Any, sin: Any, rope: Rope, wd: Any) -> 
     sin = xp.reshape(sin, pad + tuple(sin.shape))
     # split axis a: the inner axes (a+1 .. nd-2) and the channels fit in one block
     inner, a = shape[-1], nd - 2
-    while a >= 0 and inner * shape[a] <= BLOCK_ELEMENTS:
+    while a >= 0 and inner * shape[a] <= block:
         inner *= shape[a]
         a -= 1
-    chunk = max(1, BLOCK_ELEMENTS // inner)
+    chunk = max(1, block // inner)
     out = xp.empty(shape, dtype=x.dtype, device=_compat.device_of(x))
-    outer_ranges = [range(shape[i]) for i in range(a)]
-    for outer in itertools.product(*outer_ranges):
+    keys = []
+    for outer in itertools.product(*(range(shape[i]) for i in range(a))):
         t_outer = tuple(0 if int(cos.shape[i]) == 1 else o for i, o in enumerate(outer))
         for start in range(0, shape[a], chunk):
             stop = min(start + chunk, shape[a])
             t_cut = slice(0, 1) if int(cos.shape[a]) == 1 else slice(start, stop)
-            key = (*outer, slice(start, stop), ...)
-            t_key = (*t_outer, t_cut, ...)
+            keys.append(((*outer, slice(start, stop), ...), (*t_outer, t_cut, ...)))
+
+    def run(group: list[tuple[Any, Any]]) -> None:
+        for key, t_key in group:
             out[key] = _rotate(xp, x[key], cos[t_key], sin[t_key], rope, wd)
+
+    n = max(1, min(threads, len(keys)))
+    _compat.run_blocks(run, [keys[i::n] for i in range(n)], n)
     return out
 
 

@@ -257,29 +257,38 @@ def _const(xp: Any, values: np.ndarray, dtype: Any, device: Any) -> Any:
     return xp.asarray(values.tolist(), dtype=dtype, device=device)
 
 
-#: Elements (positions x pairs) per block when an eager CPU namespace computes a big table:
-#: temporaries of 256 KiB stay in cache and out of mmap-backed allocations (measured 6x
-#: faster on 131072 x 64 positions x pairs with NumPy than one pass; 2**14..2**16 are close).
-BLOCK_ELEMENTS = 2**15
+#: Elements (positions x pairs) per block when an eager CPU namespace computes a big table.
+#: None: the library's ``_compat.block_plan`` (NumPy 2**15: temporaries of 256 KiB stay in
+#: cache, measured 6x faster on 131072 x 64 than one pass; PyTorch 2**17). Tests set it.
+BLOCK_ELEMENTS: int | None = None
 
 
 def exact_cos_sin_blocked(
     xp: Any, m: Any, table: AngleTable, *, dtype: Any, device: Any, integral: bool, blocks: bool
 ) -> tuple[Any, Any]:
-    """:func:`exact_cos_sin`, on cache-sized blocks of positions when ``blocks`` is true."""
+    """:func:`exact_cos_sin`, on cache-sized blocks of positions when ``blocks`` is true.
+
+    Block sizes and threads follow ``_compat.block_plan(m)``. Each block uses only as many
+    position pieces as its largest |m| needs (bit-identical, see :func:`exact_cos_sin`).
+    """
+    from . import _compat
+
     n = table.digits.shape[1]
     size = 1
     for s_ in m.shape:
         size *= int(s_)
-    rows = max(1, BLOCK_ELEMENTS // max(n, 1))
-    if not blocks or size <= rows:
+    plan = _compat.block_plan(m) if blocks else None
+    if plan is None:
+        return exact_cos_sin(xp, m, table, dtype=dtype, device=device, integral=integral)
+    rows = max(1, (plan.table if BLOCK_ELEMENTS is None else BLOCK_ELEMENTS) // max(n, 1))
+    if size <= rows:
         return exact_cos_sin(xp, m, table, dtype=dtype, device=device, integral=integral)
     flat = xp.reshape(m, (size,))
     digits = table_digits(xp, table, dtype, device)
-    cos_parts, sin_parts = [], []
-    for start in range(0, size, rows):
+
+    def block(start: int) -> tuple[Any, Any]:
         part = flat[start : min(start + rows, size)]
-        c, s_ = exact_cos_sin(
+        return exact_cos_sin(
             xp,
             part,
             table,
@@ -289,12 +298,12 @@ def exact_cos_sin_blocked(
             n_pieces=_pieces_needed(table.fmt, float(xp.max(xp.abs(part)))),
             digits=digits,
         )
-        cos_parts.append(c)
-        sin_parts.append(s_)
+
+    parts = _compat.run_blocks(block, list(range(0, size, rows)), plan.threads)
     shape = (*m.shape, n)
     return (
-        xp.reshape(xp.concat(cos_parts, axis=0), shape),
-        xp.reshape(xp.concat(sin_parts, axis=0), shape),
+        xp.reshape(xp.concat([c for c, _ in parts], axis=0), shape),
+        xp.reshape(xp.concat([s_ for _, s_ in parts], axis=0), shape),
     )
 
 

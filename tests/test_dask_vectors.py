@@ -4,6 +4,7 @@ dask.distributed LocalCluster, equal bit for bit to rope_ref on NumPy."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 
 import numpy as np
@@ -27,7 +28,7 @@ def _check(out, manifest, rope, tokens, heads):
     for name, arr in (("x.npy", x), ("y.npy", y)):
         digests = manifest["files"][name]["chunk_sha256"]
         assert len(digests) == len(bounds) - 1
-        for (lo, hi), d in zip(zip(bounds[:-1], bounds[1:], strict=True), digests, strict=True):
+        for (lo, hi), d in zip(itertools.pairwise(bounds), digests, strict=True):
             assert hashlib.sha256(arr[lo:hi].tobytes()).hexdigest() == d
     assert json.loads((out / "manifest.json").read_text()) == manifest
     tol = manifest["tolerance"]

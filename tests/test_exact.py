@@ -161,11 +161,19 @@ def test_float32_work_format_is_float32_accurate():
     assert ulps(cos, want_c).shape == cos.shape
 
 
-def test_blocked_tables_equal_single_pass(bk):
-    # Eager CPU namespaces compute big tables in cache-sized blocks; the bits are the same.
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_blocked_tables_equal_single_pass(bk, monkeypatch, threads):
+    # Eager CPU namespaces compute big tables in cache-sized blocks (on threads for NumPy),
+    # each block with only the position pieces its largest |m| needs; the bits are the same
+    # as one pass with every piece.
+    monkeypatch.setenv("ROPE_REF_THREADS", threads)
+    monkeypatch.setattr(_exact, "BLOCK_ELEMENTS", 64 * 37)  # 37 positions per block
     rope = rr.Rope(128, base=5e5)
-    pos = np.random.default_rng(5).integers(-(2**40), 2**40, size=(3, 1000))
-    assert pos.size * 64 > 2 * _exact.BLOCK_ELEMENTS
+    rng = np.random.default_rng(5)
+    # blocks of small, medium and large positions: 1, 2 and 3 pieces, both signs
+    mags = np.sort(np.concatenate([rng.integers(0, 2**18, 1000), rng.integers(0, 2**36, 1000),
+                                   rng.integers(0, 2**40, 1000)]))
+    pos = (mags * rng.choice([-1, 1], size=mags.size)).reshape(3, 1000)
     table = _exact.angle_table(rope.thetas(), 53)
     want = _exact.exact_cos_sin(
         np, pos.astype(np.float64), table, dtype=np.float64, device=None, integral=True
@@ -174,3 +182,9 @@ def test_blocked_tables_equal_single_pass(bk):
     for g, w in zip(got, want, strict=True):
         assert g.shape == (3, 1000, 64)
         np.testing.assert_array_equal(bk.to_numpy(g), w)
+
+
+def test_pieces_needed():
+    fmt = _exact.angle_table(rr.Rope(8).thetas(), 53).fmt
+    assert [_exact._pieces_needed(fmt, float(v)) for v in
+            (0, 2**18 - 1, 2**18, 2**36 - 1, 2**36, 2**53 - 1)] == [1, 1, 2, 2, 3, 3]

@@ -30,13 +30,15 @@ def _unblocked(monkeypatch, fn):
     try:
         return fn()
     finally:
-        monkeypatch.undo()
+        monkeypatch.setattr(_apply, "BLOCK_ELEMENTS", None)
 
 
+@pytest.mark.parametrize("threads", ["1", "4"])
 @pytest.mark.parametrize("rope", ROPES, ids=lambda r: f"{r.layout}-{type(r.scaling).__name__}")
 @pytest.mark.parametrize("shapes", SHAPES, ids=lambda s: f"{s[0]}@{s[1]}")
-def test_blocked_rotation_is_bit_identical(bk, monkeypatch, rope, shapes):
+def test_blocked_rotation_is_bit_identical(bk, monkeypatch, rope, shapes, threads):
     xshape, pshape = shapes
+    monkeypatch.setenv("ROPE_REF_THREADS", threads)
     rng = np.random.default_rng(11)
     x = bk.from_numpy(rng.standard_normal(xshape), "float32")
     pos = bk.from_numpy(rng.integers(0, 5000, size=pshape))
@@ -68,7 +70,7 @@ def test_blocked_path_is_taken_for_large_inputs(monkeypatch):
     calls = []
     real = _apply._apply_blocked
     monkeypatch.setattr(_apply, "_apply_blocked", lambda *a: calls.append(1) or real(*a))
-    x = np.ones((4, 256, 128), dtype=np.float32)
+    x = np.ones((16, 256, 128), dtype=np.float32)
     rr.apply_rope(x, np.arange(256), rr.Rope(128))
     assert calls == [1]
 
