@@ -157,6 +157,27 @@ def _rotate(xp: Any, x: Any, cos: Any, sin: Any, rope: Rope, wd: Any) -> Any:
     return _finish(xp, x, y, xw, rope)
 
 
+def _rotate_into(
+    xp: Any, out: Any, key: tuple[Any, ...], x: Any, cos: Any, sin: Any, rope: Rope, wd: Any
+) -> None:
+    """:func:`_rotate` of the block ``x``, written into ``out[key]`` channel group by channel
+    group (no concatenated temporary). Same operations per element, so the same bits."""
+    r = rope.rotary_dim
+    h = r // 2
+    xw = x
+    if x.dtype != wd and not _compat.promotes_exactly(xp, x.dtype, wd):
+        xw = xp.astype(x, wd)
+    if rope.layout == "half":
+        a, b = slice(0, h), slice(h, r)
+    else:
+        a, b = slice(0, r, 2), slice(1, r, 2)
+    x1, x2 = xw[..., a], xw[..., b]
+    out[(*key[:-1], ..., a)] = xp.astype(x1 * cos - x2 * sin, out.dtype, copy=False)
+    out[(*key[:-1], ..., b)] = xp.astype(x2 * cos + x1 * sin, out.dtype, copy=False)
+    if r != rope.head_dim:
+        out[(*key[:-1], ..., slice(r, None))] = x[..., r:]
+
+
 def _apply_blocked(
     xp: Any, x: Any, cos: Any, sin: Any, rope: Rope, wd: Any, block: int, threads: int
 ) -> Any:
@@ -191,7 +212,7 @@ def _apply_blocked(
 
     def run(group: list[tuple[Any, Any]]) -> None:
         for key, t_key in group:
-            out[key] = _rotate(xp, x[key], cos[t_key], sin[t_key], rope, wd)
+            _rotate_into(xp, out, key, x[key], cos[t_key], sin[t_key], rope, wd)
 
     n = max(1, min(threads, len(keys)))
     _compat.run_blocks(run, [keys[i::n] for i in range(n)], n)
