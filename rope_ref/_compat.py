@@ -116,7 +116,7 @@ class BlockPlan:
 #: that stay in cache win, and its ufuncs release the GIL, so blocks can run on several threads;
 #: PyTorch parallelises each op itself and needs larger blocks to do so.
 _NUMPY_PLAN = (2**15, 2**16)
-_TORCH_PLAN = (2**17, 2**18)
+_TORCH_PLAN = (2**16, 2**18)
 
 
 def block_threads() -> int:

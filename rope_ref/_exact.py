@@ -259,7 +259,7 @@ def _const(xp: Any, values: np.ndarray, dtype: Any, device: Any) -> Any:
 
 #: Elements (positions x pairs) per block when an eager CPU namespace computes a big table.
 #: None: the library's ``_compat.block_plan`` (NumPy 2**15: temporaries of 256 KiB stay in
-#: cache, measured 6x faster on 131072 x 64 than one pass; PyTorch 2**17). Tests set it.
+#: cache, measured 6x faster on 131072 x 64 than one pass; PyTorch 2**16). Tests set it.
 BLOCK_ELEMENTS: int | None = None
 
 
