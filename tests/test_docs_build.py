@@ -28,7 +28,9 @@ pytest.importorskip("myst_parser")
 
 DOCS = ROOT / "docs"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-PAGES_WITH_MATH = ["formulation", "scaling/index", "scaling/yarn", "precision", "accuracy", "attention"]
+PAGES_WITH_MATH = [
+    "formulation", "scaling/index", "scaling/yarn", "precision", "accuracy", "attention",
+]
 
 
 @pytest.fixture(scope="session")
