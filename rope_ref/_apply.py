@@ -135,33 +135,14 @@ def _size(shape: tuple[int, ...]) -> int:
     return n
 
 
-def _rotate(xp: Any, x: Any, cos: Any, sin: Any, rope: Rope, wd: Any) -> Any:
-    """Eq. 34 on x (any leading shape) with tables broadcastable to it; result in x.dtype.
+def _rotated_pairs(
+    xp: Any, x: Any, cos: Any, sin: Any, rope: Rope, wd: Any
+) -> tuple[Any, slice, slice, Any, Any]:
+    """Eq. 34 on the pairs of x: (x in the working dtype, channels a, channels b, y_a, y_b).
 
-    x is promoted to the working dtype by the products themselves (float32 * float64 is
-    float64 in the Array API's promotion rules), which is exact, and rounded once at the end.
+    x is promoted to the working dtype by the products themselves where that is exact and
+    fast (float32 * float64 is float64 in the Array API's promotion rules), else cast once.
     """
-    r = rope.rotary_dim
-    h = r // 2
-    xw = x
-    if x.dtype != wd and not _compat.promotes_exactly(xp, x.dtype, wd):
-        xw = xp.astype(x, wd)
-    if rope.layout == "half":
-        x1, x2 = xw[..., :h], xw[..., h:r]
-        y = xp.concat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    else:
-        x1, x2 = xw[..., 0:r:2], xw[..., 1:r:2]
-        y1 = x1 * cos - x2 * sin
-        y2 = x2 * cos + x1 * sin
-        y = xp.reshape(xp.stack([y1, y2], axis=-1), (*y1.shape[:-1], r))
-    return _finish(xp, x, y, xw, rope)
-
-
-def _rotate_into(
-    xp: Any, out: Any, key: tuple[Any, ...], x: Any, cos: Any, sin: Any, rope: Rope, wd: Any
-) -> None:
-    """:func:`_rotate` of the block ``x``, written into ``out[key]`` channel group by channel
-    group (no concatenated temporary). Same operations per element, so the same bits."""
     r = rope.rotary_dim
     h = r // 2
     xw = x
@@ -172,10 +153,31 @@ def _rotate_into(
     else:
         a, b = slice(0, r, 2), slice(1, r, 2)
     x1, x2 = xw[..., a], xw[..., b]
-    out[(*key[:-1], ..., a)] = xp.astype(x1 * cos - x2 * sin, out.dtype, copy=False)
-    out[(*key[:-1], ..., b)] = xp.astype(x2 * cos + x1 * sin, out.dtype, copy=False)
-    if r != rope.head_dim:
-        out[(*key[:-1], ..., slice(r, None))] = x[..., r:]
+    return xw, a, b, x1 * cos - x2 * sin, x2 * cos + x1 * sin
+
+
+def _rotate(xp: Any, x: Any, cos: Any, sin: Any, rope: Rope, wd: Any) -> Any:
+    """Eq. 34 on x (any leading shape) with tables broadcastable to it; rounded once to
+    x.dtype."""
+    xw, _, _, y1, y2 = _rotated_pairs(xp, x, cos, sin, rope, wd)
+    if rope.layout == "half":
+        y = xp.concat([y1, y2], axis=-1)
+    else:
+        y = xp.reshape(xp.stack([y1, y2], axis=-1), (*y1.shape[:-1], rope.rotary_dim))
+    return _finish(xp, x, y, xw, rope)
+
+
+def _rotate_into(
+    xp: Any, out: Any, key: tuple[Any, ...], x: Any, cos: Any, sin: Any, rope: Rope, wd: Any
+) -> None:
+    """:func:`_rotate` of the block ``x``, written into ``out[key]`` channel group by channel
+    group (no concatenated temporary). Same operations per element, so the same bits."""
+    _, a, b, y1, y2 = _rotated_pairs(xp, x, cos, sin, rope, wd)
+    lead = key[:-1]  # key ends with an Ellipsis
+    out[(*lead, ..., a)] = xp.astype(y1, out.dtype, copy=False)
+    out[(*lead, ..., b)] = xp.astype(y2, out.dtype, copy=False)
+    if rope.rotary_dim != rope.head_dim:
+        out[(*lead, ..., slice(rope.rotary_dim, None))] = x[..., rope.rotary_dim :]
 
 
 def _apply_blocked(
