@@ -1,5 +1,9 @@
 """Golden outputs at scale with Dask: millions of tokens, written chunk by chunk.
 
+A repository tool beside the Dask adapter, not part of the installed package: it needs what
+the Array API lacks (chunked random inputs, ``da.store``), and rope_ref itself never imports an
+array framework. Import it from a checkout (``from backends.dask_vectors import ...``).
+
 :func:`write_vectors_dask` builds the inputs and rope_ref's exact output as lazy, chunked Dask
 arrays (``rr.apply_rope`` on Dask arrays is the same Array-API code as on NumPy) and streams
 both into two ``.npy`` files, each chunk written at its own offset by whichever worker
@@ -25,10 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from .._apply import apply_rope
-from .._rope import Rope
-from ._assert import default_tolerance
-from ._vectors import _rope_record
+import rope_ref as rr
+from rope_ref.testing import default_tolerance
+from rope_ref.testing._vectors import _rope_record
 
 __all__ = ["write_vectors_dask"]
 
@@ -79,7 +82,7 @@ def _chunk_digests(path: str, offset: int, row_bytes: int, bounds: list[int]) ->
 def write_vectors_dask(
     out: str | Path,
     *,
-    rope: Rope,
+    rope: rr.Rope,
     tokens: int,
     heads: int,
     chunk_tokens: int = 1024,
@@ -108,8 +111,6 @@ def write_vectors_dask(
     import dask
     import dask.array as da
 
-    from .. import __version__
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     np_dtype = np.dtype(dtype)
@@ -118,7 +119,7 @@ def write_vectors_dask(
     x = da.random.default_rng(seed).standard_normal(shape, chunks=chunks).astype(np_dtype)
     positions = da.arange(shape[0], chunks=chunks[0])[:, None]
     # one chunk per token range, whole trailing axes (the half layout's concat splits them)
-    y = apply_rope(x, positions, rope).rechunk(chunks)
+    y = rr.apply_rope(x, positions, rope).rechunk(chunks)
 
     row_bytes = heads * rope.head_dim * np_dtype.itemsize
     targets = []
@@ -135,8 +136,8 @@ def write_vectors_dask(
         bounds.append(bounds[-1] + int(c))
     rtol, atol_unit = default_tolerance(dtype, rope=rope, positions=np.array([0, shape[0] - 1]))
     manifest: dict[str, Any] = {
-        "rope_ref_version": __version__,
-        "generator": "rope_ref.testing.write_vectors_dask",
+        "rope_ref_version": rr.__version__,
+        "generator": "backends.dask_vectors.write_vectors_dask",
         "rope": _rope_record(rope),
         "layout": "thd",
         "shape": list(shape),

@@ -3,7 +3,7 @@
     python benchmarks/dask_scale.py [--tokens 1048576] [--heads 32] [--chunk 1024]
         [--workers 2] [--out DIR] [--scheduler tcp://HOST:PORT] [--keep] [--json]
 
-Runs ``rope_ref.testing.write_vectors_dask`` (rr.apply_rope on chunked Dask arrays, streamed
+Runs ``backends.dask_vectors.write_vectors_dask`` (rr.apply_rope on chunked Dask arrays, streamed
 into x.npy / y.npy plus a manifest) on a LocalCluster of ``--workers`` single-threaded worker
 processes, sampling the resident memory of this process and every child (scheduler, nannies,
 workers) ten times a second; the peak of their sum is reported. With ``--scheduler`` the same
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import rope_ref as rr  # noqa: E402
-from rope_ref.testing import write_vectors_dask  # noqa: E402
+from backends.dask_vectors import write_vectors_dask  # noqa: E402
 
 
 class PeakMemory(threading.Thread):

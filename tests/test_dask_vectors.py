@@ -1,5 +1,6 @@
-"""write_vectors_dask: golden outputs written chunk by chunk from Dask arrays, locally and on a
-dask.distributed LocalCluster, equal bit for bit to rope_ref on NumPy."""
+"""backends.dask_vectors.write_vectors_dask: golden outputs written chunk by chunk from Dask
+arrays, locally and on a dask.distributed LocalCluster, equal bit for bit to rope_ref on
+NumPy."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 import rope_ref as rr
-from rope_ref.testing import write_vectors_dask
+from backends.dask_vectors import write_vectors_dask
 
 pytest.importorskip("dask.array")
 

@@ -32,13 +32,5 @@ def test_core_sources_do_not_import_frameworks():
     import re
 
     bad = re.compile(r"^\s*(import|from)\s+(torch|jax|jaxlib|cupy|dask|tensorflow|mlx)\b", re.M)
-    # The one exception: the Dask golden-file writer needs what the Array API lacks (chunked
-    # random inputs, da.store); it imports dask inside its function, only when called.
-    opt_in = ROOT / "rope_ref" / "testing" / "_dask_vectors.py"
     for path in (ROOT / "rope_ref").rglob("*.py"):
-        if path == opt_in:
-            top_level = re.compile(r"^(import|from)\s+(torch|jax|jaxlib|cupy|dask|mlx)\b", re.M)
-            assert not top_level.search(path.read_text()), path
-            assert bad.search(path.read_text())  # the exception is still needed
-            continue
         assert not bad.search(path.read_text()), path

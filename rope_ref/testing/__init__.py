@@ -6,13 +6,12 @@
 * ``cases`` / ``case``: a named, deterministic battery; each case rebuilt from its name.
 * Signature twins of flash-attn, Hugging Face, vLLM and MLX, computing with exact numerics.
 * Position helpers (offsets, cu_seqlens, padding masks, multi-axis grids).
-* ``write_vectors``: golden files (safetensors, npz, manifest) for non-Python projects;
-  ``write_vectors_dask`` the same at millions of tokens, chunk by chunk on a Dask cluster.
+* ``write_vectors``: golden files (safetensors, npz, manifest) for non-Python projects (at
+  millions of tokens on a Dask cluster: ``backends/dask_vectors.py`` in the repository).
 """
 
 from ._assert import assert_close, default_tolerance, to_numpy, unit_roundoff
 from ._cases import Case, case, cases
-from ._dask_vectors import write_vectors_dask
 from ._positions import (
     axial_grid,
     mrope_grid,
@@ -52,5 +51,4 @@ __all__ = [
     "vllm_rotary",
     "write_safetensors",
     "write_vectors",
-    "write_vectors_dask",
 ]
