@@ -8,7 +8,6 @@ and the tables built from them (``cos_sin``) are within one ulp of exact mathema
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import KW_ONLY, dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -82,12 +81,7 @@ class Rope:
         head_dim = _validate.check_int("head_dim", self.head_dim)
         if head_dim <= 0:
             raise RopeValueError(f"head_dim must be a positive integer, got {head_dim}")
-        base = self.base
-        if isinstance(base, bool) or not isinstance(base, (int, float)):
-            raise RopeTypeError(f"base must be a real number, got {type(base).__name__} {base!r}")
-        base = float(base)
-        if not math.isfinite(base) or base <= 0.0:
-            raise RopeValueError(f"base must be finite and > 0, got {base!r}")
+        base = _validate.as_real(self.base, "base", positive=True)
         if self.rotary_dim is None:
             rotary_dim = head_dim
             if rotary_dim % 2:
@@ -254,7 +248,7 @@ class Rope:
         >>> plain = np.sin((2**31 - 1) * rr.Rope(head_dim=8).inv_freq())  # m * theta rounded
         >>> int(np.max(np.abs(plain - sin[1])) / np.spacing(1.0) ) > 1000
         True
-    """
+        """
         if role not in ("query", "key"):
             raise RopeValueError(f"role must be one of ('query', 'key'), got {role!r}")
         xp = _compat.array_namespace(positions=positions)

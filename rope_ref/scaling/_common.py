@@ -2,48 +2,46 @@
 
 from __future__ import annotations
 
-import math
 from decimal import Decimal
 from typing import Any
 
 from .._errors import RopeTypeError, RopeValueError
 from .._exact import PI, context
+from .._validate import as_bool, as_int, as_real
 
-__all__ = ["TWO_PI", "ctx", "dec", "positive", "positive_int", "real"]
+__all__ = ["TWO_PI", "ctx", "dec", "flag", "positive", "positive_int", "real"]
 
 ctx = context
 TWO_PI = context().multiply(2, PI)
 
 
 def real(owner: str, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RopeTypeError(
-            f"{owner}.{name} must be a real number, got {type(value).__name__} {value!r}"
-        )
-    value = float(value)
-    if not math.isfinite(value):
-        raise RopeValueError(f"{owner}.{name} must be finite, got {value!r}")
-    return value
+    """A finite real number of any library (Python, NumPy scalar, 0-d array); not a bool."""
+    return as_real(value, f"{owner}.{name}")
 
 
 def positive(owner: str, name: str, value: Any) -> float:
-    value = real(owner, name, value)
-    if value <= 0:
-        raise RopeValueError(f"{owner}.{name} must be > 0, got {value!r}")
-    return value
+    return as_real(value, f"{owner}.{name}", positive=True)
 
 
 def positive_int(owner: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise RopeTypeError(
-                f"{owner}.{name} must be a positive integer, got {type(value).__name__} {value!r}"
-            )
+    """A positive integer of any library; an integral float (8192.0) is accepted too."""
+    label = f"{owner}.{name}"
+    try:
+        value = as_int(value, label)
+    except RopeTypeError:
+        v = as_real(value, label)
+        if not v.is_integer():
+            raise RopeTypeError(f"{label} must be a positive integer, got {value!r}") from None
+        value = int(v)
     if value <= 0:
-        raise RopeValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
-    return int(value)
+        raise RopeValueError(f"{label} must be a positive integer, got {value!r}")
+    return value
+
+
+def flag(owner: str, name: str, value: Any) -> bool:
+    """A bool (True/False, np.bool_, 0-d bool array); not 0/1, not a string."""
+    return as_bool(value, f"{owner}.{name}")
 
 
 def dec(value: float) -> Decimal:

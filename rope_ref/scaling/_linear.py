@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from .._errors import RopeTypeError, RopeValueError
 from .._exact import context
 from ._base import Scaling
+from ._common import positive
 
 if TYPE_CHECKING:
     from .._rope import Rope
@@ -28,11 +27,7 @@ class Linear(Scaling):
     factor: float
 
     def __post_init__(self) -> None:
-        if isinstance(self.factor, bool) or not isinstance(self.factor, (int, float)):
-            raise RopeTypeError(f"Linear.factor must be a real number, got {self.factor!r}")
-        if not math.isfinite(self.factor) or self.factor <= 0:
-            raise RopeValueError(f"Linear.factor must be finite and > 0, got {self.factor!r}")
-        object.__setattr__(self, "factor", float(self.factor))
+        object.__setattr__(self, "factor", positive("Linear", "factor", self.factor))
 
     def thetas(self, rope: Rope, seq_len: int | None) -> tuple[Decimal, ...]:
         ctx = context()

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from .._errors import RopeTypeError, RopeValueError
+from .._validate import as_bool, as_int
 from ._base import Scaling, power_thetas
 from ._common import ctx, dec
 
@@ -42,16 +43,11 @@ class MRope(Scaling):
             raise RopeTypeError(f"MRope.sections must be a sequence of integers, got {secs!r}")
         out = []
         for i, s in enumerate(secs):
-            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-                raise RopeValueError(
-                    f"MRope.sections[{i}] must be a non-negative integer, got {s!r}"
-                )
-            out.append(int(s))
+            out.append(as_int(s, f"MRope.sections[{i}]", minimum=0))
         if len(out) < 1:
             raise RopeValueError("MRope.sections must not be empty")
         object.__setattr__(self, "sections", tuple(out))
-        if not isinstance(self.interleaved, bool):
-            raise RopeTypeError(f"MRope.interleaved must be a bool, got {self.interleaved!r}")
+        object.__setattr__(self, "interleaved", as_bool(self.interleaved, "MRope.interleaved"))
 
     @property
     def n_axes(self) -> int:
@@ -92,9 +88,7 @@ class Axial(Scaling):
     axis_position = "trailing"
 
     def __post_init__(self) -> None:
-        n = self.n_axes
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise RopeValueError(f"Axial.n_axes must be a positive integer, got {n!r}")
+        object.__setattr__(self, "n_axes", as_int(self.n_axes, "Axial.n_axes", minimum=1))
 
     def check(self, rope: Rope) -> None:
         if rope.n_pairs % self.n_axes:

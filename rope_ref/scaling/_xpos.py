@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._errors import RopeTypeError
 from .._exact import _const, _head_tail, _split_hi_lo, _two_prod_split
 from ._base import Scaling
-from ._common import ctx, dec, positive
+from ._common import ctx, dec, flag, positive
 
 if TYPE_CHECKING:
     from .._rope import Rope
@@ -40,8 +39,7 @@ class XPos(Scaling):
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale_base", positive("XPos", "scale_base", self.scale_base))
         object.__setattr__(self, "gamma", positive("XPos", "gamma", self.gamma))
-        if not isinstance(self.center, bool):
-            raise RopeTypeError(f"XPos.center must be a bool, got {self.center!r}")
+        object.__setattr__(self, "center", flag("XPos", "center", self.center))
 
     @property
     def dynamic(self) -> bool:  # type: ignore[override]

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING
 
-from .._errors import RopeTypeError, RopeValueError
+from .._errors import RopeValueError
 from ._base import Scaling
-from ._common import TWO_PI, ctx, dec, g_mscale, positive, positive_int
+from ._common import TWO_PI, ctx, dec, flag, g_mscale, positive, positive_int
 
 if TYPE_CHECKING:
     from .._rope import Rope
@@ -71,8 +71,7 @@ class YaRN(Scaling):
                 "attention_factor",
                 positive("YaRN", "attention_factor", self.attention_factor),
             )
-        if not isinstance(self.truncate, bool):
-            raise RopeTypeError(f"YaRN.truncate must be a bool, got {self.truncate!r}")
+        set_(self, "truncate", flag("YaRN", "truncate", self.truncate))
         if self.ramp not in RAMPS:
             raise RopeValueError(f"YaRN.ramp must be one of {RAMPS}, got {self.ramp!r}")
         if self.beta_fast < self.beta_slow:
