@@ -15,6 +15,7 @@ bool: JSON ``true``/``false`` (or ``np.bool_``) only, never the strings ``"true"
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 from collections.abc import Mapping
@@ -25,7 +26,15 @@ import numpy as np
 
 from ._errors import RopeTypeError, RopeValueError
 
-__all__ = ["MAX_HEAD_DIM", "MAX_LENGTH", "ConfigReport", "KeyReader", "check_keys", "describe"]
+__all__ = [
+    "MAX_HEAD_DIM",
+    "MAX_LENGTH",
+    "ConfigReport",
+    "KeyReader",
+    "check_keys",
+    "describe",
+    "strict_json",
+]
 
 #: Largest head dimension read from a config. Published models use at most a few hundred
 #: channels per head; building the exact tables of 16384 channels takes about a second, and
@@ -219,3 +228,35 @@ class KeyReader:
         for k, v in self.data.items():
             if k not in self.consumed and (keys is None or k in keys):
                 self.report.unused[self.name(k)] = v
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise RopeValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise RopeValueError(f"{name} is not JSON (non-finite numbers are not allowed)")
+
+
+def strict_json(raw: bytes | str, what: str, *, max_bytes: int) -> Any:
+    """Parse JSON text strictly: UTF-8, at most ``max_bytes``, no duplicate keys, no
+    NaN/Infinity, not nested beyond Python's recursion limit. Any fault is a
+    ``RopeValueError`` naming ``what`` (a file name)."""
+    if len(raw) > max_bytes:
+        raise RopeValueError(f"{what} is too large: {len(raw)} bytes (at most {max_bytes})")
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except UnicodeDecodeError as exc:
+        raise RopeValueError(f"{what} is not UTF-8 text: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise RopeValueError(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RopeValueError(f"{what} is nested too deeply") from None
+    except RopeValueError as exc:
+        raise RopeValueError(f"{what}: {exc}") from None

@@ -9,6 +9,7 @@ import pytest
 
 import rope_ref as rr
 from rope_ref import scaling as S
+from rope_ref._presets import load_preset, preset_default_layer, preset_layer_types
 
 NAMES = rr.presets()
 
@@ -22,8 +23,7 @@ def test_at_least_twelve_presets_with_sources():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_preset_loads_and_rotates(name):
-    layer_type = "full_attention" if name == "gemma-3" else None  # the only ambiguous one
-    rope = rr.Rope.preset(name, layer_type=layer_type)
+    rope = rr.Rope.preset(name)  # per-layer models build their default layer type
     assert isinstance(rope, rr.Rope)
     assert rope.explain().startswith("Rope(")
     pos = np.arange(16)
@@ -76,9 +76,27 @@ def test_multimodal_and_layer_types():
     assert rr.Rope.preset("qwen3-vl").scaling == S.MRope((24, 20, 20), interleaved=True)
     assert rr.Rope.preset("gemma-3-global") == rr.Rope(256, base=1e6, scaling=S.Linear(8.0))
     assert rr.Rope.preset("gemma-3-local") == rr.Rope(256, base=1e4)
-    with pytest.raises(ValueError, match="layer_type"):
-        rr.Rope.preset("gemma-3")
-    assert rr.Rope.preset("gemma-3", layer_type="sliding_attention").base == 1e4
+    # gemma-3 is per-layer data: its default layer type is the global one, and it says so
+    info = rr.preset_info("gemma-3")
+    assert info["layer_types"] == ["full_attention", "sliding_attention"]
+    assert info["layer_type"] == "full_attention" and "default layer_type" in info["note"]
+    assert preset_layer_types("gemma-3") == ("full_attention", "sliding_attention")
+    assert preset_default_layer("gemma-3") == "full_attention"
+    assert preset_layer_types("llama-2-7b") == () and preset_default_layer("llama-2-7b") is None
+    assert rr.Rope.preset("gemma-3") == rr.Rope(256, base=1e6, scaling=S.Linear(8.0))
+    assert rr.Rope.preset("gemma-3", layer_type="sliding_attention") == rr.Rope(256, base=1e4)
+    with pytest.raises(rr.RopeValueError, match="layer_type 'global' is not one of preset"):
+        load_preset("gemma-3", layer_type="global")
+    config, layer = load_preset("gemma-3", layer_type="sliding_attention")
+    assert layer == "sliding_attention" and "text_config" in config
+
+
+def test_preset_info_is_a_copy():
+    info = rr.preset_info("llama-3.1-8b")
+    info["config"]["rope_theta"] = 1.0
+    info["config"]["rope_scaling"]["factor"] = 99.0
+    assert rr.Rope.preset("llama-3.1-8b").base == 500_000.0
+    assert rr.preset_info("llama-3.1-8b")["config"]["rope_scaling"]["factor"] == 8.0
 
 
 def test_unknown_preset():
