@@ -19,7 +19,7 @@ import numpy as np
 
 from ._apply import apply_rope
 from ._rope import Rope
-from .testing._assert import low_precision_cos_sin
+from .testing._diagnose import low_precision_cos_sin
 
 __all__ = ["exact", "float32_angles"]
 

@@ -12,6 +12,8 @@
 
 from ._assert import assert_close, default_tolerance, to_numpy, unit_roundoff
 from ._cases import Case, case, cases
+from ._compare import Report, RopeToleranceWarning, compare
+from ._diagnose import Hypothesis
 from ._positions import (
     axial_grid,
     mrope_grid,
@@ -19,6 +21,7 @@ from ._positions import (
     positions_from_offsets,
     positions_from_padding_mask,
 )
+from ._twin_kvcache import flash_attn_with_kvcache
 from ._twins import (
     flash_apply_rotary_emb,
     hf_apply_rotary_pos_emb,
@@ -31,12 +34,17 @@ from ._vectors import read_safetensors, write_safetensors, write_vectors
 
 __all__ = [
     "Case",
+    "Hypothesis",
+    "Report",
+    "RopeToleranceWarning",
     "assert_close",
     "axial_grid",
     "case",
     "cases",
+    "compare",
     "default_tolerance",
     "flash_apply_rotary_emb",
+    "flash_attn_with_kvcache",
     "hf_apply_rotary_pos_emb",
     "hf_cos_sin",
     "mlx_rope",

@@ -1,0 +1,628 @@
+"""compare / assert_close: the verdict on an implementation's output, with its accuracy class,
+the phase error recovered from the data, the blind spots of the allowance, and (on failure,
+given the input) the fitted diagnoses."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import numbers
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from .. import _compat
+from .._errors import RopeTypeError, RopeValueError
+from .._rope import Rope
+from ._error_model import (
+    K_OUT,
+    dtype_name,
+    pair_channels,
+    pair_model,
+    shift_threshold,
+    tiny,
+    unit_roundoff,
+)
+
+__all__ = ["CLASSES", "Report", "RopeToleranceWarning", "assert_close", "compare", "to_numpy"]
+
+#: the accuracy classes, best first ("fail" last)
+CLASSES = ("exact", "lower-precision angles", "fail")
+#: |position| ranges of the per-range reports
+EDGES = (0, 2**8, 2**12, 2**16, 2**20, 2**24, 2**31, 2**53)
+
+
+class RopeToleranceWarning(UserWarning):
+    """A comparison passed, but its allowance cannot see some errors (a one-position error
+    or more would pass there): the report names the pairs and positions; ``strict=True``
+    judges them at the exact class."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """The verdict of :func:`compare` (returned by :func:`assert_close` on success).
+
+    Attributes
+    ----------
+    passed : bool
+        The verdict (``strict=True``: only the "exact" class passes).
+    accuracy_class : str
+        ``"exact"``, ``"lower-precision angles"`` or ``"fail"``.
+    message : str
+        The full text: the AssertionError's text on failure, a summary on success.
+    max_abs_error, max_ulp : float
+        The largest absolute error and the largest error in ulps of the dtype under test.
+    worst_ratio : float
+        The largest error / allowance over the elements (at most 1 when the values pass).
+    atol : float
+        The largest per-element allowance (a representative number for tables).
+    diagnosis : tuple
+        Fitted hypotheses, best first (on failure with ``x`` given): objects with ``name``,
+        ``explained`` (fraction of the squared error it removes), ``params`` and ``text``.
+    phase_error : tuple
+        ``(lo, hi, radians)``: the largest angle between actual and desired pair vectors
+        for |position| in [lo, hi) (RoPE outputs only).
+    blind_spots : tuple
+        Descriptions of the pairs and positions where the allowance cannot see a
+        one-position error (or any error at all).
+    """
+
+    passed: bool
+    accuracy_class: str
+    message: str
+    max_abs_error: float
+    max_ulp: float
+    worst_ratio: float
+    atol: float
+    diagnosis: tuple = field(default=())
+    phase_error: tuple = field(default=())
+    blind_spots: tuple = field(default=())
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A NumPy copy of any Array-API array, through the array's own means.
+
+    bfloat16 is widened to float32 (exactly) in the array's own namespace first; arrays that
+    track gradients are detached; device arrays move with ``to_device("cpu")``; then DLPack,
+    or ``__array__`` (Dask computes here). No framework is imported.
+
+    Parameters
+    ----------
+    x : array or scalar
+        Any Array-API array (NumPy, PyTorch, JAX, CuPy, Dask, ...), or a Python value.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new array (never a view of ``x``).
+    """
+    if isinstance(x, np.ndarray):
+        return np.array(x, copy=True)
+    if not _compat.is_array(x):
+        return np.asarray(x)
+    if getattr(x, "requires_grad", False) and hasattr(x, "detach"):
+        x = x.detach()
+    xp = array_api_compat.array_namespace(x)
+    if dtype_name(x.dtype) == "bfloat16":
+        x = xp.astype(x, xp.float32)
+    with contextlib.suppress(Exception):  # not every library names its host device "cpu"
+        x = array_api_compat.to_device(x, "cpu")
+    try:
+        return np.array(np.from_dlpack(x), copy=True)
+    except Exception:
+        return np.array(x, copy=True)
+
+
+def ulps(actual: np.ndarray, desired: np.ndarray, name: str) -> np.ndarray:
+    """|actual - desired| in units of the last place of desired, in the dtype under test."""
+    p = {"float64": 53, "float32": 24, "float16": 11, "bfloat16": 8}.get(name, 53)
+    mag = np.abs(np.asarray(desired, dtype=np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e = np.floor(np.log2(np.maximum(np.nan_to_num(mag, posinf=0.0), tiny(name))))
+        unit = np.exp2(e - (p - 1))
+        return np.abs(np.asarray(actual, dtype=np.float64) - desired) / unit
+
+
+def _tolerance(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise RopeTypeError(
+            f"{name} must be a real number (or None for the error model), got "
+            f"{type(value).__name__} {value!r}"
+        )
+    v = float(value)
+    if not math.isfinite(v) or v < 0:
+        raise RopeValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return v
+
+
+def _pair_of(channel: int, rope: Rope) -> str:
+    r = rope.rotary_dim
+    if channel >= r:
+        return f"channel {channel} (pass-through)"
+    h = r // 2
+    j = channel % h if rope.layout == "half" else channel // 2
+    return f"rotary pair {j} (channel {channel}, {rope.layout} layout)"
+
+
+def _pair_index(channel: int, rope: Rope) -> int | None:
+    if channel >= rope.rotary_dim:
+        return None
+    h = rope.rotary_dim // 2
+    return channel % h if rope.layout == "half" else channel // 2
+
+
+def _ranges(values: list[int]) -> str:
+    """'0-5, 9, 12-15' for a sorted list of integers."""
+    out, run = [], [values[0]]
+    for v in values[1:]:
+        if v == run[-1] + 1:
+            run.append(v)
+        else:
+            out.append(run)
+            run = [v]
+    out.append(run)
+    return ", ".join(f"{r[0]}" if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in out)
+
+
+def _phase_errors(
+    a: np.ndarray, d: np.ndarray, m: np.ndarray, rope: Rope
+) -> tuple[tuple[int, int, float], ...]:
+    """Per |position| range, the largest angle between actual and desired pair vectors."""
+    ia, ib = pair_channels(rope)
+    aa, ab, da, db = a[..., ia], a[..., ib], d[..., ia], d[..., ib]
+    with np.errstate(invalid="ignore"):
+        cross = aa * db - ab * da
+        dot = aa * da + ab * db
+        ang = np.abs(np.arctan2(cross, dot))
+    rho = np.hypot(da, db)
+    good = np.isfinite(ang) & (rho > 0) & np.isfinite(rho)
+    am = np.abs(m)
+    out = []
+    for lo, hi in itertools.pairwise(EDGES):
+        sel = good & (am >= lo) & (am < hi)
+        if np.any(sel):
+            out.append((lo, hi, float(np.max(ang[sel]))))
+    return tuple(out)
+
+
+def _blind_spots(model: Any) -> tuple[str, ...]:
+    """Pairs and positions where the angle budget hides a one-position error, and where it
+    exceeds the pair's magnitude (any output would pass)."""
+    thr = shift_threshold(model)
+    am = np.abs(model.m).reshape(-1, model.theta.size)
+    if am.size == 0:
+        return ()
+    mmax = np.max(am, axis=0)
+    out = []
+    blind = [j for j in range(thr.size) if mmax[j] >= thr[j]]
+    if blind:
+        lo = float(np.min(thr[blind]))
+        out.append(
+            f"a one-position error is within the allowance in pairs {_ranges(blind)} at "
+            f"|position| >= {lo:.4g} (the phase budget of {_angle_format(model)} angles "
+            "there exceeds the move of one position); strict=True sees it"
+        )
+    vac = np.min(np.where(model.phase >= 1.0, 1, 0).reshape(-1, model.theta.size), axis=0)
+    any_vac = np.max(np.where(model.phase >= 1.0, 1, 0).reshape(-1, model.theta.size), axis=0)
+    del vac
+    vacuous = [j for j in range(any_vac.size) if any_vac[j]]
+    if vacuous:
+        out.append(
+            f"the allowance reaches the pair's own magnitude (any output passes) in pairs "
+            f"{_ranges(vacuous)} at the largest positions; strict=True judges them"
+        )
+    return tuple(out)
+
+
+def _angle_format(model: Any) -> str:
+    return {2.0**-53: "float64", 2.0**-24: "float32"}.get(model.u_angle, "low-precision")
+
+
+def _check_structure(
+    actual: Any,
+    desired: Any,
+    head: str,
+    check_dtype: bool,
+    check_device: bool,
+    check_namespace: bool,
+) -> str | None:
+    """The first structural difference, as a message, or None."""
+    if check_namespace:
+        xa = array_api_compat.array_namespace(actual)
+        xd = array_api_compat.array_namespace(desired)
+        if xa is not xd:
+            return f"{head}namespaces differ: actual is {xa.__name__}, desired is {xd.__name__}"
+    if tuple(actual.shape) != tuple(desired.shape):
+        return f"{head}shapes differ: actual {tuple(actual.shape)}, desired {tuple(desired.shape)}"
+    if check_dtype and actual.dtype != desired.dtype:
+        return f"{head}dtypes differ: actual {actual.dtype}, desired {desired.dtype}"
+    if check_device:
+        da, dd = _compat.device_of(actual), _compat.device_of(desired)
+        if da is not None and dd is not None and da != dd:
+            return f"{head}devices differ: actual on {da!r}, desired on {dd!r}"
+    return None
+
+
+def _fail_report(message: str) -> Report:
+    return Report(False, "fail", message, math.inf, math.inf, math.inf, 0.0)
+
+
+def _token_positions_text(rope: Rope, pos: np.ndarray, lead: tuple, idx: tuple) -> str:
+    from ._error_model import _scheme
+
+    scheme = _scheme(rope)
+    if scheme is None:
+        p = np.broadcast_to(pos, lead)[idx]
+        return f"position {float(p):g}"
+    per_token = np.moveaxis(pos, 0, -1) if scheme.axis_position == "leading" else pos
+    p = np.broadcast_to(per_token, (*lead, per_token.shape[-1]))[idx]
+    return "positions (" + ", ".join(f"{float(v):g}" for v in p) + ") per axis"
+
+
+def compare(
+    actual: Any,
+    desired: Any,
+    *,
+    rtol: float | None = None,
+    atol: float | None = None,
+    dtype: Any = None,
+    rope: Rope | None = None,
+    positions: Any = None,
+    x: Any = None,
+    role: str = "query",
+    seq_len: int | None = None,
+    strict: bool = False,
+    equal_nan: bool = False,
+    check_dtype: bool = True,
+    check_device: bool = True,
+    check_namespace: bool = True,
+    msg: str | None = None,
+) -> Report:
+    """Judge ``actual`` against ``desired`` and return the :class:`Report` (never raises on
+    a mismatch; :func:`assert_close` does).
+
+    Parameters
+    ----------
+    actual, desired : array
+        Arrays of any Array-API library, on any device (``desired``: the reference).
+    rtol, atol : float, optional
+        Explicit tolerances (both or neither): ``|actual - desired| <= atol + rtol *
+        |desired|``; the class is then "exact" or "fail". Without them the error model of
+        the dtype under test decides (see the accuracy page).
+    dtype : dtype or str, optional
+        The dtype under test (default: ``actual``'s).
+    rope : Rope, optional
+        With ``positions``: judge a RoPE output per element, with the phase budget of
+        angles formed in float32 (or the dtype under test, if narrower in error).
+    positions : array, optional
+        The positions given to ``apply_rope`` (broadcasting against ``actual.shape[:-1]``).
+    x : array, optional
+        The input; with it a failure is diagnosed (families fitted to the data).
+    role : {"query", "key"}
+        xPos only: which magnitude the output carries.
+    seq_len : int, optional
+        The length a dynamic schedule used (default: max(positions) + 1).
+    strict : bool
+        Pass only the "exact" class.
+    equal_nan : bool
+        NaN in ``actual`` matches NaN in ``desired``.
+    check_dtype, check_device, check_namespace : bool
+        Structural checks made before the values.
+    msg : str, optional
+        Prefix of the message.
+
+    Returns
+    -------
+    Report
+        The verdict, class, errors, phase errors, blind spots and diagnoses.
+
+    Raises
+    ------
+    RopeTypeError, RopeValueError
+        For invalid arguments (non-arrays, a tolerance that is not a finite number >= 0,
+        one tolerance without the other, positions that do not broadcast, a role other
+        than "query"/"key").
+
+    Examples
+    --------
+    >>> import numpy as np, rope_ref as rr
+    >>> from rope_ref.testing import compare
+    >>> rope = rr.Rope(head_dim=8)
+    >>> x = np.random.default_rng(0).standard_normal((4, 8))
+    >>> pos = np.arange(4)
+    >>> r = compare(rr.apply_rope(x, pos, rope), rr.apply_rope(x, pos, rope), rope=rope,
+    ...             positions=pos)
+    >>> r.passed, r.accuracy_class
+    (True, 'exact')
+    """
+    rtol_v, atol_v = _tolerance("rtol", rtol), _tolerance("atol", atol)
+    if (rtol_v is None) != (atol_v is None):
+        raise RopeValueError("give rtol and atol together, or neither (for the default model)")
+    if role not in ("query", "key"):
+        raise RopeValueError(f"role must be one of ('query', 'key'), got {role!r}")
+    for name, arr in (("actual", actual), ("desired", desired)):
+        if not _compat.is_array(arr):
+            raise RopeTypeError(f"{name} must be an array, got {type(arr).__name__}")
+    if rope is not None and not isinstance(rope, Rope):
+        raise RopeTypeError(f"rope must be a rope_ref.Rope, got {type(rope).__name__}")
+    head = f"{msg}: " if msg else ""
+    problem = _check_structure(actual, desired, head, check_dtype, check_device, check_namespace)
+    if problem is not None:
+        return _fail_report(problem)
+    name = dtype_name(dtype if dtype is not None else actual.dtype)
+    explicit = rtol_v is not None
+    u = unit_roundoff(name) if (not explicit or name in ("float64", "float32", "float16",
+                                                          "bfloat16")) else 2.0**-53
+    a_np = to_numpy(actual).astype(np.float64)
+    d_np = to_numpy(desired).astype(np.float64)
+    pos_np = None if positions is None else to_numpy(positions).astype(np.float64)
+    use_rope = rope is not None and pos_np is not None and a_np.ndim >= 1
+    model = None
+    if use_rope:
+        assert rope is not None and pos_np is not None
+        model = pair_model(d_np, rope, pos_np, name, seq_len=seq_len, role=role)
+    fin_d = np.isfinite(d_np)
+    d_fin = np.where(fin_d, d_np, 0.0)
+    scale = float(np.max(np.abs(d_fin))) if d_fin.size else 0.0
+    if explicit:
+        assert rtol_v is not None and atol_v is not None
+        allow_used = atol_v + rtol_v * np.abs(d_fin)
+        levels = [("exact", allow_used)]
+    elif model is not None:
+        levels = [("exact", model.exact), ("lower-precision angles", model.angles)]
+        allow_used = model.exact if strict else model.angles
+    else:
+        allow_used = K_OUT * u * np.abs(d_fin) + K_OUT * u * scale + tiny(name)
+        levels = [("exact", allow_used)]
+    with np.errstate(invalid="ignore"):
+        err = np.abs(a_np - d_np)
+    both = fin_d & np.isfinite(a_np)
+    same = (a_np == d_np) | (equal_nan & np.isnan(a_np) & np.isnan(d_np))
+    err_fin = np.where(both, err, 0.0)
+
+    def ok_under(allow: np.ndarray) -> np.ndarray:
+        return same | (both & (err_fin <= allow))
+
+    cls = "fail"
+    bad = ~ok_under(allow_used)
+    for level, allow in levels:
+        if bool(np.all(ok_under(allow))):
+            cls = level
+            break
+    passed = cls == "exact" if strict else cls != "fail"
+    mismatch_nonfinite = bool(np.any(~both & ~same))
+    max_abs = math.inf if mismatch_nonfinite else (float(np.max(err_fin)) if err.size else 0.0)
+    ulp_all = ulps(a_np, d_np, name)
+    max_ulp = math.inf if mismatch_nonfinite else (
+        float(np.max(np.where(both, ulp_all, 0.0))) if err.size else 0.0
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(same, 0.0, np.where(both, err_fin / allow_used, math.inf))
+    worst_ratio = float(np.max(ratio)) if ratio.size else 0.0
+    atol_rep = float(np.max(allow_used)) if allow_used.size else 0.0
+    phase: tuple = ()
+    blind: tuple = ()
+    if use_rope:
+        assert model is not None and rope is not None
+        phase = _phase_errors(np.where(both, a_np, 0.0), d_fin, model.m, rope)
+        if not strict and not explicit:
+            blind = _blind_spots(model)
+    if passed:
+        text = (
+            f"{head}arrays are close: accuracy class '{cls}'"
+            + (" (strict)" if strict else "")
+            + f", max abs error {max_abs:.3e}, {max_ulp:.3g} ulp of {name}, "
+            f"worst error/allowance {worst_ratio:.3g}"
+        )
+        lines = [text]
+        lines += _phase_lines(phase)
+        lines += [f"  blind spot: {b}" for b in blind]
+        return Report(True, cls, "\n".join(lines), max_abs, max_ulp, worst_ratio, atol_rep,
+                      (), phase, blind)
+    # ---------------------------------------------------------------- the failure report
+    n_bad, total = int(np.sum(bad)), bad.size
+    with np.errstate(invalid="ignore"):
+        excess = np.where(both, err_fin - allow_used, math.inf)
+    score = np.where(bad, excess, -math.inf)
+    worst = np.unravel_index(int(np.argmax(score)), bad.shape)
+    a_w, d_w, e_w = a_np[worst], d_np[worst], err[worst]
+    rel = e_w / abs(d_w) if d_w != 0 and np.isfinite(d_w) else math.inf
+    ulp = float(ulp_all[worst])
+    if explicit:
+        tol = f"atol={atol_v:.3e} + rtol={rtol_v:.3e} * |desired| (tolerances for {name})"
+    elif model is not None:
+        which = "the exact class (strict)" if strict else (
+            "the exact or the lower-precision angles class")
+        tol = (
+            f"atol={atol_rep:.3e} (tolerances for {name}); atol is per element, the error "
+            f"model's allowance for {which}, largest shown"
+        )
+    else:
+        tol = f"atol={atol_rep:.3e} + rtol={K_OUT * u:.3e} * |desired| (tolerances for {name})"
+    lines = [
+        f"{head}arrays are not close: {n_bad} of {total} elements exceed {tol}",
+        f"  worst at index {tuple(int(i) for i in worst)}: actual {float(a_w)!r}, "
+        f"desired {float(d_w)!r}",
+        f"  abs error {e_w:.3e}, rel error {rel:.3e}, {ulp:.4g} ulp of {name}, "
+        f"allowance {float(allow_used[worst]):.3e}",
+    ]
+    hyps: tuple = ()
+    if use_rope:
+        assert rope is not None and pos_np is not None and model is not None
+        lines.append(
+            f"  {_token_positions_text(rope, pos_np, a_np.shape[:-1], worst[:-1])}, "
+            f"{_pair_of(int(worst[-1]), rope)}"
+        )
+        lines.append("  max abs error by |position|:")
+        lines += _error_buckets(np.where(both, err, math.inf), model.m, phase)
+        j = _pair_index(int(worst[-1]), rope)
+        if j is not None:
+            lines.append(
+                f"  the model allows pair {j} a phase error of "
+                f"{min(float(model.phase[(*worst[:-1], j)]), 2.0):.3e} rad at this position"
+                + (" (not under strict)" if strict else "")
+            )
+        lines.append(_class_line(cls, levels, ok_under, strict))
+        lines += [f"  blind spot: {b}" for b in blind]
+        if x is not None:
+            from ._diagnose import EXPLAINED, fit_hypotheses
+
+            hyps = fit_hypotheses(
+                a_np, d_np, to_numpy(x).astype(np.float64), pos_np, rope,
+                seq_len=model.seq_len, role=role, dtype=name,
+            )
+            partial = [h for h in hyps if h.explained < EXPLAINED and h.explained >= 0.05]
+            if partial:
+                lines.append(
+                    "  partly explained (fraction of the squared error removed): "
+                    + "; ".join(h.text for h in partial[:4])
+                )
+            full = [h for h in hyps if h.explained >= EXPLAINED]
+            if full:
+                lines.append("  the data is explained by: " + "; or ".join(h.text for h in full))
+            else:
+                lines.append("  none of the usual mistakes explains the data")
+    return Report(False, cls, "\n".join(lines), max_abs, max_ulp, worst_ratio, atol_rep,
+                  hyps, phase, blind)
+
+
+def _class_line(cls: str, levels: list, ok_under: Any, strict: bool) -> str:
+    parts = []
+    for level, allow in levels:
+        n = int(np.sum(~ok_under(allow)))
+        parts.append(f"{n} elements outside '{level}'")
+    return f"  accuracy class: {cls}" + (" (strict)" if strict else "") + " (" + ", ".join(
+        parts) + ")"
+
+
+def _phase_lines(phase: tuple) -> list[str]:
+    if not phase:
+        return []
+    return ["  max phase error by |position|:"] + [
+        f"    |position| in [{lo}, {hi}): {p:.3e} rad" for lo, hi, p in phase
+    ]
+
+
+def _error_buckets(err: np.ndarray, m: np.ndarray, phase: tuple) -> list[str]:
+    """Max abs error per |position| range (by the token's largest per-pair position)."""
+    tok_err = np.max(err, axis=-1)
+    tok_pos = np.max(np.abs(m), axis=-1)
+    ph = {(lo, hi): p for lo, hi, p in phase}
+    out = []
+    for lo, hi in itertools.pairwise(EDGES):
+        sel = (tok_pos >= lo) & (tok_pos < hi)
+        if np.any(sel):
+            worst = float(np.max(tok_err[sel]))
+            line = f"    |position| in [{lo}, {hi}): max abs error {worst:.3e}"
+            if (lo, hi) in ph:
+                line += f", max phase error {ph[(lo, hi)]:.3e} rad"
+            out.append(line)
+    return out
+
+
+def assert_close(
+    actual: Any,
+    desired: Any,
+    *,
+    rtol: float | None = None,
+    atol: float | None = None,
+    dtype: Any = None,
+    rope: Rope | None = None,
+    positions: Any = None,
+    x: Any = None,
+    role: str = "query",
+    seq_len: int | None = None,
+    strict: bool = False,
+    equal_nan: bool = False,
+    check_dtype: bool = True,
+    check_device: bool = True,
+    check_namespace: bool = True,
+    msg: str | None = None,
+) -> Report:
+    """Assert that ``actual`` matches ``desired`` within the error model (or the given
+    tolerances); return the :class:`Report`.
+
+    ``actual`` and ``desired`` are arrays of any Array-API library on any device. Checked in
+    order: namespace, shape, dtype, device, then values (``check_*`` turn the first checks
+    off). Without ``rtol``/``atol`` the allowance comes from the error model of the dtype
+    under test: a few ulp of the pair's magnitude ("exact" class), plus, for RoPE outputs
+    (``rope`` and ``positions`` given), the phase budget of angles formed in float32
+    ("lower-precision angles" class), per element: position times the frequency each pair
+    actually uses. ``strict=True`` passes only the "exact" class. inf must match inf of the
+    same sign; NaN matches NaN only with ``equal_nan=True``.
+
+    On failure the message names the worst element (index, and for RoPE outputs its position
+    and rotary pair), both values, the absolute and relative error, the error in ulps, how
+    many elements fail, the error and the phase error per position range and the accuracy
+    class. Given the input ``x`` as well, families of the usual mistakes are fitted to the
+    data and reported with the fraction of the error each explains.
+
+    A passing comparison whose allowance hides a one-position error somewhere (float32
+    angles at |position| beyond about a million) warns with :class:`RopeToleranceWarning`.
+
+    Parameters
+    ----------
+    actual, desired, rtol, atol, dtype, rope, positions, x, role, seq_len, strict, equal_nan,
+    check_dtype, check_device, check_namespace, msg
+        As for :func:`compare`.
+
+    Returns
+    -------
+    Report
+        The passing verdict (its class, errors and phase errors).
+
+    Raises
+    ------
+    AssertionError
+        When the comparison fails (the report's message).
+    RopeTypeError, RopeValueError
+        For invalid arguments.
+
+    Warns
+    -----
+    RopeToleranceWarning
+        When it passes with blind spots.
+
+    Examples
+    --------
+    >>> import numpy as np, rope_ref as rr
+    >>> from rope_ref.testing import assert_close
+    >>> rope = rr.Rope(head_dim=8, layout="half")
+    >>> x = np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32)
+    >>> pos = np.arange(16)
+    >>> assert_close(rr.apply_rope(x, pos, rope), rr.apply_rope(x, pos, rope)).accuracy_class
+    'exact'
+    >>> other = rr.Rope(head_dim=8, layout="interleaved")       # a layout mix-up
+    >>> try:
+    ...     assert_close(rr.apply_rope(x, pos, other), rr.apply_rope(x, pos, rope),
+    ...                  rope=rope, positions=pos, x=x)
+    ... except AssertionError as e:
+    ...     print("interleaved" in str(e))
+    True
+    """
+    __tracebackhide__ = True
+    report = compare(
+        actual, desired, rtol=rtol, atol=atol, dtype=dtype, rope=rope, positions=positions,
+        x=x, role=role, seq_len=seq_len, strict=strict, equal_nan=equal_nan,
+        check_dtype=check_dtype, check_device=check_device, check_namespace=check_namespace,
+        msg=msg,
+    )
+    if not report.passed:
+        raise AssertionError(report.message)
+    if report.blind_spots:
+        warnings.warn(
+            "assert_close passed, but its allowance is blind in places: "
+            + "; ".join(report.blind_spots),
+            RopeToleranceWarning,
+            stacklevel=2,
+        )
+    return report

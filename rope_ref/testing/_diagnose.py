@@ -1,0 +1,621 @@
+"""Diagnosis by fitting: families of the usual RoPE mistakes, each fitted to the data and
+reported with the fraction of the squared error it explains.
+
+For an output ``a``, the reference ``d`` and the input ``x`` (float64 NumPy), a hypothesis h
+simulates the output ``y_h`` a kernel with that mistake would give; it explains
+``1 - sum((a - y_h)**2) / sum((a - d)**2)`` of the error (1: all of it, 0 or less: none). A
+family with parameters (a shift, a base, a schedule's parameters, an inv_freq formula) is
+fitted by estimating them from the data (per-pair phase slopes) and trying candidates; the
+best candidate is reported with its parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._rope import Rope
+from ._error_model import _scheme, dynamic_length, pair_channels
+
+__all__ = [
+    "EXPLAINED",
+    "Hypothesis",
+    "bf16",
+    "diagnose",
+    "fit_hypotheses",
+    "low_precision_cos_sin",
+]
+
+#: a hypothesis that removes at least this fraction of the squared error "explains" the data
+EXPLAINED = 0.9
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One fitted mistake: ``name`` (what it is, with its key parameters), ``explained``
+    (fraction of the squared error removed, 0..1), ``params`` (the fitted values) and
+    ``text`` (the name, the fraction, and notes)."""
+
+    name: str
+    explained: float
+    params: dict = field(default_factory=dict)
+    text: str = ""
+
+
+# ------------------------------------------------------------------------------- roundings
+def bf16(a: Any) -> np.ndarray:
+    """Round to bfloat16 (nearest even), returned as float32."""
+    bits = np.asarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + np.uint64(0x7FFF) + ((bits >> np.uint64(16)) & np.uint64(1))) & np.uint64(
+        0xFFFF0000
+    )
+    return rounded.astype(np.uint32).view(np.float32)
+
+
+def f16(a: Any) -> np.ndarray:
+    """Round to float16, returned as float32."""
+    return np.asarray(a, dtype=np.float16).astype(np.float32)
+
+
+def f32(a: Any) -> np.ndarray:
+    """Round to float32."""
+    return np.asarray(a, dtype=np.float32)
+
+
+ROUNDERS: dict[str, Callable[[Any], np.ndarray]] = {
+    "float32": f32,
+    "float16": f16,
+    "bfloat16": bf16,
+}
+
+
+# ------------------------------------------------------------------------------- inv_freq
+def _ladder(rope: Rope) -> tuple[np.ndarray, np.ndarray]:
+    """Numerators 2t and denominators D of the unscaled exponents 2t / D of each pair."""
+    n = rope.n_pairs
+    scheme = _scheme(rope)
+    if scheme is not None and scheme.axis_position == "trailing":  # Axial: one ladder per axis
+        g = n // scheme.n_axes
+        t = np.arange(n) % g
+        return 2.0 * t, np.full(n, float(rope.rotary_dim // scheme.n_axes))
+    return 2.0 * np.arange(n), np.full(n, float(rope.rotary_dim))
+
+
+def inv_freq32(rope: Rope, formula: str, seq_len: int | None) -> np.ndarray:
+    """inv_freq in float32 as a kernel forms it.
+
+    ``formula``: "rounded" (the exact frequencies correctly rounded), "reciprocal"
+    (``1.0 / base ** (arange(0, d, 2) / d)``, Hugging Face), "power"
+    (``base ** (-arange(0, d, 2) / d)``). The schedule's factors (exact ratios to the
+    unscaled ladder) are then applied in float32: a division for a constant factor (Linear),
+    a product otherwise.
+    """
+    if formula == "rounded":
+        return np.asarray(rope.inv_freq(dtype=np.float32, seq_len=seq_len), dtype=np.float32)
+    num, den = _ladder(rope)
+    e = f32(f32(num) / f32(den))
+    b = np.float32(rope.base)
+    with np.errstate(over="ignore", under="ignore"):
+        inv = f32(np.float32(1.0) / f32(b**e)) if formula == "reciprocal" else f32(b ** (-e))
+    scaled = np.asarray(rope.inv_freq(seq_len=seq_len), dtype=np.float64)
+    plain = np.exp(-(num / den) * math.log(rope.base))
+    ratio = scaled / plain
+    if np.allclose(ratio, 1.0, rtol=1e-12, atol=0):
+        return inv
+    if np.allclose(ratio, ratio[0], rtol=1e-12, atol=0):
+        return f32(inv / np.float32(1.0 / ratio[0]))
+    return f32(inv * f32(ratio))
+
+
+FORMULAS = {
+    "rounded": "inv_freq correctly rounded to float32",
+    "reciprocal": "inv_freq = 1.0 / base ** (arange(0, d, 2) / d) in float32, as Hugging "
+    "Face's rotary embeddings form it",
+    "power": "inv_freq = base ** (-arange(0, d, 2) / d) in float32",
+}
+
+
+def _per_pair(rope: Rope, p: np.ndarray) -> np.ndarray:
+    """Per-pair positions (token shape + (n_pairs,)) from validated positions."""
+    from ._error_model import pair_positions
+
+    return pair_positions(rope, p)
+
+
+def low_precision_cos_sin(
+    rope: Rope,
+    positions: Any,
+    rounder: Callable[[np.ndarray], np.ndarray] = f32,
+    *,
+    role: str = "query",
+    formula: str = "rounded",
+    pos_rounder: Callable[[np.ndarray], np.ndarray] | None = None,
+    theta_rounder: Callable[[np.ndarray], np.ndarray] | None = None,
+    reduction: bool = False,
+    seq_len: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin as a typical kernel makes them: ``positions * inv_freq`` and cos/sin in
+    float32, every intermediate passed through ``rounder`` (float32 by default; ``bf16``
+    for bfloat16 angles).
+
+    Handles what rope_ref handles: dynamic schedules (the length read from the positions,
+    as rope_ref does, unless ``seq_len``), multi-axis positions, attention factors and xPos.
+    ``formula`` picks how inv_freq is formed (see :func:`inv_freq32`); ``pos_rounder`` /
+    ``theta_rounder`` round only the positions / only inv_freq (default: ``rounder``);
+    ``reduction=True`` reduces the angle modulo 2 pi in float32 before cos/sin (fast-math
+    ``__sinf``/``__cosf``). Float32 NumPy arrays of shape
+    ``rope.token_shape(positions.shape) + (n_pairs,)``.
+    """
+    pos = np.asarray(positions)
+    sl = dynamic_length(rope, pos.astype(np.float64), seq_len)
+    theta = (theta_rounder or rounder)(inv_freq32(rope, formula, sl))
+    p = (pos_rounder or rounder)(pos.astype(np.float32))
+    ang = rounder(_per_pair(rope, p) * theta)
+    if reduction:
+        two_pi = np.float32(2 * math.pi)
+        k = np.floor(f32(ang * np.float32(1 / (2 * math.pi))))
+        ang = f32(ang - f32(k * two_pi))
+    c = f32(np.cos(ang.astype(np.float64)) if reduction else np.cos(ang))
+    s = f32(np.sin(ang.astype(np.float64)) if reduction else np.sin(ang))
+    f = np.float32(rope._attention_factor(sl))
+    if f != 1:
+        c, s = f32(c * f), f32(s * f)
+    if rope.scaling is not None:
+        from .. import _compat
+
+        xp = _compat.array_namespace()
+        mag = rope.scaling.magnitude(
+            xp, pos.astype(np.float64), rope, role=role, seq_len=sl, dtype=xp.float64
+        )
+        if mag is not None:
+            mg = np.asarray(mag, dtype=np.float32)
+            c, s = f32(c * mg), f32(s * mg)
+    return c, s
+
+
+def rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, rope: Rope) -> np.ndarray:
+    """Rotate in float64 NumPy with given per-token, per-pair tables (broadcast)."""
+    y = np.array(x, dtype=np.float64, copy=True)
+    ia, ib = pair_channels(rope)
+    xa, xb = y[..., ia].copy(), y[..., ib].copy()
+    c = np.asarray(cos, dtype=np.float64)
+    s = np.asarray(sin, dtype=np.float64)
+    y[..., ia] = xa * c - xb * s
+    y[..., ib] = xb * c + xa * s
+    return y
+
+
+def _tables_as_lead(rope: Rope, c: np.ndarray, lead: tuple) -> np.ndarray:
+    return np.broadcast_to(c, (*lead, rope.n_pairs))
+
+
+# ------------------------------------------------------------------------------- families
+Candidate = tuple[str, dict, Callable[[], np.ndarray]]
+
+
+class _Data:
+    """What the families need, computed once."""
+
+    def __init__(
+        self,
+        a: np.ndarray,
+        d: np.ndarray,
+        x: np.ndarray,
+        pos: np.ndarray,
+        rope: Rope,
+        seq_len: int | None,
+        role: str,
+        dtype: str,
+    ) -> None:
+        self.a, self.d, self.x, self.pos, self.rope = a, d, x, pos, rope
+        self.seq_len, self.role, self.dtype = seq_len, role, dtype
+        self.lead = tuple(a.shape[:-1])
+        fin = np.isfinite(a) & np.isfinite(d)
+        self.fin = fin
+        self.e0 = float(np.sum(np.where(fin, a - d, 0.0) ** 2))
+
+    def apply(self, rope: Rope | None = None, pos: np.ndarray | None = None,
+              x: np.ndarray | None = None) -> np.ndarray:
+        from .._apply import apply_rope
+
+        r = self.rope if rope is None else rope
+        return np.asarray(
+            apply_rope(self.x if x is None else x, self.pos if pos is None else pos, r,
+                       seq_len=self.seq_len, role=self.role),
+            dtype=np.float64,
+        )
+
+    def tables(self, c: np.ndarray, s: np.ndarray) -> np.ndarray:
+        return rotate(self.x, _tables_as_lead(self.rope, c, self.lead),
+                      _tables_as_lead(self.rope, s, self.lead), self.rope)
+
+    def explained(self, y: np.ndarray) -> float:
+        if self.e0 == 0:
+            return 0.0
+        if y.shape != self.a.shape:
+            return -math.inf
+        r = np.where(self.fin, self.a - y, 0.0)
+        bad = self.fin & ~np.isfinite(y)
+        if np.any(bad):
+            return -math.inf
+        return 1.0 - float(np.sum(r**2)) / self.e0
+
+
+def _replace_rope(rope: Rope, **kw: Any) -> Rope:
+    args: dict[str, Any] = dict(base=rope.base, rotary_dim=rope.rotary_dim, layout=rope.layout,
+                scaling=rope.scaling)
+    head_dim = kw.pop("head_dim", rope.head_dim)
+    args.update(kw)
+    return Rope(head_dim, **args)
+
+
+def _families(D: _Data) -> Iterator[tuple[str, list[Candidate]]]:
+    """Each family with its candidates (name, params, simulation)."""
+    rope, pos = D.rope, D.pos
+    other = "interleaved" if rope.layout == "half" else "half"
+    yield "layout", [(
+        f"the other layout ({other!r} instead of {rope.layout!r})", {"layout": other},
+        lambda: D.apply(_replace_rope(rope, layout=other)),
+    )]
+    ia, ib = pair_channels(rope)
+    oa, ob = pair_channels(_replace_rope(rope, layout=other))
+
+    def permuted(src_a: np.ndarray, src_b: np.ndarray, dst_a: np.ndarray,
+                 dst_b: np.ndarray) -> np.ndarray:
+        y = D.d.copy()
+        y[..., dst_a] = D.d[..., src_a]
+        y[..., dst_b] = D.d[..., src_b]
+        return y
+
+    yield "permutation", [(
+        f"the interleave permutation: the right result with its channels in {other} pair "
+        "order", {"order": other}, lambda: permuted(ia, ib, oa, ob),
+    )]
+    shifts = [1, -1, 2, -2]
+    est = _estimate_shift(D)
+    if est is not None and est not in shifts and est != 0:
+        shifts.append(est)
+    yield "shift", [
+        (f"positions shifted by {k:+d}", {"shift": k}, functools.partial(D.apply, pos=pos + k))
+        for k in shifts
+    ]
+    yield "sign", [(
+        "rotation by -m (sin sign flipped, or q/k rotated the wrong way)", {},
+        lambda: D.apply(pos=-pos),
+    )]
+    if rope.scaling is not None and _scheme(rope) is None:
+        yield "no-scaling", [(
+            "the frequency scaling not applied", {},
+            lambda: D.apply(_replace_rope(rope, scaling=None)),
+        )]
+    sl = dynamic_length(rope, pos, D.seq_len)
+    af = rope._attention_factor(sl)
+    if af != 1.0:
+        yield "factor", [
+            (f"the attention factor {af:.6g} missing from cos and sin", {"factor": af},
+             lambda: D.d / af),
+            (f"the attention factor {af:.6g} applied twice", {"factor": af},
+             lambda: D.d * af),
+        ]
+
+    def swapped() -> np.ndarray:
+        c, s = rope.cos_sin(pos, seq_len=D.seq_len, role=D.role)
+        return D.tables(np.asarray(s), np.asarray(c))
+
+    yield "swap", [("cos and sin swapped", {}, swapped)]
+
+    def lp(**kw: Any) -> Callable[[], np.ndarray]:
+        def run() -> np.ndarray:
+            c, s = low_precision_cos_sin(rope, pos, role=D.role, seq_len=D.seq_len, **kw)
+            return D.tables(c, s)
+        return run
+
+    yield "float32-angles", [
+        (f"angles formed in float32 ({FORMULAS[f]}; positions * inv_freq in float32, an "
+         "elementwise product or a float32 matmul (n,1)@(1,k): the same products)",
+         {"formula": f}, lp(formula=f))
+        for f in ("rounded", "reciprocal", "power")
+    ]
+    yield "bfloat16-angles", [(
+        "angles formed in bfloat16 (positions and inv_freq in bfloat16)", {"format": "bfloat16"},
+        lp(rounder=bf16),
+    ), (
+        "angles formed in float16 (positions and inv_freq in float16)", {"format": "float16"},
+        lp(rounder=f16),
+    )]
+    yield "half-positions", [
+        (f"positions rounded to {n} before the float32 product", {"format": n},
+         lp(pos_rounder=r, formula=f))
+        for n, r in (("bfloat16", bf16), ("float16", f16)) for f in ("rounded", "reciprocal")
+    ]
+    yield "half-inv-freq", [
+        (f"inv_freq stored in {n} (a model instantiated in {n}, then upcast), angles in "
+         "float32", {"format": n, "formula": f}, lp(theta_rounder=lambda t, r=r: r(t), formula=f))
+        for n, r in (("bfloat16", bf16), ("float16", f16)) for f in ("reciprocal", "rounded")
+    ]
+    yield "fast-math", [
+        ("fast-math sin/cos: the float32 angle reduced modulo 2 pi in float32 (CUDA "
+         "__sinf/__cosf, use_fast_math) before sin/cos", {"formula": f},
+         lp(reduction=True, formula=f))
+        for f in ("rounded", "reciprocal")
+    ]
+
+    def tables_in(r: Callable[[Any], np.ndarray]) -> Callable[[], np.ndarray]:
+        def run() -> np.ndarray:
+            c, s = rope.cos_sin(pos, seq_len=D.seq_len, role=D.role)
+            return D.tables(r(np.asarray(c)).astype(np.float64), r(np.asarray(s)).astype(
+                np.float64))
+        return run
+
+    yield "table-dtype", [
+        (f"cos/sin tables rounded to {n} (kept in the model dtype)", {"format": n},
+         tables_in(r))
+        for n, r in ROUNDERS.items() if n != D.dtype
+    ]
+    yield "base", list(_base_candidates(D))
+    yield "channels", list(_channel_candidates(D))
+    if rope.scaling is not None and dataclasses.is_dataclass(rope.scaling):
+        yield "schedule", list(_schedule_candidates(D))
+
+
+def _pair_phases(D: _Data) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per (token, pair): the phase the output turned each pair by, and the position."""
+    ia, ib = pair_channels(D.rope)
+    za = D.a[..., ia] + 1j * D.a[..., ib]
+    zx = D.x[..., ia] + 1j * D.x[..., ib]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ph = np.angle(za * np.conj(zx))
+    from ._error_model import token_positions
+
+    try:
+        m = token_positions(D.rope, D.pos, D.lead)
+    except Exception:
+        return None
+    ok = (np.abs(zx) > 0) & np.isfinite(ph)
+    ph = np.where(ok, ph, np.nan)
+    return ph.reshape(-1, D.rope.n_pairs), np.asarray(m, dtype=np.float64).reshape(
+        -1, D.rope.n_pairs)
+
+
+def _slopes(D: _Data) -> np.ndarray | None:
+    """Per pair, the frequency the output's phase grows with (nan where undetermined),
+    from tokens one position step apart."""
+    got = _pair_phases(D)
+    if got is None:
+        return None
+    ph, m = got
+    n = D.rope.n_pairs
+    out = np.full(n, np.nan)
+    for j in range(n):
+        mj, pj = m[:, j], ph[:, j]
+        keep = np.isfinite(pj)
+        mj, pj = mj[keep], pj[keep]
+        if mj.size < 2:
+            continue
+        order = np.argsort(mj, kind="stable")
+        mj, pj = mj[order], pj[order]
+        dm = np.diff(mj)
+        sel = dm > 0
+        if not np.any(sel):
+            continue
+        step = float(np.min(dm[sel]))
+        use = sel & (dm == step)
+        dphi = np.angle(np.exp(1j * np.diff(pj)[use]))
+        out[j] = float(np.median(dphi)) / step
+    return out
+
+
+def _estimate_shift(D: _Data) -> int | None:
+    """The position shift that best matches the phase error per pair (rounded)."""
+    got = _pair_phases(D)
+    if got is None:
+        return None
+    ph, m = got
+    theta = np.asarray(D.rope.inv_freq(seq_len=dynamic_length(D.rope, D.pos, D.seq_len)))
+    want = np.angle(np.exp(1j * (m * theta)))
+    err = np.angle(np.exp(1j * (ph - want)))
+    # pairs whose frequency is small enough that the shift's phase does not wrap
+    use = theta < 0.1
+    if not np.any(use):
+        return None
+    k = np.nanmedian(err[:, use] / theta[use])
+    if not np.isfinite(k) or abs(k) > 1e6:
+        return None
+    return round(float(k))
+
+
+def _base_candidates(D: _Data) -> Iterator[Candidate]:
+    rope = D.rope
+    cands: list[float] = []
+    estimated: set[float] = set()
+    slopes = _slopes(D)
+    if slopes is not None and _scheme(rope) is None:
+        num, den = _ladder(rope)
+        e = num / den
+        good = np.isfinite(slopes) & (slopes > 0) & (e > 0)
+        if np.sum(good) >= 2:
+            # ln omega_j = ln s - e_j ln B: slope and intercept by least squares
+            A = np.stack([np.ones(int(np.sum(good))), -e[good]], axis=1)
+            coef, *_ = np.linalg.lstsq(A, np.log(slopes[good]), rcond=None)
+            b_est = float(np.exp(coef[1]))
+            if np.isfinite(b_est) and 1.0 < b_est < 1e12:
+                cands.append(b_est)
+                for digits in (1, 2, 3):
+                    cands.append(float(f"{b_est:.{digits}g}"))
+                estimated.update(cands)
+    cands += [1e4, 5e5, 1e6, 1e5, 5e6, 1e7, 2.5e5, 1.5e5, 8e4, 75e4]
+    seen: set[float] = {rope.base}
+    for b in cands:
+        if b in seen or not (b > 1.0):
+            continue
+        seen.add(b)
+        try:
+            r = _replace_rope(rope, base=b)
+        except Exception:
+            continue
+        how = "estimated from the per-pair phase slope" if b in estimated else "a common base"
+        yield (f"a wrong base: {b:.6g} instead of {rope.base:.6g} ({how})", {"base": b},
+               functools.partial(D.apply, r))
+
+
+def _channel_candidates(D: _Data) -> Iterator[Candidate]:
+    rope = D.rope
+    r, hd = rope.rotary_dim, rope.head_dim
+    if r < hd:
+        full = _replace_rope(rope, rotary_dim=hd)
+        yield ("rotary applied to the whole head (rotary_dim ignored)",
+               {"rotary_dim": hd}, lambda: D.apply(full))
+        inner = _replace_rope(rope, head_dim=r)
+        offsets = list(range(2, hd - r + 1, 2))
+        if len(offsets) > 12:
+            offsets = sorted({*offsets[:4], *offsets[-4:], (hd - r) // 2 // 2 * 2, hd - r})
+
+        def at(s: int) -> np.ndarray:
+            y = np.array(D.x, dtype=np.float64, copy=True)
+            y[..., s:s + r] = D.apply(inner, x=D.x[..., s:s + r])
+            return y
+
+        for s in offsets:
+            yield (f"rotary applied to channels {s}..{s + r - 1} instead of 0..{r - 1}",
+                   {"offset": s}, functools.partial(at, s))
+    if rope.layout == "half" and r >= 4:
+        # rotate_half splitting at the wrong place: pairs (i, i + h') for h' = h +- 1
+        for dh in (-1, 1):
+            h2 = r // 2 + dh
+
+            def split(h2: int = h2) -> np.ndarray:
+                c, s = D.rope.cos_sin(D.pos, seq_len=D.seq_len, role=D.role)
+                c = _tables_as_lead(rope, np.asarray(c), D.lead)
+                s = _tables_as_lead(rope, np.asarray(s), D.lead)
+                y = np.array(D.x, dtype=np.float64, copy=True)
+                n = min(h2, r - h2)
+                xa, xb = D.x[..., :n].copy(), D.x[..., h2:h2 + n].copy()
+                y[..., :n] = xa * c[..., :n] - xb * s[..., :n]
+                y[..., h2:h2 + n] = xb * c[..., :n] + xa * s[..., :n]
+                return y
+
+            yield (f"pairs split at channel {h2} instead of {r // 2} (shifted channels)",
+                   {"split": h2}, split)
+
+
+_COMMON = {
+    "factor": (2.0, 4.0, 8.0, 16.0, 32.0, 40.0, 64.0),
+    "beta_fast": (32.0, 16.0, 64.0, 8.0),
+    "beta_slow": (1.0, 2.0, 0.5),
+    "low_freq_factor": (1.0, 2.0, 4.0),
+    "high_freq_factor": (4.0, 1.0, 2.0, 8.0),
+    "original_max_position_embeddings": (2048, 4096, 8192, 16384, 32768, 131072),
+    "max_position_embeddings": (2048, 4096, 8192, 32768, 131072),
+}
+
+
+def _schedule_candidates(D: _Data) -> Iterator[Candidate]:
+    rope = D.rope
+    sc = rope.scaling
+    kind = type(sc).__name__
+    for f in dataclasses.fields(sc):  # type: ignore[arg-type]
+        if f.name not in _COMMON:
+            continue
+        v = getattr(sc, f.name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        vals = [*list(_COMMON[f.name]), v * 2, v / 2]
+        seen = {v}
+        for w in vals:
+            w = type(v)(w) if isinstance(v, int) else float(w)
+            if w in seen or w <= 0:
+                continue
+            seen.add(w)
+            try:
+                new = dataclasses.replace(sc, **{f.name: w})  # type: ignore[type-var]
+                r = _replace_rope(rope, scaling=new)
+            except Exception:
+                continue
+            yield (f"wrong {kind} parameters: {f.name}={w:g} instead of {v:g}",
+                   {f.name: w}, functools.partial(D.apply, r))
+
+
+def fit_hypotheses(
+    actual: np.ndarray,
+    desired: np.ndarray,
+    x: np.ndarray,
+    positions: np.ndarray,
+    rope: Rope,
+    *,
+    seq_len: int | None = None,
+    role: str = "query",
+    dtype: str = "float64",
+) -> tuple[Hypothesis, ...]:
+    """Fit every family of the usual mistakes to ``actual`` (float64 NumPy arrays; ``x`` the
+    input, ``desired`` the reference) and return the best candidate of each family that
+    explains anything, best first. Candidates whose simulation cannot run on this data are
+    skipped. Hypotheses that give the same output are merged (the text says so)."""
+    a = np.asarray(actual, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape != a.shape:
+        return ()
+    D = _Data(a, np.asarray(desired, dtype=np.float64), x, np.asarray(positions), rope,
+              seq_len, role, dtype)
+    if D.e0 == 0 or not math.isfinite(D.e0):
+        return ()
+    results: list[tuple[float, int, str, dict, np.ndarray]] = []
+    for order, (family, cands) in enumerate(_families(D)):
+        best: tuple[float, str, dict, np.ndarray] | None = None
+        for name, params, make in cands:
+            try:
+                with np.errstate(all="ignore"):
+                    y = np.asarray(make(), dtype=np.float64)
+            except Exception:
+                continue
+            ex = D.explained(y)
+            if best is None or ex > best[0]:
+                best = (ex, name, {"family": family, **params}, y)
+        if best is not None and best[0] > 0:
+            results.append((best[0], order, best[1], best[2], best[3]))
+    results.sort(key=lambda t: (-round(t[0], 9), t[1]))
+    out: list[Hypothesis] = []
+    kept: list[tuple[Hypothesis, np.ndarray]] = []
+    for ex, _, name, params, y in results:
+        twin = next((h for h, yy in kept if np.array_equal(yy, y)), None)
+        if twin is not None:
+            i = out.index(twin)
+            merged = dataclasses.replace(
+                twin, text=twin.text + f" (indistinguishable here from: {name})")
+            out[i] = merged
+            kept = [(merged if h is twin else h, yy) for h, yy in kept]
+            continue
+        h = Hypothesis(name, float(ex), params,
+                       f"{name} (explains {100 * ex:.4g}% of the squared error)")
+        out.append(h)
+        kept.append((h, y))
+    return tuple(out)
+
+
+def diagnose(
+    actual: np.ndarray,
+    x: np.ndarray,
+    positions: np.ndarray,
+    rope: Rope,
+    *,
+    rtol: float = 0.0,
+    atol: float = 0.0,
+    error: float = 0.0,
+    seq_len: int | None = None,
+    role: str = "query",
+) -> list[str]:
+    """The fitted mistakes that explain ``actual`` (at least ``EXPLAINED`` of the squared
+    error against the reference), as texts, best first. ``rtol``, ``atol`` and ``error``
+    are accepted for compatibility and unused."""
+    from .._apply import apply_rope
+
+    del rtol, atol, error
+    x64 = np.asarray(x, dtype=np.float64)
+    want = np.asarray(apply_rope(x64, positions, rope, seq_len=seq_len, role=role))
+    hyps = fit_hypotheses(actual, want, x64, positions, rope, seq_len=seq_len, role=role)
+    return [h.text for h in hyps if h.explained >= EXPLAINED]

@@ -1,0 +1,247 @@
+r"""The error model behind ``assert_close``: an allowance per output element.
+
+For a RoPE output element in rotary pair j of a token whose pair j turns with position m
+(the position of the axis that drives pair j for multi-axis schemes), with rho the magnitude
+of the desired pair (``hypot`` of its two channels; it includes the attention factor and the
+xPos magnitude), the allowance is
+
+.. math::
+
+    A_{\text{exact}} = K_{\text{out}} u_{\text{out}} \rho + \text{tiny}
+
+    A_{\text{angles}} = A_{\text{exact}} + \min\bigl(
+        |m| \theta'_j (|\ln\theta'_j| + C_{\text{angle}}) u_a
+        + (|\ln \mu_j(m)| + C_{\text{table}}) u_a,\; 2\bigr) \rho
+
+with u_out the unit roundoff of the dtype under test, u_a = min(u_out, 2**-24) (angles are
+formed in float32 at least), theta'_j the frequency actually used (after scaling, with the
+dynamic schedules' length), mu_j the xPos magnitude (1 otherwise), K_out = 8,
+C_angle = 6, C_table = 4. The derivation is on the accuracy page ("The error model of
+assert_close"). Pass-through channels are allowed K_out u_out |desired|.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._errors import RopeTypeError, RopeValueError
+from .._rope import Rope
+
+__all__ = [
+    "C_ANGLE",
+    "C_TABLE",
+    "K_OUT",
+    "PairModel",
+    "dtype_name",
+    "pair_channels",
+    "pair_model",
+    "tiny",
+    "unit_roundoff",
+]
+
+#: output rounding: a few roundings per element (tables rounded to the output dtype, two
+#: products, a sum, the attention factor, the reference's own rounding)
+K_OUT = 8.0
+#: relative error of the angle m * theta' beyond |ln theta'| u: the exponent's rounding is in
+#: |ln theta'|; pow (up to 2 ulp), the reciprocal, the schedule's few operations, the
+#: position's rounding above 2**24 and the product's rounding make the rest
+C_ANGLE = 6.0
+#: absolute error of cos/sin tables in the angle precision: 1-2 ulp of the function (a
+#: vector of two such errors), the attention factor's product
+C_TABLE = 4.0
+
+# unit roundoff u = 2**-p of the formats a kernel may compute in
+_U = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+_TINY = {"float64": 2.0**-1022, "float32": 2.0**-126, "float16": 2.0**-14, "bfloat16": 2.0**-126}
+U32 = 2.0**-24
+
+
+def dtype_name(dtype: Any) -> str:
+    """'float64', 'float32', 'float16', 'bfloat16' for any library's dtype (or its name)."""
+    name = str(dtype).split(".")[-1].replace("'>", "").replace("dtype(", "").strip("')\"")
+    for key in ("bfloat16", "float64", "float32", "float16"):  # bfloat16 before float16
+        if key in name:
+            return key
+    return name
+
+
+def unit_roundoff(dtype: Any) -> float:
+    """u = 2**-p for the dtype under test (float64, float32, float16, bfloat16).
+
+    Parameters
+    ----------
+    dtype : dtype or str
+        A real floating dtype of any library, or its name.
+
+    Returns
+    -------
+    float
+        The unit roundoff (half the spacing of the format just above 1).
+
+    Raises
+    ------
+    RopeTypeError
+        For a dtype that is not one of the four real floating formats.
+    """
+    name = dtype_name(dtype)
+    if name not in _U:
+        raise RopeTypeError(f"dtype must be a real floating dtype, got {dtype}")
+    return _U[name]
+
+
+def tiny(dtype: Any) -> float:
+    """The smallest normal number of the dtype under test (the allowance's floor)."""
+    return _TINY.get(dtype_name(dtype), 2.0**-1022)
+
+
+def pair_channels(rope: Rope) -> tuple[np.ndarray, np.ndarray]:
+    """Channel indices (a_j, b_j) of each rotary pair j, in the rope's layout."""
+    h = rope.rotary_dim // 2
+    j = np.arange(h)
+    if rope.layout == "half":
+        return j, j + h
+    return 2 * j, 2 * j + 1
+
+
+def _scheme(rope: Rope) -> Any:
+    """The object that says how positions drive pairs (multi-axis schemes), or None."""
+    axes = getattr(rope, "axes", None)
+    if axes is not None and getattr(axes, "axis_position", None) is not None:
+        return axes
+    s = rope.scaling
+    if s is not None and getattr(s, "axis_position", None) is not None:
+        return s
+    return None
+
+
+def pair_positions(rope: Rope, pos: np.ndarray) -> np.ndarray:
+    """Per-pair positions, shape token_shape + (n_pairs,): the position that drives pair j."""
+    scheme = _scheme(rope)
+    if scheme is None:
+        return np.broadcast_to(pos[..., None], (*pos.shape, rope.n_pairs))
+    axes = scheme.pair_axes(rope)
+    leading = scheme.axis_position == "leading"
+    along = [pos[k] if leading else pos[..., k] for k in range(scheme.n_axes)]
+    return np.stack([along[a] for a in axes], axis=-1)
+
+
+def dynamic_length(rope: Rope, pos: np.ndarray, seq_len: int | None) -> int | None:
+    """The length a dynamic schedule uses: ``seq_len``, else max(positions) + 1 (as
+    ``apply_rope`` reads it); None for static schedules."""
+    if seq_len is not None:
+        return int(seq_len)
+    s = rope.scaling
+    if s is not None and s.dynamic and pos.size:
+        return int(np.max(pos)) + 1
+    return None
+
+
+@dataclass(frozen=True)
+class PairModel:
+    """The allowance of every element, and what it is made of (NumPy float64 arrays).
+
+    ``exact`` and ``angles`` have the output's shape; ``m`` (per-pair positions), ``rho``
+    (desired pair magnitudes) and ``phase`` (the phase budget in radians, uncapped) have
+    shape ``actual.shape[:-1] + (n_pairs,)``; ``theta`` the frequencies used.
+    """
+
+    exact: np.ndarray
+    angles: np.ndarray
+    m: np.ndarray
+    rho: np.ndarray
+    phase: np.ndarray
+    theta: np.ndarray
+    u_out: float
+    u_angle: float
+    seq_len: int | None
+
+
+def token_positions(rope: Rope, positions: np.ndarray, lead: tuple[int, ...]) -> np.ndarray:
+    """Per-pair positions broadcast to ``lead + (n_pairs,)``; a typed error naming
+    ``positions`` when they do not broadcast against the output's leading axes."""
+    tok = rope.token_shape(tuple(positions.shape))
+    try:
+        shape = np.broadcast_shapes(tok, lead)
+    except ValueError:
+        shape = None
+    if shape != tuple(lead):
+        raise RopeValueError(
+            f"positions of shape {tuple(positions.shape)} (tokens {tok}) do not broadcast "
+            f"against actual.shape[:-1] = {tuple(lead)}; expected positions whose token "
+            "shape broadcasts to it, e.g. (seq,) or (batch, 1, seq)"
+        )
+    pp = pair_positions(rope, positions)
+    return np.broadcast_to(pp, (*tuple(lead), rope.n_pairs))
+
+
+def pair_model(
+    desired: np.ndarray,
+    rope: Rope,
+    positions: np.ndarray,
+    dtype: Any,
+    *,
+    seq_len: int | None = None,
+    role: str = "query",
+) -> PairModel:
+    """The per-element allowance for a RoPE output (see the module docstring).
+
+    ``desired`` is the reference output (float64 NumPy, non-finite values allowed: they get
+    the floor), ``positions`` the positions as given to ``apply_rope``.
+    """
+    name = dtype_name(dtype)
+    u_out = unit_roundoff(name)
+    u_a = min(u_out, U32)
+    floor = tiny(name)
+    if desired.ndim < 1 or desired.shape[-1] != rope.head_dim:
+        raise RopeValueError(
+            f"the compared arrays have last axis {desired.shape[-1:]}, but rope.head_dim is "
+            f"{rope.head_dim}: pass the rope the outputs were made with"
+        )
+    pos = np.asarray(positions, dtype=np.float64)
+    lead = tuple(desired.shape[:-1])
+    m = token_positions(rope, pos, lead)
+    sl = dynamic_length(rope, pos, seq_len)
+    theta = np.asarray(rope.inv_freq(seq_len=sl), dtype=np.float64)
+    d = np.where(np.isfinite(desired), desired, 0.0)
+    ia, ib = pair_channels(rope)
+    rho = np.hypot(d[..., ia], d[..., ib])
+    table = np.full(theta.shape, C_TABLE)
+    mag_term: Any = 0.0
+    if rope.scaling is not None:
+        from .. import _compat
+
+        xp = _compat.array_namespace()
+        tok_pos = pos
+        mag = rope.scaling.magnitude(
+            xp, tok_pos, rope, role=role, seq_len=sl, dtype=xp.float64
+        )
+        if mag is not None:
+            with np.errstate(divide="ignore"):
+                lm = np.abs(np.log(np.asarray(mag, dtype=np.float64)))
+            mag_term = np.broadcast_to(np.nan_to_num(lm, posinf=0.0), m.shape)
+    phase = (np.abs(m) * theta * (np.abs(np.log(theta)) + C_ANGLE) + table + mag_term) * u_a
+    exact_pair = K_OUT * u_out * rho + floor
+    angle_pair = exact_pair + np.minimum(phase, 2.0) * rho
+    exact = K_OUT * u_out * np.abs(d) + floor
+    angles = exact.copy()
+    exact[..., ia] = exact_pair
+    exact[..., ib] = exact_pair
+    angles[..., ia] = angle_pair
+    angles[..., ib] = angle_pair
+    return PairModel(exact, angles, m, rho, phase, theta, u_out, u_a, sl)
+
+
+def shift_threshold(model: PairModel) -> np.ndarray:
+    """Per pair, the |position| from which a one-position error moves a pair less than the
+    angle budget allows (inf where it never does)."""
+    theta = model.theta
+    move = 2.0 * np.abs(np.sin(theta / 2.0))
+    per_m = theta * (np.abs(np.log(theta)) + C_ANGLE) * model.u_angle
+    room = move - C_TABLE * model.u_angle - K_OUT * model.u_out
+    with np.errstate(divide="ignore", invalid="ignore"):
+        thr = np.where(per_m > 0, room / per_m, math.inf)
+    return np.maximum(thr, 0.0)
