@@ -9,6 +9,7 @@ from ._apply import apply_rope, apply_rope_complex, apply_rope_matrix, rotation_
 from ._attention import DEFAULT_MEMORY_BUDGET, attention, packed_positions
 from ._decay import relative_upper_bound
 from ._errors import RopeError, RopeTypeError, RopeValueError
+from ._kv_cache import kv_cache_attention
 from ._layout import convert_layout, layout_permutation, permute_weights
 from ._linear_attention import linear_attention
 from ._presets import preset_info, presets
@@ -36,6 +37,7 @@ __all__ = [
     "cache_info",
     "clear_cache",
     "convert_layout",
+    "kv_cache_attention",
     "layout_permutation",
     "linear_attention",
     "packed_positions",
