@@ -93,7 +93,9 @@ def loop_reference(q, kc, vc, kn, vn, *, seqlens, tables, interleaved, block_tab
         mx = max(scores + extra)
         w = [math.exp(sc - mx) for sc in scores]
         z = math.fsum(w + [math.exp(e - mx) for e in extra])
-        out[bi, i, h] = [math.fsum(wj * vj[c] for wj, vj in zip(w, vals, strict=True)) / z for c in range(dv)]
+        out[bi, i, h] = [
+            math.fsum(wj * vj[c] for wj, vj in zip(w, vals, strict=True)) / z for c in range(dv)
+        ]
         lse[bi, h, i] = mx + math.log(z)
     return out, lse, kc, vc
 
