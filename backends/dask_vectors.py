@@ -30,10 +30,13 @@ from typing import Any
 import numpy as np
 
 import rope_ref as rr
+from rope_ref._config_reader import describe, strict_json
 from rope_ref.testing import default_tolerance
-from rope_ref.testing._vectors import _rope_record
+from rope_ref.testing._vectors import MAX_HEADER_BYTES, _read_file, _rope_record
 
-__all__ = ["write_vectors_dask"]
+_HEX = set("0123456789abcdef")
+
+__all__ = ["read_vectors_dask", "write_vectors_dask"]
 
 
 class _NpyChunkWriter:
@@ -73,6 +76,8 @@ def _chunk_digests(path: str, offset: int, row_bytes: int, bounds: list[int]) ->
             left = (b - a) * row_bytes
             while left:
                 block = f.read(min(left, 1 << 24))
+                if not block:
+                    raise rr.RopeValueError(f"{path} is truncated (chunk rows {a}..{b})")
                 h.update(block)
                 left -= len(block)
             out.append(h.hexdigest())
@@ -159,3 +164,95 @@ def write_vectors_dask(
         }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
+
+
+def _check_manifest(m: Any, where: str) -> tuple[tuple[int, ...], np.dtype, list[int]]:
+    """(shape, dtype, chunk bounds) of a write_vectors_dask manifest, checked."""
+    if not isinstance(m, dict):
+        raise rr.RopeValueError(f"{where} must hold a JSON object, got {describe(m)}")
+    shape, dtype, chunks = m.get("shape"), m.get("dtype"), m.get("chunks")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_size(v) for v in shape)):
+        raise rr.RopeValueError(f"{where}: shape must be [tokens, heads, head_dim], got {shape!r}")
+    if dtype not in ("float16", "float32", "float64"):
+        raise rr.RopeValueError(f"{where}: dtype must be a float dtype name, got {dtype!r}")
+    bounds = chunks.get("bounds") if isinstance(chunks, dict) else None
+    if not (
+        isinstance(bounds, list)
+        and len(bounds) >= 2
+        and all(_is_size(b) for b in bounds)
+        and bounds[0] == 0
+        and bounds[-1] == shape[0]
+        and all(a < b for a, b in itertools.pairwise(bounds))
+    ):
+        raise rr.RopeValueError(f"{where}: chunks.bounds must rise from 0 to {shape[0]}")
+    files = m.get("files")
+    for name in ("x.npy", "y.npy"):
+        info = files.get(name) if isinstance(files, dict) else None
+        digests = info.get("chunk_sha256") if isinstance(info, dict) else None
+        if not (
+            isinstance(digests, list)
+            and len(digests) == len(bounds) - 1
+            and all(isinstance(d, str) and len(d) == 64 and set(d) <= _HEX for d in digests)
+            and _is_size(info.get("data_offset"))
+        ):
+            raise rr.RopeValueError(
+                f"{where}: files[{name!r}] needs a data_offset and one sha256 per chunk"
+            )
+    return tuple(shape), np.dtype(dtype), bounds
+
+
+def _is_size(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def read_vectors_dask(
+    out: str | Path, *, verify: bool = True
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Read back what :func:`write_vectors_dask` wrote, checking it.
+
+    Parameters
+    ----------
+    out : the directory.
+    verify : check the sha256 of every chunk of both files (streamed, chunk by chunk).
+
+    Returns
+    -------
+    (manifest, x, y): x and y are read-only memory maps (nothing is loaded whole).
+
+    Raises
+    ------
+    rope_ref.RopeValueError
+        A manifest that is not strict JSON or not of the expected structure, a file whose
+        .npy header, shape, dtype or data offset disagrees with it, or a chunk whose sha256
+        differs. Files are opened without pickle.
+    """
+    out = Path(out)
+    where = str(out / "manifest.json")
+    raw = _read_file(out / "manifest.json", max_bytes=MAX_HEADER_BYTES)
+    manifest = strict_json(raw, where, max_bytes=MAX_HEADER_BYTES)
+    shape, dtype, bounds = _check_manifest(manifest, where)
+    arrays = []
+    for name in ("x.npy", "y.npy"):
+        path = out / name
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as exc:  # not an .npy file, truncated, object dtype
+            raise rr.RopeValueError(f"{path} is not a readable .npy file: {exc}") from None
+        offset = manifest["files"][name]["data_offset"]
+        if arr.shape != shape or arr.dtype != dtype or arr.offset != offset:
+            raise rr.RopeValueError(
+                f"{path} holds {arr.dtype} {arr.shape} at byte {arr.offset}; the manifest says "
+                f"{dtype} {shape} at byte {offset}"
+            )
+        if verify:
+            row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+            got = _chunk_digests(str(path), offset, row_bytes, bounds)
+            want = manifest["files"][name]["chunk_sha256"]
+            for i, (a, b) in enumerate(zip(got, want, strict=True)):
+                if a != b:
+                    raise rr.RopeValueError(
+                        f"{path}: chunk {i} (rows {bounds[i]}..{bounds[i + 1]}) does not match "
+                        f"its sha256 in the manifest (changed or corrupt)"
+                    )
+        arrays.append(arr)
+    return manifest, arrays[0], arrays[1]

@@ -57,8 +57,7 @@ def _check_entry(name: Any, entry: Any) -> None:
     for key, kind in (("hf_id", str), ("source", str), ("config", dict)):
         if not isinstance(entry.get(key), kind):
             raise RopeValueError(
-                f"{_SOURCE}: {name}.{key} must be a {kind.__name__}, got "
-                f"{describe(entry.get(key))}"
+                f"{_SOURCE}: {name}.{key} must be a {kind.__name__}, got {describe(entry.get(key))}"
             )
     if not isinstance(entry.get("note", ""), str):
         raise RopeValueError(f"{_SOURCE}: {name}.note must be a string")
@@ -78,7 +77,8 @@ def parse_presets(raw: bytes | str) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def _data() -> dict[str, Any]:
-    return parse_presets(resources.files("rope_ref").joinpath("presets", "configs.json").read_bytes())
+    path = resources.files("rope_ref").joinpath("presets", "configs.json")
+    return parse_presets(path.read_bytes())
 
 
 def presets() -> tuple[str, ...]:

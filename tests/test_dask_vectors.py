@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 
 import rope_ref as rr
-from backends.dask_vectors import write_vectors_dask
+from backends.dask_vectors import read_vectors_dask, write_vectors_dask
 
 pytest.importorskip("dask.array")
 
 
 def _check(out, manifest, rope, tokens, heads):
-    x = np.load(out / "x.npy")
-    y = np.load(out / "y.npy")
+    read_back, x, y = read_vectors_dask(out)  # every chunk's sha256 verified
+    assert read_back == manifest
+    x, y = np.array(x), np.array(y)
     assert x.shape == y.shape == (tokens, heads, rope.head_dim)
     assert y.dtype == np.dtype(manifest["dtype"])
     np.testing.assert_array_equal(y, rr.apply_rope(x, np.arange(tokens)[:, None], rope))
@@ -65,3 +66,33 @@ def test_local_cluster_two_workers(tmp_path):
         m = write_vectors_dask(tmp_path, rope=rope, tokens=4096, heads=4, chunk_tokens=1024,
                                client=client)
     _check(tmp_path, m, rope, 4096, 4)
+
+
+def test_read_back_rejects_changed_or_inconsistent_files(tmp_path):
+    rope = rr.Rope(16)
+    write_vectors_dask(tmp_path, rope=rope, tokens=300, heads=2, chunk_tokens=128)
+    manifest, _, y = read_vectors_dask(tmp_path)
+    del y  # release the memory map before the file changes
+    # one flipped bit in the last chunk of y: the third chunk digest fails, naming it
+    path = tmp_path / "y.npy"
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 1
+    path.write_bytes(bytes(raw))
+    with pytest.raises(rr.RopeValueError, match=r"chunk 2 \(rows 256\.\.300\) does not match"):
+        read_vectors_dask(tmp_path)
+    read_vectors_dask(tmp_path, verify=False)  # structure alone still reads
+    # a truncated file, a manifest that disagrees, a manifest that is not JSON
+    path.write_bytes(bytes(raw[:-100]))
+    with pytest.raises(rr.RopeValueError, match=r"y\.npy"):
+        read_vectors_dask(tmp_path)
+    bad = dict(manifest, shape=[301, 2, 16])
+    (tmp_path / "manifest.json").write_text(json.dumps(bad))
+    with pytest.raises(rr.RopeValueError, match=r"chunks\.bounds must rise from 0 to 301"):
+        read_vectors_dask(tmp_path)
+    bad = dict(manifest, dtype="object")
+    (tmp_path / "manifest.json").write_text(json.dumps(bad))
+    with pytest.raises(rr.RopeValueError, match="dtype must be a float dtype name"):
+        read_vectors_dask(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest)[:-10])
+    with pytest.raises(rr.RopeValueError, match="not valid JSON"):
+        read_vectors_dask(tmp_path)
