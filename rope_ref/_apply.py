@@ -41,6 +41,8 @@ def _prepare(
 ) -> tuple[Any, Any, Any, Any]:
     """Validate everything, then build the exact tables. Returns (xp, work dtype, cos, sin)."""
     rope = _check_rope(rope)
+    _validate.reject_masked(x, "x")
+    _validate.reject_masked(positions, "positions")
     if not _compat.is_array(x):
         raise RopeTypeError(f"x must be an array, got {type(x).__name__}")
     xp = _compat.array_namespace(x=x, positions=positions)

@@ -137,6 +137,73 @@ class AngleTable:
     tau_hi_b: np.ndarray  # (n,) Veltkamp tail of tau_hi
     tau_lo: np.ndarray  # (n,) float64 tail: tau_j - tau_hi
     fmt: _Format
+    # Small frequencies (0 < tau_j < 2**-(p + 3), so |m| * tau_j < 1/8 turn for every valid m):
+    # the angle m * theta_j needs no reduction and is formed directly as a double-double, since
+    # frac(tau_j) in 144 bits would keep too few significant bits of it. None when no column
+    # is small. Per column: the mask, theta * 2**S (hi, lo, Veltkamp head and tail), whether
+    # S > 0 (theta so small that sin = angle and cos = 1 to within half an ulp), and the two
+    # powers of two whose product is 2**-S (each exact; the second rounds once).
+    small: np.ndarray | None = None
+    theta_hi: np.ndarray | None = None
+    theta_lo: np.ndarray | None = None
+    theta_a: np.ndarray | None = None
+    theta_b: np.ndarray | None = None
+    tiny: np.ndarray | None = None
+    unscale_a: np.ndarray | None = None
+    unscale_b: np.ndarray | None = None
+
+
+#: The largest frequency theta_j (radians per position) the exact tables accept: beyond it the
+#: fractional-position path (double-double tau) and the 90-digit frequencies no longer determine
+#: the angle modulo 2 pi to the last bit. Real models have theta_j <= 1 (base > 1).
+MAX_THETA = 2.0**16
+
+
+def _small_columns(thetas: tuple[Decimal, ...], fmt: _Format) -> dict[str, np.ndarray] | None:
+    """The direct-angle constants of :class:`AngleTable` for the small frequencies."""
+    ctx = context()
+    two_pi = ctx.multiply(2, PI)
+    limit = ctx.multiply(two_pi, Decimal(2) ** -(fmt.p + 3))
+    flags = [Decimal(0) < t < limit for t in thetas]
+    if not any(flags):
+        return None
+    n = len(thetas)
+    out = {
+        k: np.zeros(n)
+        for k in ("theta_hi", "theta_lo", "theta_a", "theta_b", "unscale_a", "unscale_b")
+    }
+    out["small"] = np.asarray(flags, dtype=bool)
+    out["tiny"] = np.zeros(n, dtype=bool)
+    tiny_limit = Decimal(2) ** -(fmt.p + (fmt.p + 1) // 2 + 1)
+    # the first power of two keeps r * 2**-a normal for r >= 1: a <= emax-ish of the format
+    max_a = 1000 if fmt.p == 53 else 100
+    for j, (t, flag) in enumerate(zip(thetas, flags, strict=True)):
+        if not flag:
+            out["unscale_a"][j] = out["unscale_b"][j] = 1.0
+            continue
+        shift = 0
+        if t < tiny_limit:
+            out["tiny"][j] = True
+            # theta * 2**shift in [1, 2)
+            shift = -int(ctx.logb(t))
+            while ctx.multiply(t, Decimal(2) ** shift) < 1:
+                shift += 1
+            while ctx.multiply(t, Decimal(2) ** shift) >= 2:
+                shift -= 1
+        scaled = ctx.multiply(t, Decimal(2) ** shift)
+        hi, lo = _split_hi_lo(scaled)
+        if fmt.p != 53:
+            hi32 = float(np.float32(hi))
+            lo = float(np.float32(to_float(ctx.subtract(scaled, Decimal(hi32)))))
+            hi = hi32
+        out["theta_hi"][j], out["theta_lo"][j] = hi, lo
+        out["theta_a"][j], out["theta_b"][j] = _head_tail(hi, fmt.p - fmt.veltkamp)
+        a = min(shift, max_a)
+        out["unscale_a"][j] = 2.0**-a
+        out["unscale_b"][j] = 2.0 ** -(shift - a) if shift - a < 1074 else 0.0
+    for arr in out.values():
+        arr.setflags(write=False)
+    return out
 
 
 @functools.lru_cache(maxsize=256)
@@ -146,6 +213,15 @@ def angle_table(thetas: tuple[Decimal, ...], p: int = 53) -> AngleTable:
     ctx = context()
     two_pi = ctx.multiply(2, PI)
     n = len(thetas)
+    for j, theta in enumerate(thetas):
+        if not (Decimal(0) <= theta <= Decimal(MAX_THETA)):
+            from ._errors import RopeValueError
+
+            raise RopeValueError(
+                f"frequency theta_{j} = {float(theta):.6g} is outside [0, 2**16] (radians per "
+                "position): the exact argument reduction covers 0 <= theta_j <= 2**16 "
+                "(plain RoPE with base >= 1 has theta_j <= 1)"
+            )
     total_bits = fmt.w * fmt.k_digits
     digits = np.zeros((fmt.k_digits, n), dtype=np.float64)
     tau_hi = np.zeros(n)
@@ -172,7 +248,8 @@ def angle_table(thetas: tuple[Decimal, ...], p: int = 53) -> AngleTable:
         tau_hi_a[j], tau_hi_b[j] = _head_tail(hi, fmt.p - fmt.veltkamp)
     for arr in (digits, tau_hi, tau_hi_a, tau_hi_b, tau_lo):
         arr.setflags(write=False)
-    return AngleTable(digits, tau_hi, tau_hi_a, tau_hi_b, tau_lo, fmt)
+    small = _small_columns(thetas, fmt) or {}
+    return AngleTable(digits, tau_hi, tau_hi_a, tau_hi_b, tau_lo, fmt, **small)
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,4 +530,43 @@ def exact_cos_sin(
     s_sel = xp.where(odd, c, s_)
     cos = xp.where(odd != high, -c_sel, c_sel)
     sin = xp.where(high, -s_sel, s_sel)
+    if table.small is not None:
+        cos, sin = _small_angles(xp, m, table, cos, sin, dtype=dtype, device=device)
     return cos, sin
+
+
+def _small_angles(
+    xp: Any, m: Any, table: AngleTable, cos: Any, sin: Any, *, dtype: Any, device: Any
+) -> tuple[Any, Any]:
+    """Replace the columns of small frequencies by cos and sin of the direct angle m * theta.
+
+    ``m`` has a trailing axis of size 1. The angle is below 1/8 turn, so no reduction is
+    needed: r = m * theta_s (theta_s = theta * 2**S) as a double-double by an error-free
+    product. Columns with S = 0 go through the same kernels as the reduced angles; for the
+    tiny ones (S > 0) sin(r) = r and cos(r) = 1 to within half an ulp, and r * 2**-S is
+    formed by two exact-or-once-rounded scalings, so subnormal results keep their accuracy.
+    """
+    fmt = table.fmt
+
+    def const(values: Any) -> Any:
+        return _const(xp, np.asarray(values, dtype=np.float64), dtype, device)
+
+    p_, e = _two_prod_split(
+        m, const(table.theta_hi), const(table.theta_a), const(table.theta_b), fmt.veltkamp
+    )
+    e = e + m * const(table.theta_lo)
+    r_hi, r_lo = _fast_two_sum(p_, e)
+    if fmt.p == 53:
+        c = _kernel_cos(r_hi, r_lo)
+        s_ = _kernel_sin(r_hi, r_lo)
+    else:
+        c0 = xp.cos(r_hi)
+        s0 = xp.sin(r_hi)
+        c = c0 - r_lo * s0
+        s_ = s0 + r_lo * c0
+    small = xp.asarray(table.small.tolist(), device=device)
+    tiny = xp.asarray(table.tiny.tolist(), device=device)
+    s_tiny = (r_hi * const(table.unscale_a)) * const(table.unscale_b)
+    c = xp.where(tiny, xp.ones_like(c), c)
+    s_ = xp.where(tiny, s_tiny, s_)
+    return xp.where(small, c, cos), xp.where(small, s_, sin)

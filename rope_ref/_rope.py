@@ -8,6 +8,7 @@ and the tables built from them (``cos_sin``) are within one ulp of exact mathema
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import KW_ONLY, dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -16,7 +17,10 @@ from . import _compat, _exact, _validate
 from ._errors import RopeTypeError, RopeValueError
 from .scaling import Scaling
 
-__all__ = ["LAYOUTS", "Rope"]
+__all__ = ["LAYOUTS", "MAX_HEAD_DIM", "Rope"]
+
+#: The largest head_dim a Rope accepts (real models use at most a few hundred channels).
+MAX_HEAD_DIM = 2**16
 
 Layout = Literal["half", "interleaved"]
 #: The accepted channel layouts.
@@ -81,6 +85,11 @@ class Rope:
         head_dim = _validate.check_int("head_dim", self.head_dim)
         if head_dim <= 0:
             raise RopeValueError(f"head_dim must be a positive integer, got {head_dim}")
+        if head_dim > MAX_HEAD_DIM:
+            raise RopeValueError(
+                f"head_dim must be <= {MAX_HEAD_DIM} (2**16; every frequency is computed "
+                f"exactly on the host, one 90-digit exp per pair), got {head_dim}"
+            )
         base = _validate.as_real(self.base, "base", positive=True)
         if self.rotary_dim is None:
             rotary_dim = head_dim
@@ -105,6 +114,16 @@ class Rope:
                 "scaling must be None or a rope_ref.scaling object (e.g. scaling.Linear(4.0)), "
                 f"got {type(self.scaling).__name__}"
             )
+        if base < 1.0 and rotary_dim > 2:
+            # theta_j = base ** (-2j / r) grows with j when base < 1; the largest is j = r/2 - 1
+            top = -math.log2(base) * (rotary_dim - 2) / rotary_dim
+            if top > math.log2(_exact.MAX_THETA):
+                lowest = 2.0 ** (-math.log2(_exact.MAX_THETA) * rotary_dim / (rotary_dim - 2))
+                raise RopeValueError(
+                    f"base={base!r} gives frequencies theta_j = base ** (-2j / {rotary_dim}) up "
+                    f"to 2**{top:.4g}; the exact argument reduction covers theta_j <= 2**16, "
+                    f"so base must be >= {lowest:.17g} for rotary_dim={rotary_dim}"
+                )
         object.__setattr__(self, "head_dim", head_dim)
         object.__setattr__(self, "base", base)
         object.__setattr__(self, "rotary_dim", rotary_dim)
@@ -331,6 +350,11 @@ class Rope:
             )
         else:
             cos, sin = self._multi_axis(xp, m, thetas, axes, p, wd, device, integral, blocks)
+        if not _compat.is_concrete(positions):
+            # Traced (jax.jit) or lazy (Dask) positions cannot be checked before the
+            # computation: a position outside |m| < 2**53 (or NaN / inf) gives NaN in its row
+            # of both tables instead of a finite wrong value (documented in apply_rope).
+            cos, sin = _nan_outside(xp, m, cos, sin, p, leading=self._leading_axes())
         factor = self._attention_factor(seq_len)
         if factor != 1.0:
             cos, sin = cos * factor, sin * factor
@@ -339,6 +363,9 @@ class Rope:
             if mag is not None:
                 cos, sin = cos * mag, sin * mag
         return cos, sin
+
+    def _leading_axes(self) -> str | None:
+        return None if self.scaling is None else self.scaling.axis_position
 
     def _multi_axis(
         self,
@@ -375,6 +402,22 @@ class Rope:
         cos = xp.take(xp.concat(cos_parts, axis=-1), idx, axis=-1)
         sin = xp.take(xp.concat(sin_parts, axis=-1), idx, axis=-1)
         return cos, sin
+
+
+def _nan_outside(
+    xp: Any, m: Any, cos: Any, sin: Any, p: int, *, leading: str | None
+) -> tuple[Any, Any]:
+    """NaN in every table row whose position (any axis of a multi-axis position) is not a
+    valid position: NaN, infinite or |m| >= 2**53 (2**p in a p-bit working format)."""
+    limit = min(_validate.MAX_POSITION, 2.0**p)
+    ok = xp.abs(m) < limit  # False for NaN
+    if leading == "leading":
+        ok = xp.all(ok, axis=0)
+    elif leading == "trailing":
+        ok = xp.all(ok, axis=-1)
+    ok = ok[..., None]
+    nan = xp.asarray(float("nan"), dtype=cos.dtype)
+    return xp.where(ok, cos, nan), xp.where(ok, sin, nan)
 
 
 def _round_to(value: Decimal, p: int) -> float:

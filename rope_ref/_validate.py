@@ -7,6 +7,8 @@ import numbers
 import operator
 from typing import Any
 
+import numpy as np
+
 from . import _compat
 from ._errors import RopeTypeError, RopeValueError
 
@@ -142,8 +144,20 @@ def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
     return as_int(value, name, minimum=minimum)
 
 
+def reject_masked(value: Any, name: str) -> None:
+    """NumPy masked arrays are rejected: the Array API has no masks, so a rotation would
+    silently use (and move into the partner channel) the data under the mask."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise RopeTypeError(
+            f"{name} is a numpy.ma.MaskedArray; rope_ref does not support masks (the masked "
+            f"data would be rotated into the partner channel): pass {name}.filled(value) or "
+            f"{name}.data and re-apply the mask to the result"
+        )
+
+
 def to_positions(positions: Any, xp: Any, device: Any, *, name: str = "positions") -> Any:
     """Accept an array of ``xp`` or a Python number / nested sequence (converted to ``xp``)."""
+    reject_masked(positions, name)
     if _compat.is_array(positions):
         return positions
     if isinstance(positions, bool):
@@ -195,6 +209,7 @@ def _size(x: Any) -> int:
 
 
 def check_x(xp: Any, x: Any, head_dim: int, *, name: str = "x") -> None:
+    reject_masked(x, name)
     if not _compat.is_array(x):
         raise RopeTypeError(f"{name} must be an array, got {type(x).__name__}")
     if not _compat.is_real_floating(xp, x.dtype):

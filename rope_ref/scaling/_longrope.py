@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import RopeTypeError, RopeValueError
 from ._base import Scaling
-from ._common import ctx, dec, positive, positive_int, real
+from ._common import ctx, dec, positive, positive_int
 
 if TYPE_CHECKING:
     from .._rope import Rope
@@ -66,7 +66,14 @@ class LongRoPE(Scaling):
             set_(
                 self,
                 "attention_factor",
-                real("LongRoPE", "attention_factor", self.attention_factor),
+                positive("LongRoPE", "attention_factor", self.attention_factor),
+            )
+        elif self.factor > 1 and self.original_max_position_embeddings < 2:
+            raise RopeValueError(
+                "LongRoPE.original_max_position_embeddings must be >= 2 when factor > 1 and "
+                "attention_factor is not given (the default attention factor "
+                "sqrt(1 + ln(factor) / ln(original_max_position_embeddings)) divides by its "
+                f"logarithm), got {self.original_max_position_embeddings}"
             )
 
     def check(self, rope: Rope) -> None:

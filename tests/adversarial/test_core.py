@@ -97,3 +97,189 @@ def test_numpy_scalars_everywhere_in_rope_and_schedules():
         sc.Linear("4")
     with pytest.raises(rr.RopeTypeError, match=r"YaRN.truncate must be a bool.*int 1"):
         sc.YaRN(4.0, 4096, truncate=1)
+
+
+# ---------------------------------------------------------------- helpers (independent routes)
+
+
+def _mp_tables(rope, positions, prec=300):
+    """cos, sin of m * theta_j by mpmath from the exact 90-digit frequencies (float64 out)."""
+    mpmath = pytest.importorskip("mpmath")
+    with mpmath.workprec(prec):
+        th = [mpmath.mpf(str(t)) for t in rope.thetas()]
+        pos = np.asarray(positions, dtype=np.float64).ravel()
+        c = np.empty((pos.size, len(th)))
+        s = np.empty_like(c)
+        for i, m in enumerate(pos):
+            for j, t in enumerate(th):
+                a = mpmath.mpf(float(m)) * t
+                c[i, j], s[i, j] = float(mpmath.cos(a)), float(mpmath.sin(a))
+    return c, s
+
+
+def _ulps(got, want):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return np.abs(got - want) / np.spacing(np.abs(want))
+
+
+def _loop_rotate(x, cos, sin, rope):
+    """Eq. 34 by an explicit loop over pairs, skipping exact-zero coefficients (identity terms
+    of the rotation matrix), in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    y = x.copy()
+    h = rope.n_pairs
+    for j in range(h):
+        a, b = (j, j + h) if rope.layout == "half" else (2 * j, 2 * j + 1)
+        c, s = (
+            np.broadcast_to(cos[..., j], x.shape[:-1]),
+            np.broadcast_to(sin[..., j], x.shape[:-1]),
+        )
+        xa, xb = x[..., a], x[..., b]
+        with np.errstate(invalid="ignore", over="ignore"):
+            ca = np.where(c == 0, 0.0, xa * c)
+            sb = np.where(s == 0, 0.0, xb * s)
+            cb = np.where(c == 0, 0.0, xb * c)
+            sa = np.where(s == 0, 0.0, xa * s)
+        y[..., a] = ca - sb
+        y[..., b] = cb + sa
+    return y
+
+
+# ---------------------------------------------------------------- masked arrays
+
+
+@pytest.mark.parametrize("route", [rr.apply_rope, rr.apply_rope_complex, rr.apply_rope_matrix])
+def test_masked_arrays_are_rejected(route):
+    rope = rr.Rope(4)
+    x = np.ma.masked_array(np.ones((3, 4)), mask=[[0, 0, 1, 0]] * 3)
+    with pytest.raises(rr.RopeTypeError, match=r"x is a numpy\.ma\.MaskedArray.*filled"):
+        route(x, np.arange(3), rope)
+    pos = np.ma.masked_array(np.arange(3), mask=[0, 1, 0])
+    with pytest.raises(rr.RopeTypeError, match=r"positions is a numpy\.ma\.MaskedArray"):
+        route(np.ones((3, 4)), pos, rope)
+    with pytest.raises(rr.RopeTypeError, match=r"positions is a numpy\.ma\.MaskedArray"):
+        rope.cos_sin(pos)
+
+
+# ---------------------------------------------------------------- small integer positions
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16"])
+def test_small_integer_positions_do_not_wrap(bk, dtype):
+    info = np.iinfo(dtype)
+    values = np.array([info.min, info.min + 1, 0, 1, info.max - 1, info.max], dtype=dtype)
+    try:
+        pos = bk.from_numpy(values, dtype=dtype)
+    except Exception as exc:  # a library without this dtype
+        pytest.skip(f"{bk.name} has no {dtype}: {exc}")
+    rope = rr.Rope(8, rotary_dim=6, scaling=sc.DynamicNTK(2.0, 64))
+    want_c, want_s = _mp_tables(rope.__class__(8, rotary_dim=6), values)
+    # the dynamic schedule reads max(position) + 1 as the length: a wrap would change it
+    seq = int(values.max()) + 1
+    rope_at = rr.Rope(8, rotary_dim=6, scaling=sc.DynamicNTK(2.0, 64))
+    c, s = rope_at.cos_sin(pos, seq_len=seq) if bk.lazy else rope_at.cos_sin(pos)
+    c64, s64 = rope_at.cos_sin(values.astype(np.int64), seq_len=seq)
+    np.testing.assert_array_equal(bk.to_numpy(c), c64)
+    np.testing.assert_array_equal(bk.to_numpy(s), s64)
+    # the unscaled tables against mpmath (within one ulp)
+    c, s = rr.Rope(8, rotary_dim=6).cos_sin(pos)
+    assert _ulps(bk.to_numpy(c), want_c).max() <= 1 and _ulps(bk.to_numpy(s), want_s).max() <= 1
+    x = np.random.default_rng(1).standard_normal((len(values), 8))
+    for route in (rr.apply_rope, rr.apply_rope_complex, rr.apply_rope_matrix):
+        got = bk.to_numpy(route(bk.from_numpy(x), pos, rr.Rope(8, rotary_dim=6)))
+        want = _loop_rotate(x, want_c, want_s, rr.Rope(8, rotary_dim=6))
+        np.testing.assert_allclose(got, want, rtol=0, atol=8 * np.spacing(np.abs(x).max()))
+
+
+# ---------------------------------------------------------------- extreme bases
+
+
+@pytest.mark.parametrize("base", [1e300, 1.7976931348623157e308, 1e100, 3.2e-5, 0.5])
+def test_extreme_bases_are_exact_against_mpmath(base):
+    rope = rr.Rope(16, base=base)
+    ints = np.array([1, 7, 2**52 - 1, -(2**52 - 1), 2**40 + 3])
+    frac = np.array([0.5, 1e-300, 2.0**52 - 0.5, -1234567.891, 3e-5])
+    for pos in (ints, frac):
+        c, s = rope.cos_sin(pos)
+        wc, ws = _mp_tables(rope, pos)
+        # one ulp of the exact value (the documented bound), measured < 0.6 on these cases
+        assert _ulps(c, wc).max() <= 1.0
+        assert _ulps(s, ws).max() <= 1.0
+
+
+@pytest.mark.parametrize("factor", [1e15, 1e280])
+def test_subnormal_frequencies_keep_their_accuracy(factor):
+    rope = rr.Rope(16, base=1e300, scaling=sc.Linear(factor))
+    pos = np.array([1, 3, 2**52 - 1, 0.75])
+    c, s = rope.cos_sin(pos)
+    wc, ws = _mp_tables(rope, pos)
+    assert _ulps(c, wc).max() <= 1.0
+    # in the subnormal range an ulp is 2**-1074: the absolute bound
+    assert np.all(np.abs(s - ws) <= np.maximum(np.spacing(np.abs(ws)), 2.0**-1074))
+
+
+def test_bases_beyond_the_exact_domain_are_rejected():
+    with pytest.raises(
+        rr.RopeValueError, match=r"base=1e-200 .*theta_j <= 2\*\*16.*base must be >="
+    ):
+        rr.Rope(16, base=1e-200)
+    with pytest.raises(rr.RopeValueError, match=r"theta_0 = .* outside \[0, 2\*\*16\]"):
+        rr.Rope(16, scaling=sc.Linear(1e-10)).cos_sin([1])
+
+
+# ---------------------------------------------------------------- unchecked big positions
+
+
+def test_big_positions_under_jit_or_lazy_give_nan_not_wrong_values(bk):
+    if not (bk.lazy or bk.jit):
+        # eager arrays: a typed error naming the limit
+        with pytest.raises(rr.RopeValueError, match=r"\|position\| < 2\*\*53"):
+            rr.Rope(8).cos_sin(bk.from_numpy(np.array([1, 2**53], dtype=np.int64)))
+        return
+    rope = rr.Rope(8)
+    pos = np.array([1, 2**53, 2**60, -(2**53) + 1, 5], dtype=np.int64)
+    bad = np.array([False, True, True, False, False])
+    x = np.ones((5, 8))
+
+    def run(p, xx):
+        return (*rope.cos_sin(p), rr.apply_rope(xx, p, rope))
+
+    fn = bk.compile(run) if bk.jit else run
+    outs = [bk.to_numpy(o) for o in fn(bk.from_numpy(pos), bk.from_numpy(x))]
+    want_c, want_s = _mp_tables(rope, pos[~bad])
+    for o in outs:
+        assert np.all(np.isnan(o[bad])) and np.all(np.isfinite(o[~bad]))
+    assert _ulps(outs[0][~bad], want_c).max() <= 1 and _ulps(outs[1][~bad], want_s).max() <= 1
+
+
+# ---------------------------------------------------------------- schedules' own arguments
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, -0.0])
+def test_longrope_attention_factor_must_be_positive(value):
+    with pytest.raises(rr.RopeValueError, match=r"LongRoPE.attention_factor must be > 0"):
+        sc.LongRoPE([1.0] * 4, [1.0] * 4, 4096, factor=2.0, attention_factor=value)
+
+
+def test_longrope_default_attention_factor_needs_original_max_two():
+    with pytest.raises(rr.RopeValueError, match=r"original_max_position_embeddings must be >= 2"):
+        sc.LongRoPE([1.0] * 4, [1.0] * 4, 1, factor=2.0)
+    # given explicitly, no logarithm is needed
+    r = rr.Rope(8, scaling=sc.LongRoPE([1.0] * 4, [1.0] * 4, 1, factor=2.0, attention_factor=1.5))
+    assert r.attention_factor == 1.5
+
+
+# ---------------------------------------------------------------- sizes
+
+
+def test_head_dim_is_bounded_up_front():
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(rr.RopeValueError, match=r"head_dim must be <= 65536.*got 1000000000000"):
+        rr.Rope(10**12)
+    with pytest.raises(rr.RopeValueError, match=r"head_dim must be a positive integer, got 0"):
+        rr.Rope(0)
+    with pytest.raises(rr.RopeTypeError, match=r"head_dim must be an integer, got float"):
+        rr.Rope(1e12)
+    assert time.perf_counter() - t0 < 1.0
