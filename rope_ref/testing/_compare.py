@@ -388,9 +388,18 @@ def compare(
     both = fin_d & np.isfinite(a_np)
     same = (a_np == d_np) | (equal_nan & np.isnan(a_np) & np.isnan(d_np))
     err_fin = np.where(both, err, 0.0)
+    # a rotation errs per pair: rotary elements are judged by their pair's error vector
+    err_cmp = err_fin
+    if model is not None and not explicit:
+        assert rope is not None
+        ia, ib = pair_channels(rope)
+        pe = np.hypot(err_fin[..., ia], err_fin[..., ib])
+        err_cmp = err_fin.copy()
+        err_cmp[..., ia] = pe
+        err_cmp[..., ib] = pe
 
     def ok_under(allow: np.ndarray) -> np.ndarray:
-        return same | (both & (err_fin <= allow))
+        return same | (both & (err_cmp <= allow))
 
     cls = "fail"
     bad = ~ok_under(allow_used)
@@ -406,7 +415,7 @@ def compare(
         float(np.max(np.where(both, ulp_all, 0.0))) if err.size else 0.0
     )
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(same, 0.0, np.where(both, err_fin / allow_used, math.inf))
+        ratio = np.where(same, 0.0, np.where(both, err_cmp / allow_used, math.inf))
     worst_ratio = float(np.max(ratio)) if ratio.size else 0.0
     atol_rep = float(np.max(allow_used)) if allow_used.size else 0.0
     phase: tuple = ()
@@ -431,7 +440,7 @@ def compare(
     # ---------------------------------------------------------------- the failure report
     n_bad, total = int(np.sum(bad)), bad.size
     with np.errstate(invalid="ignore"):
-        excess = np.where(both, err_fin - allow_used, math.inf)
+        excess = np.where(both, err_cmp - allow_used, math.inf)
     score = np.where(bad, excess, -math.inf)
     worst = np.unravel_index(int(np.argmax(score)), bad.shape)
     a_w, d_w, e_w = a_np[worst], d_np[worst], err[worst]
