@@ -201,3 +201,25 @@ def test_partial_rotary_matches_hf(model, kwargs, rotary_dim):
     rope = rr.Rope.from_hf_config({"model_type": model, **kwargs})
     assert rope.rotary_dim == rotary_dim == 2 * emb.inv_freq.shape[0]
     np.testing.assert_allclose(rope.inv_freq(), emb.inv_freq.double().numpy(), rtol=4 * F32)
+
+
+def test_yarn_without_factor_refused_by_both():
+    # transformers 5 raises KeyError for a YaRN dict without `factor`; rope_ref refuses too,
+    # naming the key, instead of inferring max / original max
+    yarn = {"rope_type": "yarn", "rope_theta": 1e4, "original_max_position_embeddings": 1024}
+    cfg = LlamaConfig(**BASE)
+    cfg.rope_parameters = dict(yarn)
+    with pytest.raises(KeyError, match="factor"):
+        cfg.validate_rope()
+    with pytest.raises(rr.RopeValueError, match=r"rope_parameters\.factor is required"):
+        rr.Rope.from_hf_config({**BASE, "rope_parameters": yarn})
+
+
+def test_longrope_factor_inferred_by_both():
+    # ... while for LongRoPE both infer factor = max / original max (Phi-3)
+    cfg = hf_config("longrope")
+    assert "factor" not in cfg["rope_scaling"]
+    _, att_hf, _ = hf_tables(cfg, seq_len=100_000)
+    rope = rr.Rope.from_hf_config(cfg)
+    assert rope.scaling.factor == 131072 / 4096
+    assert abs(rope._attention_factor(100_000) - att_hf) <= 4e-16 * att_hf
