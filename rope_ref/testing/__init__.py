@@ -11,6 +11,14 @@
 """
 
 from ._assert import assert_close, default_tolerance, to_numpy, unit_roundoff
+from ._attention_check import (
+    AttentionHypothesis,
+    AttentionMismatch,
+    AttentionReport,
+    AttentionTolerance,
+    assert_attention_close,
+    attention_tolerance,
+)
 from ._cases import Case, case, cases
 from ._compare import Report, RopeToleranceWarning, compare
 from ._diagnose import Hypothesis
@@ -22,6 +30,14 @@ from ._positions import (
     positions_from_padding_mask,
 )
 from ._twin_kvcache import flash_attn_with_kvcache
+from ._twin_layouts import (
+    flash_apply_rotary_emb_qkv,
+    flashinfer_apply_rope,
+    flashinfer_apply_rope_pos_ids,
+    flashinfer_positions,
+    te_apply_rotary_pos_emb,
+    te_thd_positions,
+)
 from ._twins import (
     flash_apply_rotary_emb,
     hf_apply_rotary_pos_emb,
@@ -33,6 +49,12 @@ from ._twins import (
 from ._vectors import read_safetensors, write_safetensors, write_vectors
 
 __all__ = [
+    "AttentionHypothesis",
+    "AttentionMismatch",
+    "AttentionReport",
+    "AttentionTolerance",
+    "assert_attention_close",
+    "attention_tolerance",
     "Case",
     "Hypothesis",
     "Report",
@@ -44,7 +66,11 @@ __all__ = [
     "compare",
     "default_tolerance",
     "flash_apply_rotary_emb",
+    "flash_apply_rotary_emb_qkv",
     "flash_attn_with_kvcache",
+    "flashinfer_apply_rope",
+    "flashinfer_apply_rope_pos_ids",
+    "flashinfer_positions",
     "hf_apply_rotary_pos_emb",
     "hf_cos_sin",
     "mlx_rope",
@@ -54,6 +80,8 @@ __all__ = [
     "positions_from_padding_mask",
     "read_safetensors",
     "to_numpy",
+    "te_apply_rotary_pos_emb",
+    "te_thd_positions",
     "unit_roundoff",
     "vllm_cos_sin_cache",
     "vllm_rotary",
