@@ -570,3 +570,67 @@ def _small_angles(
     c = xp.where(tiny, xp.ones_like(c), c)
     s_ = xp.where(tiny, s_tiny, s_)
     return xp.where(small, c, cos), xp.where(small, s_, sin)
+
+
+# --------------------------------------------------------------------------------------------
+# exp without libm (xPos magnitudes): the same bits on every backend.
+# --------------------------------------------------------------------------------------------
+
+# fdlibm / FreeBSD msun e_exp.c: exp(r) = 1 + r + r c / (2 - c) on |r| <= ln2 / 2.
+_P1 = 1.66666666666666019037e-01
+_P2 = -2.77777777770155933842e-03
+_P3 = 6.61375632143793436117e-05
+_P4 = -1.65339022054652515390e-06
+_P5 = 4.13813679705723846039e-08
+
+#: |argument| bound of :func:`exp_dd` per significand width, chosen so that exp of it times
+#: any cos/sin table entry (|value| >= 2**-64 in practice) stays a normal number of the format:
+#: backends that flush subnormals to zero (XLA on the CPU) then give the same bits as the rest
+#: (float64: e**660 = 4.6e286, e**-660 = 2.2e-287; float32: e**+-60).
+EXP_LIMIT = {53: 660.0, 24: 60.0}
+
+
+@functools.cache
+def _ln2(p: int) -> tuple[float, float, float]:
+    """1 / ln 2, and ln 2 as head (with 11 spare bits, so k * head is exact) + tail."""
+    ln2 = context().ln(Decimal(2))
+    hi, _ = _head_tail(to_float(ln2), p - 11)
+    lo = to_float(context().subtract(ln2, Decimal(hi)))
+    inv = to_float(context().divide(1, ln2))
+    if p != 53:
+        hi, _ = _head_tail(float(np.float32(hi)), p - 8)
+        lo = float(np.float32(to_float(context().subtract(ln2, Decimal(hi)))))
+        inv = float(np.float32(inv))
+    return inv, hi, lo
+
+
+def _pow2(xp: Any, k: Any) -> Any:
+    """2**k for integer-valued k with |k| <= 1022, by exact products of powers of two."""
+    kabs = xp.abs(k)
+    neg = k < 0
+    out = xp.ones_like(k)
+    for b in range(10):
+        bit = xp.floor(kabs * (0.5**b)) - 2.0 * xp.floor(kabs * (0.5 ** (b + 1)))
+        up, down = 2.0 ** (2**b), 2.0 ** -(2**b)
+        factor = xp.where(neg, xp.full_like(k, down), xp.full_like(k, up))
+        out = out * xp.where(bit > 0.5, factor, xp.ones_like(factor))
+    return out
+
+
+def exp_dd(xp: Any, hi: Any, lo: Any, p: int = 53) -> Any:
+    """exp(hi + lo) for |hi| <= EXP_LIMIT[p], |lo| <= ulp(hi), with +, -, *, / and floor only.
+
+    fdlibm's algorithm (k = round(x / ln 2), x - k ln 2 in head and tail, a rational minimax
+    kernel, times 2**k) with the tail ``lo`` folded into the reduced argument. Each operation
+    is rounded once, so NumPy, PyTorch, JAX (eager), Dask, CuPy and array-api-strict return the
+    same bits; within 1 ulp of exp(hi + lo) in float64.
+    """
+    inv_ln2, ln2_hi, ln2_lo = _ln2(p)
+    k = xp.floor(hi * inv_ln2 + 0.5)
+    r_hi = hi - k * ln2_hi  # exact: k has <= 11 bits, ln2_hi 11 spare bits
+    r_lo = k * ln2_lo - lo
+    r = r_hi - r_lo
+    t = r * r
+    c = r - t * (_P1 + t * (_P2 + t * (_P3 + t * (_P4 + t * _P5))))
+    y = 1.0 - ((r_lo - (r * c) / (2.0 - c)) - r_hi)
+    return y * _pow2(xp, k)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._exact import _const, _head_tail, _split_hi_lo, _two_prod_split
+from .._errors import RopeValueError
+from .._exact import EXP_LIMIT, _const, _head_tail, _split_hi_lo, _two_prod_split, exp_dd
 from ._base import Scaling
 from ._common import ctx, dec, flag, positive
 
@@ -54,11 +56,24 @@ class XPos(Scaling):
             for j in range(rope.n_pairs)
         )
 
+    def rates(self, rope: Rope) -> tuple[Decimal, ...]:
+        """ln(zeta_j) / scale_base (exact Decimals): the query factor is exp(rate_j * (m - c))."""
+        return _rates(self, rope)
+
+    def max_offset(self, rope: Rope, p: int = 53) -> int:
+        """The largest |m - c| accepted: exp(+-rate_j (m - c)) stays within e**+-EXP_LIMIT[p]
+        (float64: 269,739 for the defaults), so the tables are finite normal numbers."""
+        top = max(abs(r) for r in self.rates(rope))
+        if top == 0:
+            return 2**53
+        return int(ctx().divide(Decimal(EXP_LIMIT[p]), top))
+
     def magnitude(
         self, xp: Any, m: Any, rope: Rope, *, role: str, seq_len: int | None, dtype: Any
     ) -> Any:
-        c = ctx()
-        rates = [c.divide(c.ln(z), dec(self.scale_base)) for z in self.zeta(rope)]
+        from .._compat import is_concrete, significand_bits
+
+        rates = self.rates(rope)
         hi, lo, a, b = [], [], [], []
         for r in rates:
             h, l_ = _split_hi_lo(r)
@@ -71,12 +86,36 @@ class XPos(Scaling):
         cst = [_const(xp, np.asarray(v), dtype, device) for v in (hi, lo, a, b)]
         shift = float(seq_len // 2) if (self.center and seq_len is not None) else 0.0
         mm = (m - shift)[..., None]
+        bits = significand_bits(xp, dtype)
+        fmt_bits = 53 if bits == 53 else 24
+        if is_concrete(m) and m.ndim and int(m.shape[0]) > 0:
+            top = float(xp.max(xp.abs(m - shift)))
+            if top > self.max_offset(rope, fmt_bits):
+                what = "position" if shift == 0.0 else f"position - {shift:g} (the centre)"
+                raise RopeValueError(
+                    f"XPos: |{what}| must be <= {self.max_offset(rope, fmt_bits)} for "
+                    f"scale_base={self.scale_base!r}, gamma={self.gamma!r}, rotary_dim="
+                    f"{rope.rotary_dim}: beyond it the key factor zeta_0 ** (-m / scale_base) "
+                    "heads for overflow and the query factor for underflow (the limit keeps both, "
+                    "times any cos/sin value, normal numbers of the working dtype); got "
+                    f"max |{what}| = {top:g}. Use center=True or smaller offsets (scores depend "
+                    "on m - n only)"
+                )
+        # Unchecked (traced, lazy) positions beyond the limit, or NaN: NaN in the whole row.
+        inside = xp.abs(mm) <= float(self.max_offset(rope, fmt_bits))
+        mm = xp.where(inside, mm, xp.zeros_like(mm))
         p, e = _two_prod_split(mm, cst[0], cst[2], cst[3], 27)
         e = e + mm * cst[1]
         if role == "key":
             p, e = -p, -e
-        ep = xp.exp(p)
-        return ep + ep * e
+        out = exp_dd(xp, p, e, fmt_bits)
+        return xp.where(inside, out, xp.asarray(float("nan"), dtype=out.dtype))
+
+
+@functools.lru_cache(maxsize=64)
+def _rates(xpos: XPos, rope: Rope) -> tuple[Decimal, ...]:
+    c = ctx()
+    return tuple(c.divide(c.ln(z), dec(xpos.scale_base)) for z in xpos.zeta(rope))
 
 
 def _device(x: Any) -> Any:

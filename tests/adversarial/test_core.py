@@ -283,3 +283,94 @@ def test_head_dim_is_bounded_up_front():
     with pytest.raises(rr.RopeTypeError, match=r"head_dim must be an integer, got float"):
         rr.Rope(1e12)
     assert time.perf_counter() - t0 < 1.0
+
+
+# ---------------------------------------------------------------- xPos at long positions
+
+
+def _xpos_factor_mp(rope, positions, role):
+    """zeta_j ** (+-m / scale_base) by mpmath, from the schedule's definition."""
+    mpmath = pytest.importorskip("mpmath")
+    xs = rope.scaling
+    d = rope.rotary_dim
+    with mpmath.workprec(200):
+        g = mpmath.mpf(xs.gamma)
+        zeta = [(mpmath.mpf(2 * j) / d + g) / (1 + g) for j in range(rope.n_pairs)]
+        sign = 1 if role == "query" else -1
+        return np.array(
+            [
+                [
+                    float(z ** (sign * mpmath.mpf(float(m)) / mpmath.mpf(xs.scale_base)))
+                    for z in zeta
+                ]
+                for m in positions
+            ]
+        )
+
+
+def test_xpos_tables_finite_and_accurate_up_to_the_limit():
+    rope = rr.Rope(32, scaling=sc.XPos())
+    limit = rope.scaling.max_offset(rope)
+    # the limit is e**660 for the steepest pair (zeta_0 = 0.4 / 1.4), computed independently
+    assert limit == int(660 * 512 / -np.log(0.4 / 1.4))
+    pos = np.array([0, 1, 1000, 123_457, limit - 1, limit, -limit])
+    plain_c, plain_s = _mp_tables(rr.Rope(32), pos)
+    for role in ("query", "key"):
+        c, s = rope.cos_sin(pos, role=role)
+        assert np.all(np.isfinite(c)) and np.all(np.isfinite(s))
+        tiny = np.finfo(np.float64).tiny
+        assert np.all((np.abs(c) >= tiny) | (c == 0)) and np.all((np.abs(s) >= tiny) | (s == 0))
+        f = _xpos_factor_mp(rope, pos, role)
+        # factor within ~1 ulp (exp) + the rate's rounding times |m|: a few ulps; the table is
+        # one more rounding of the product with the exact cos/sin
+        assert _ulps(c, plain_c * f).max() <= 4
+        assert _ulps(s[1:], (plain_s * f)[1:]).max() <= 4
+
+
+def test_xpos_positions_beyond_the_limit_are_rejected_with_it():
+    rope = rr.Rope(32, scaling=sc.XPos())
+    limit = rope.scaling.max_offset(rope)
+    for role in ("query", "key"):
+        with pytest.raises(rr.RopeValueError, match=rf"XPos: \|position\| must be <= {limit}"):
+            rope.cos_sin(np.array([0, limit + 1]), role=role)
+        with pytest.raises(rr.RopeValueError, match=r"XPos: \|position\| must be <="):
+            rr.apply_rope(np.ones((1, 32)), np.array([300_000]), rope, role=role)
+    # centred: the offset from the centre counts
+    centred = rr.Rope(32, scaling=sc.XPos(center=True))
+    c, _ = centred.cos_sin(np.array([0, 2 * limit - 2]), role="key")
+    assert np.all(np.isfinite(c))
+
+
+def test_xpos_unchecked_positions_beyond_the_limit_give_nan(bk):
+    if not (bk.lazy or bk.jit):
+        pytest.skip("eager arrays are checked (test above)")
+    rope = rr.Rope(16, scaling=sc.XPos())
+    limit = rope.scaling.max_offset(rope)
+    pos = np.array([3, limit + 10, 5, -limit - 10])
+    bad = np.array([False, True, False, True])
+
+    def run(p):
+        return rope.cos_sin(p, role="key")
+
+    fn = bk.compile(run) if bk.jit else run
+    c, s = (bk.to_numpy(o) for o in fn(bk.from_numpy(pos)))
+    assert np.all(np.isnan(c[bad])) and np.all(np.isnan(s[bad]))
+    want_c, _ = rope.cos_sin(pos[~bad], role="key")
+    np.testing.assert_array_equal(c[~bad], want_c)
+
+
+def test_xpos_tables_same_bits_on_every_backend(bk):
+    # 286 positions x 64 pairs = 18,304 entries per role, up to the limit
+    rope = rr.Rope(128, scaling=sc.XPos())
+    limit = rope.scaling.max_offset(rope)
+    pos = np.unique(
+        np.concatenate(
+            [np.linspace(-limit, limit, 280).astype(np.int64), [0, 1, 2, limit - 1, 7, 11]]
+        )
+    )
+    assert pos.size * 64 == 18_304
+    for role in ("query", "key"):
+        want = rope.cos_sin(pos, role=role)
+        got = rope.cos_sin(bk.from_numpy(pos), role=role)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(bk.to_numpy(g), w)
