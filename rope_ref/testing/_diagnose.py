@@ -34,6 +34,8 @@ __all__ = [
 
 #: a hypothesis that removes at least this fraction of the squared error "explains" the data
 EXPLAINED = 0.9
+#: hypotheses explaining less than this are not reported at all
+MINIMUM = 1e-4
 
 
 @dataclass(frozen=True)
@@ -407,7 +409,16 @@ def _slopes(D: _Data) -> np.ndarray | None:
         step = float(np.min(dm[sel]))
         use = sel & (dm == step)
         dphi = np.angle(np.exp(1j * np.diff(pj)[use]))
-        out[j] = float(np.median(dphi)) / step
+        w = float(np.median(dphi)) / step
+        # refine over the widest span, then with the absolute phase at the largest |m|
+        # (each step keeps the phase that the previous estimate predicts, unwrapped)
+        span = float(mj[-1] - mj[0])
+        if span > step:
+            w = (w * span + float(np.angle(np.exp(1j * (pj[-1] - pj[0] - w * span))))) / span
+        k = int(np.argmax(np.abs(mj)))
+        if mj[k] != 0:
+            w = (w * mj[k] + float(np.angle(np.exp(1j * (pj[k] - w * mj[k]))))) / mj[k]
+        out[j] = w
     return out
 
 
@@ -452,7 +463,7 @@ def _base_candidates(D: _Data) -> Iterator[Candidate]:
     cands += [1e4, 5e5, 1e6, 1e5, 5e6, 1e7, 2.5e5, 1.5e5, 8e4, 75e4]
     seen: set[float] = {rope.base}
     for b in cands:
-        if b in seen or not (b > 1.0):
+        if b in seen or not (b > 1.0) or abs(b / rope.base - 1) < 1e-6:
             continue
         seen.add(b)
         try:
@@ -567,6 +578,7 @@ def fit_hypotheses(
     results: list[tuple[float, int, str, dict, np.ndarray]] = []
     for order, (family, cands) in enumerate(_families(D)):
         best: tuple[float, str, dict, np.ndarray] | None = None
+        ties: list[str] = []
         for name, params, make in cands:
             try:
                 with np.errstate(all="ignore"):
@@ -574,10 +586,16 @@ def fit_hypotheses(
             except Exception:
                 continue
             ex = D.explained(y)
-            if best is None or ex > best[0]:
+            if best is not None and ex == best[0] and np.array_equal(y, best[3]):
+                ties.append(name)
+            elif best is None or ex > best[0]:
                 best = (ex, name, {"family": family, **params}, y)
-        if best is not None and best[0] > 0:
-            results.append((best[0], order, best[1], best[2], best[3]))
+                ties = []
+        if best is not None and best[0] >= MINIMUM:
+            name = best[1]
+            if ties:
+                name += " (indistinguishable here from: " + "; ".join(ties) + ")"
+            results.append((best[0], order, name, best[2], best[3]))
     results.sort(key=lambda t: (-round(t[0], 9), t[1]))
     out: list[Hypothesis] = []
     kept: list[tuple[Hypothesis, np.ndarray]] = []

@@ -244,4 +244,7 @@ def shift_threshold(model: PairModel) -> np.ndarray:
     room = move - C_TABLE * model.u_angle - K_OUT * model.u_out
     with np.errstate(divide="ignore", invalid="ignore"):
         thr = np.where(per_m > 0, room / per_m, math.inf)
+    # a move below the output's own rounding is invisible to every class: not a blind spot
+    # of the angle budget
+    thr = np.where(move <= 4 * K_OUT * model.u_out, math.inf, thr)
     return np.maximum(thr, 0.0)
