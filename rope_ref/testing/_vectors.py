@@ -163,9 +163,12 @@ def _tensor_span(name: str, info: Any, size: int, what: str) -> tuple[int, int]:
         raise RopeValueError(f"{where} has dtype {info['dtype']!r}; accepted: {sorted(_ST_BACK)}")
     shape, offsets = info["shape"], info["data_offsets"]
     if not (isinstance(shape, list) and len(shape) <= 64 and all(_is_index(d) for d in shape)):
-        raise RopeValueError(f"{where} has shape {describe(shape)}; expected sizes >= 0")
+        raise RopeValueError(f"{where} has shape {_shown(shape)}; expected a list of sizes >= 0")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_index, offsets))):
-        raise RopeValueError(f"{where} has data_offsets {describe(offsets)}; expected [start, end]")
+        raise RopeValueError(
+            f"{where} has data_offsets {_shown(offsets)}; expected [start, end] with "
+            "0 <= start <= end"
+        )
     lo, hi = offsets
     if not lo <= hi <= size:
         raise RopeValueError(
@@ -178,6 +181,11 @@ def _tensor_span(name: str, info: Any, size: int, what: str) -> tuple[int, int]:
             f"bytes, data_offsets give {hi - lo}"
         )
     return lo, hi
+
+
+def _shown(v: Any) -> str:
+    """A short repr (the value part of ``describe``)."""
+    return describe(v).split(" ", 1)[1]
 
 
 def _is_index(v: Any) -> bool:
