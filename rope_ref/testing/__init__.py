@@ -46,7 +46,14 @@ from ._twins import (
     vllm_cos_sin_cache,
     vllm_rotary,
 )
-from ._vectors import read_safetensors, write_safetensors, write_vectors
+from ._vectors import (
+    read_case,
+    read_manifest,
+    read_npz,
+    read_safetensors,
+    write_safetensors,
+    write_vectors,
+)
 
 __all__ = [
     "AttentionHypothesis",
@@ -78,6 +85,9 @@ __all__ = [
     "positions_from_cu_seqlens",
     "positions_from_offsets",
     "positions_from_padding_mask",
+    "read_case",
+    "read_manifest",
+    "read_npz",
     "read_safetensors",
     "to_numpy",
     "te_apply_rotary_pos_emb",
