@@ -1,0 +1,1254 @@
+"""Verdicts for attention kernels: a per-row error model of softmax attention, a comparison
+against ``rope_ref.attention`` computed in float64, and a diagnosis by fitting.
+
+The derivation of every term is on the attention page ("Judging an attention kernel"). In one
+line per stage, for query row m, kept key n, an implementation whose stored values (output,
+rotated q/k, softmax weights) round with unit roundoff u_s and whose sums accumulate with u_c:
+
+* logit error   delta_mn = scale [c(D) u_c A_mn + 6 (u_s + u_c) P_mn + phase_mn]
+                + (u_s + 2 u_c)|s_mn|
+  (A = sum_i |q_i||k_i|, P = sum_j |q_j||k_j| over rotary pairs, phase from angles formed in
+  float32 when not strict), through the soft-cap's derivative, plus the additive mask's
+  rounding and the softmax's own roundings u_c (2|s_mn - M_m| + 4 + 2 log2 n) + u_s;
+* output        |do_c| <= e^{dbar} sum_n w_n e^{delta_n} delta_n (|v_nc| + |o_c|)  (exact for
+  any logit perturbation of that size, not only to first order);
+* accumulation  c(n) u_c (sum_n w_n |v_nc| + |o_c|), c(n) = min(n, 4 sqrt(n)) + 2 (blocked or
+  pairwise sums of n terms; a plain sequential sum within the same bound with high probability);
+* rounding      (2 u_c + u_s)|o_c|;
+* lse           sum_n w_n e^{delta_n} delta_n (at most max_n delta_n) + c(n) u_c
+                + (3 u_c + u_lse)|lse|.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .._apply import apply_rope
+from .._attention import attention
+from .._errors import RopeTypeError, RopeValueError
+from .._rope import Rope
+from ._compare import RopeToleranceWarning, to_numpy
+from ._error_model import dtype_name as _dtype_name
+from ._error_model import unit_roundoff
+
+__all__ = [
+    "AttentionHypothesis",
+    "AttentionMismatch",
+    "AttentionReport",
+    "AttentionTolerance",
+    "assert_attention_close",
+    "attention_tolerance",
+]
+
+_U32 = 2.0**-24
+_U64 = 2.0**-53
+_LN2 = math.log(2.0)
+_BLOCK_ELEMENTS = 1 << 20  # score-sized float64 temporaries per block of query rows
+
+
+# --------------------------------------------------------------------------- the problem
+@dataclass
+class _Problem:
+    """Every input in NumPy float64 (exact widening), with rr.attention's semantics resolved."""
+
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+    rope: Rope | None
+    q_positions: np.ndarray | None  # as given (None: rr.attention's default)
+    k_positions: np.ndarray | None
+    causal: bool
+    mask: np.ndarray | None
+    scale: float
+    window: tuple[Any, Any] | None
+    softcap: float | None
+    segment_ids: tuple[np.ndarray, np.ndarray] | None
+    sinks: np.ndarray | None
+    seq_len: int | None
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def batch(self) -> tuple[int, ...]:
+        return tuple(self.q.shape[:-3])
+
+    @property
+    def hq(self) -> int:
+        return int(self.q.shape[-3])
+
+    @property
+    def hk(self) -> int:
+        return int(self.k.shape[-3])
+
+    @property
+    def sq(self) -> int:
+        return int(self.q.shape[-2])
+
+    @property
+    def sk(self) -> int:
+        return int(self.k.shape[-2])
+
+    @property
+    def multi_axis(self) -> bool:
+        r = self.rope
+        return r is not None and r.scaling is not None and r.scaling.axis_position is not None
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(
+            rope=self.rope,
+            q_positions=self.q_positions,
+            k_positions=self.k_positions,
+            causal=self.causal,
+            mask=self.mask,
+            scale=self.scale,
+            window=self.window,
+            softcap=self.softcap,
+            segment_ids=self.segment_ids,
+            sinks=self.sinks,
+            seq_len=self.seq_len,
+        )
+
+    def run(self, **over: Any) -> tuple[np.ndarray, np.ndarray]:
+        """rr.attention in float64 (out, lse), with some arguments replaced."""
+        kw = self.kwargs()
+        q, k, v = over.pop("q", self.q), over.pop("k", self.k), over.pop("v", self.v)
+        kw.update(over)
+        out, lse = attention(q, k, v, return_lse=True, **kw)
+        return np.asarray(out, dtype=np.float64), np.asarray(lse, dtype=np.float64)
+
+    def explicit_q_positions(self) -> np.ndarray:
+        if self.q_positions is not None:
+            return self.q_positions
+        return np.arange(self.sk - self.sq, self.sk)
+
+    def explicit_k_positions(self) -> np.ndarray:
+        return np.arange(self.sk) if self.k_positions is None else self.k_positions
+
+    def subset(self, rows: np.ndarray) -> _Problem:
+        """The same problem restricted to some query rows (indices into the Sq axis); the
+        query positions become explicit."""
+        rows = np.asarray(rows, dtype=np.int64)
+        qp = self.explicit_q_positions()
+        trailing = self.multi_axis and self.rope.scaling.axis_position == "trailing"  # type: ignore[union-attr]
+        axis = -2 if trailing else -1
+        if qp.ndim and qp.shape[axis] == self.sq and self.sq != 1:
+            qp = np.take(qp, rows, axis=axis)
+        mask = self.mask
+        if mask is not None and mask.ndim >= 2 and mask.shape[-2] == self.sq and self.sq != 1:
+            mask = np.take(mask, rows, axis=-2)
+        seg = self.segment_ids
+        if seg is not None:
+            seg = (np.take(seg[0], rows, axis=-1), seg[1])
+        return replace(
+            self,
+            q=np.take(self.q, rows, axis=-2),
+            q_positions=qp,
+            mask=mask,
+            segment_ids=seg,
+            rows=self.row_index()[rows],
+        )
+
+    def prerotated(self) -> _Problem:
+        """The same problem with q and k rotated here (float64, exact tables) and no rope:
+        hypotheses that leave the rotation alone then skip recomputing it."""
+        if self.rope is None:
+            return self
+        qp, kp = self.explicit_q_positions(), self.explicit_k_positions()
+        qr = apply_rope(self.q, qp, self.rope, seq_len=self.seq_len, role="query")
+        kr = apply_rope(self.k, kp, self.rope, seq_len=self.seq_len, role="key")
+        multi = self.multi_axis
+        return replace(
+            self,
+            q=np.asarray(qr, dtype=np.float64),
+            k=np.asarray(kr, dtype=np.float64),
+            rope=None,
+            q_positions=None if multi else qp,
+            k_positions=None if multi else kp,
+        )
+
+    def row_index(self) -> np.ndarray:
+        """Indices of these rows in the original Sq axis."""
+        return np.arange(self.sq) if self.rows.size == 0 else self.rows
+
+
+def _np64(x: Any, name: str) -> np.ndarray:
+    if x is None:
+        raise RopeTypeError(f"{name} must be an array, got None")
+    arr = to_numpy(x)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise RopeTypeError(f"{name} must have a real floating dtype, got {arr.dtype}")
+    return arr.astype(np.float64)
+
+
+def _opt_np(x: Any) -> np.ndarray | None:
+    return None if x is None else to_numpy(x)
+
+
+def _problem(
+    q: Any,
+    k: Any,
+    v: Any,
+    *,
+    rope: Rope | None,
+    q_positions: Any,
+    k_positions: Any,
+    causal: bool,
+    mask: Any,
+    scale: float | None,
+    window: Any,
+    softcap: float | None,
+    segment_ids: Any,
+    sinks: Any,
+    seq_len: int | None,
+) -> _Problem:
+    qn, kn, vn = _np64(q, "q"), _np64(k, "k"), _np64(v, "v")
+    if qn.ndim < 3:
+        raise RopeValueError(f"q must be (..., heads, seq, dim), got shape {qn.shape}")
+    d = int(qn.shape[-1])
+    if scale is None:
+        scale = d**-0.5
+    elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise RopeTypeError(f"scale must be a finite real number, got {scale!r}")
+    seg = None
+    if segment_ids is not None:
+        if not isinstance(segment_ids, (tuple, list)) or len(segment_ids) != 2:
+            raise RopeTypeError("segment_ids must be a pair (q_segment_ids, k_segment_ids)")
+        seg = (to_numpy(segment_ids[0]), to_numpy(segment_ids[1]))
+    mask_np = _opt_np(mask)
+    if mask_np is not None and np.issubdtype(mask_np.dtype, np.floating):
+        mask_np = mask_np.astype(np.float64)
+    sinks_np = None if sinks is None else _np64(sinks, "sinks")
+    return _Problem(
+        q=qn,
+        k=kn,
+        v=vn,
+        rope=rope,
+        q_positions=_opt_np(q_positions),
+        k_positions=_opt_np(k_positions),
+        causal=causal,
+        mask=mask_np,
+        scale=float(scale),
+        window=None if window is None else tuple(window),  # type: ignore[arg-type]
+        softcap=None if softcap is None else float(softcap),
+        segment_ids=seg,
+        sinks=sinks_np,
+        seq_len=seq_len,
+    )
+
+
+# --------------------------------------------------------------------------- rounding model
+@dataclass(frozen=True)
+class _Rounding:
+    u_s: float  # stored values: output, rotated q and k, softmax weights before P @ V
+    u_c: float  # accumulation and elementwise arithmetic
+    u_a: float | None  # angles formed with this unit (None: tables exact, then rounded)
+    u_lse: float  # the lse's own storage
+
+
+def _rounding(dtype: Any, accumulate_dtype: Any, strict: bool, lse_dtype: Any) -> _Rounding:
+    u_s = unit_roundoff(dtype)
+    u_c = min(u_s, _U32) if accumulate_dtype is None else unit_roundoff(accumulate_dtype)
+    u_lse = u_c if lse_dtype is None else unit_roundoff(lse_dtype)
+    return _Rounding(u_s=u_s, u_c=u_c, u_a=None if strict else max(u_c, _U32), u_lse=u_lse)
+
+
+def _sum_factor(n: np.ndarray) -> np.ndarray:
+    """c(n): error of a blocked/pairwise sum of n terms, in units of u times sum |terms|."""
+    n = np.asarray(n, dtype=np.float64)
+    return np.minimum(n, 4.0 * np.sqrt(n)) + 2.0
+
+
+# --------------------------------------------------------------------------- semantics
+def _pair_channels(rope: Rope) -> tuple[np.ndarray, np.ndarray]:
+    h = rope.rotary_dim // 2
+    if rope.layout == "half":
+        a = np.arange(h)
+        return a, a + h
+    a = np.arange(0, rope.rotary_dim, 2)
+    return a, a + 1
+
+
+def _abs_positions(p: _Problem, pos: np.ndarray, target: tuple[int, ...]) -> np.ndarray:
+    """|position| per token, broadcast to target (multi-axis: the largest over the axes)."""
+    a = np.abs(np.asarray(pos, dtype=np.float64))
+    if p.multi_axis:
+        a = np.max(a, axis=0 if p.rope.scaling.axis_position == "leading" else -1)  # type: ignore[union-attr]
+    return np.broadcast_to(a, target)
+
+
+def _phase_unit(rope: Rope, seq_len: int | None) -> np.ndarray:
+    """theta_j (3 + ln+(1/theta_j)): the angle error per unit |position| and per u_angle.
+
+    An angle formed in a format with unit u: theta_j rounded (u), the position rounded (u),
+    the product rounded (u), and theta_j computed as base**(-2j/d) with the exponent rounded,
+    ln(1/theta_j) u relative. Uses the larger of the scaled and unscaled frequency (dynamic
+    schedules pick theirs from the positions)."""
+    scaled = np.array([float(t) for t in rope.thetas(seq_len=seq_len)])
+    plain = np.array([float(t) for t in rope.unscaled_thetas()])
+    th = np.maximum(scaled, plain)
+    return th * (3.0 + np.maximum(0.0, -np.log(np.maximum(th, 1e-300))))
+
+
+class _Terms(NamedTuple):
+    """Everything the model needs for one block of rows of one (batch, head)."""
+
+    s0: np.ndarray  # scale * q.k (rows, Sk)
+    s: np.ndarray  # final logits, -inf where dropped
+    a: np.ndarray  # scale * sum_i |q_i| |k_i|
+    pp: np.ndarray | None  # scale * sum_j |q_j| |k_j| over rotary pairs
+    ph: np.ndarray | None  # scale * sum_j |q_j||k_j| (phi_j(p_m) + phi_j(p_n)) / u_a
+    keep: np.ndarray  # bool (rows, Sk)
+    v_abs: np.ndarray  # (Sk, Dv)
+    sink: np.ndarray | None  # (rows,)
+
+
+class _Model:
+    """Rotated q/k, pair norms and per-token positions, shared by every block."""
+
+    def __init__(self, p: _Problem) -> None:
+        self.p = p
+        batch, hq, hk, sq, sk = p.batch, p.hq, p.hk, p.sq, p.sk
+        self.g = hq // hk
+        qp = p.explicit_q_positions()
+        kp = p.explicit_k_positions()
+        if p.rope is not None:
+            kw = dict(seq_len=p.seq_len)
+            self.qr = np.asarray(apply_rope(p.q, qp, p.rope, role="query", **kw), np.float64)
+            self.kr = np.asarray(apply_rope(p.k, kp, p.rope, role="key", **kw), np.float64)
+            a, b = _pair_channels(p.rope)
+            self.pq = np.hypot(self.qr[..., a], self.qr[..., b])
+            self.pk = np.hypot(self.kr[..., a], self.kr[..., b])
+            self.unit = _phase_unit(p.rope, p.seq_len)
+            self.aq = _abs_positions(p, qp, (*batch, hq, sq))
+            self.ak = _abs_positions(p, kp, (*batch, hk, sk))
+        else:
+            self.qr, self.kr = p.q, p.k
+        self.qabs, self.kabs = np.abs(self.qr), np.abs(self.kr)
+        self.vabs = np.abs(p.v)
+        positional = p.causal or p.window is not None
+        self.qpos = np.broadcast_to(qp, (*batch, hq, sq)) if positional else None
+        self.kpos = np.broadcast_to(kp, (*batch, hk, sk)) if positional else None
+        self.mask = None if p.mask is None else np.broadcast_to(p.mask, (*batch, hq, sq, sk))
+        if p.segment_ids is not None:
+            self.qseg = np.broadcast_to(p.segment_ids[0], (*batch, sq))
+            self.kseg = np.broadcast_to(p.segment_ids[1], (*batch, sk))
+        self.sinks = None if p.sinks is None else np.broadcast_to(p.sinks, (*batch, hq))
+
+    def blocks(self) -> Any:
+        """Yields (index prefix (b..., h), row slice, _Terms)."""
+        p = self.p
+        rows_per = max(1, _BLOCK_ELEMENTS // max(1, p.sk))
+        for b in np.ndindex(*p.batch):
+            for h in range(p.hq):
+                g = h // self.g
+                for r0 in range(0, p.sq, rows_per):
+                    rs = slice(r0, min(p.sq, r0 + rows_per))
+                    yield (*b, h), rs, self._terms(b, h, g, rs)
+
+    def _terms(self, b: tuple[int, ...], h: int, g: int, rs: slice) -> _Terms:
+        p = self.p
+        qh, kh = self.qr[(*b, h, rs)], self.kr[(*b, g)]
+        s0 = p.scale * (qh @ kh.T)
+        a = abs(p.scale) * (self.qabs[(*b, h, rs)] @ self.kabs[(*b, g)].T)
+        pp = ph = None
+        if p.rope is not None:
+            pq, pk = self.pq[(*b, h, rs)], self.pk[(*b, g)]
+            pp = abs(p.scale) * (pq @ pk.T)
+            fq = self.aq[(*b, h, rs)][:, None] * self.unit + 2.0
+            fk = self.ak[(*b, g)][:, None] * self.unit + 2.0
+            ph = abs(p.scale) * ((pq * fq) @ pk.T + pq @ (pk * fk).T)
+        s = s0
+        if p.softcap is not None:
+            s = p.softcap * np.tanh(s0 / p.softcap)
+        keep = np.ones(s.shape, dtype=bool)
+        if self.mask is not None:
+            blk = self.mask[(*b, h, rs)]
+            if blk.dtype == np.bool_:
+                keep &= blk
+            else:
+                s = s + blk
+        if self.qpos is not None:
+            qpos = self.qpos[(*b, h, rs)][:, None]
+            kpos = self.kpos[(*b, g)][None, :]  # type: ignore[index]
+            if p.causal:
+                keep &= kpos <= qpos
+            if p.window is not None:
+                left, right = p.window
+                if left is not None and left != math.inf:
+                    keep &= kpos >= qpos - left
+                if right is not None and right != math.inf:
+                    keep &= kpos <= qpos + right
+        if p.segment_ids is not None:
+            keep &= self.qseg[(*b, rs)][:, None] == self.kseg[b][None, :]
+        keep &= s > -np.inf
+        s = np.where(keep, s, -np.inf)
+        sink = None if self.sinks is None else np.full(s.shape[0], self.sinks[(*b, h)])
+        return _Terms(s0, s, a, pp, ph, keep, self.vabs[(*b, g)], sink)
+
+
+def _row_allowance(
+    t: _Terms, r: _Rounding, d: int, o: np.ndarray, lse: np.ndarray, softcap: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(output allowance, lse allowance) per row of one block, for one rounding model."""
+    u_s, u_c = r.u_s, r.u_c
+    gamma = float(_sum_factor(np.asarray(d))) * u_c
+    delta = gamma * t.a + (u_s + 2.0 * u_c) * np.abs(t.s0)
+    if t.pp is not None:
+        delta = delta + 6.0 * (u_s + u_c) * t.pp
+        if r.u_a is not None and t.ph is not None:
+            # a pair moves by at most 2 |pair| whatever its phase error
+            delta = delta + np.minimum(r.u_a * t.ph, 4.0 * t.pp)
+    fin = np.isfinite(t.s)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if softcap is not None:
+            arg = np.maximum(np.abs(t.s0) - delta, 0.0) / softcap
+            sech2 = 1.0 / np.cosh(np.minimum(arg, 350.0)) ** 2
+            capped = softcap * np.tanh(t.s0 / softcap)
+            delta = (delta + u_c * np.abs(t.s0)) * sech2 + 3.0 * u_c * np.abs(capped)
+        s_fin = np.where(fin, t.s, 0.0)
+        delta = delta + u_c * np.abs(s_fin)  # the additive mask's sum (and the scale's product)
+        n = np.sum(t.keep, axis=-1) + (0 if t.sink is None else 1)
+        big_m = np.max(np.where(fin, t.s, -np.inf), axis=-1, initial=-np.inf)
+        if t.sink is not None:
+            big_m = np.maximum(big_m, t.sink)
+        big_m = np.where(np.isfinite(big_m), big_m, 0.0)
+        logn = np.log2(np.maximum(n, 1))
+        delta = delta + u_c * (2.0 * np.abs(s_fin - big_m[:, None]) + 4.0 + 2.0 * logn[:, None])
+        delta = delta + u_s
+        delta = np.where(fin, delta, 0.0)
+        lse_c = np.where(np.isfinite(lse), lse, 0.0)[:, None]
+        w = np.where(fin, np.exp(s_fin - lse_c), 0.0)
+        we = np.where(fin, np.exp(np.minimum(s_fin + delta - lse_c, 700.0)), 0.0)
+        dbar = np.sum(w * delta, axis=-1)
+        wed = we * delta
+        tot = np.sum(wed, axis=-1)
+        grow = np.exp(np.minimum(dbar, 700.0))[:, None]
+        o_abs = np.abs(o)
+        d_o = grow * (wed @ t.v_abs + o_abs * tot[:, None])
+        cn = _sum_factor(n)[:, None]
+        acc = cn * u_c * (grow * (we @ t.v_abs) + o_abs + d_o)
+        allow = d_o + acc + (2.0 * u_c + u_s) * (o_abs + d_o)
+        allow = np.nan_to_num(allow, nan=np.inf)
+        # both outputs are averages of the kept values (and 0 with a sink): a cap, never inf
+        vmax = np.max(np.where(t.keep, np.max(t.v_abs, axis=-1, initial=0.0), 0.0), axis=-1)
+        allow = np.minimum(allow, 2.0 * vmax[:, None])
+        out_allow = np.max(allow, axis=-1, initial=0.0)
+        dmax = np.max(delta, axis=-1, initial=0.0)
+        x = np.minimum(cn[:, 0] * u_c, 0.5)
+        lse_round = (3.0 * u_c + r.u_lse) * np.abs(lse_c[:, 0])
+        lse_allow = np.minimum(tot, dmax) - np.log1p(-x) + lse_round
+    empty = n == 0
+    out_allow = np.where(empty, 0.0, out_allow)
+    lse_allow = np.where(empty, 0.0, np.nan_to_num(lse_allow, nan=0.0, posinf=0.0))
+    return out_allow, lse_allow
+
+
+def _allowances(
+    p: _Problem, roundings: Sequence[_Rounding], ref_out: np.ndarray, ref_lse: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per-row allowances (out, lse), each of shape (..., Hq, Sq), for each rounding model."""
+    model = _Model(p)
+    shape = (*p.batch, p.hq, p.sq)
+    res = [(np.zeros(shape), np.zeros(shape)) for _ in roundings]
+    d = int(p.q.shape[-1])
+    for idx, rs, t in model.blocks():
+        o = ref_out[(*idx, rs)]
+        lse = ref_lse[(*idx, rs)]
+        _self_check(t, lse)
+        for (ao, al), r in zip(res, roundings, strict=True):
+            a_o, a_l = _row_allowance(t, r, d, o, lse, p.softcap)
+            ao[(*idx, rs)] = a_o
+            al[(*idx, rs)] = a_l
+    return res
+
+
+def _self_check(t: _Terms, lse: np.ndarray) -> None:
+    """The model's own logits must reproduce rr.attention's normaliser (weights sum to one)."""
+    fin = np.isfinite(lse)
+    if not np.any(fin):
+        return
+    with np.errstate(invalid="ignore", over="ignore"):
+        lc = np.where(fin, lse, 0.0)[:, None]
+        fin_s = np.isfinite(t.s)
+        tot = np.sum(np.where(fin_s, np.exp(np.where(fin_s, t.s, 0) - lc), 0), -1)
+        if t.sink is not None:
+            tot = tot + np.exp(t.sink - lc[:, 0])
+    bad = fin & ~(np.abs(tot - 1.0) <= 1e-8)
+    if np.any(bad):  # pragma: no cover - guards against drift from rr.attention's semantics
+        raise RuntimeError(
+            "internal error: the attention error model's masks/logits disagree with "
+            f"rope_ref.attention (weights sum to {tot[bad][0]!r}, not 1); please report"
+        )
+
+
+# --------------------------------------------------------------------------- public model
+class AttentionTolerance(NamedTuple):
+    """Per-row absolute allowances, each of shape (..., Hq, Sq)."""
+
+    out: np.ndarray
+    lse: np.ndarray
+
+
+def attention_tolerance(
+    q: Any,
+    k: Any,
+    v: Any,
+    *,
+    dtype: Any,
+    rope: Rope | None = None,
+    q_positions: Any = None,
+    k_positions: Any = None,
+    causal: bool = False,
+    mask: Any = None,
+    scale: float | None = None,
+    window: tuple[Any, Any] | None = None,
+    softcap: float | None = None,
+    segment_ids: tuple[Any, Any] | None = None,
+    sinks: Any = None,
+    seq_len: int | None = None,
+    strict: bool = False,
+    accumulate_dtype: Any = None,
+    lse_dtype: Any = None,
+) -> AttentionTolerance:
+    r"""Per-row allowances for an attention kernel computing in ``dtype``, against exact math.
+
+    The error model of softmax attention derived on the attention page ("Judging an attention
+    kernel"): the logits' error (|q|, |k| channel by channel, the scale, the soft-cap's
+    derivative, the rotation's rounding and, unless ``strict``, angles formed in float32),
+    its effect on the softmax weights, the sums over the kept keys, max|v| and the rounding
+    of the output. Arguments have :func:`rope_ref.attention`'s meaning.
+
+    Parameters
+    ----------
+    q, k, v : arrays
+        The kernel's inputs (any Array-API namespace); shapes as for ``rope_ref.attention``.
+    dtype : dtype or str
+        The dtype the kernel stores its output, rotated q/k and softmax weights in.
+    rope, q_positions, k_positions, causal, mask, scale, window : optional
+        As for :func:`rope_ref.attention`.
+    softcap, segment_ids, sinks, seq_len : optional
+        As for :func:`rope_ref.attention`.
+    strict : bool
+        True: rotation tables exact then rounded to ``dtype`` (accuracy class "exact"). False
+        (default): the rotation angles may also be formed in float32 (the phase budget of
+        "lower-precision angles").
+    accumulate_dtype : dtype, optional
+        Where sums accumulate; default ``dtype``, or float32 for float16/bfloat16 (as kernels do).
+    lse_dtype : dtype, optional
+        The dtype of the kernel's lse (default: the accumulation dtype).
+
+    Returns
+    -------
+    AttentionTolerance
+        ``out`` and ``lse``, NumPy float64 arrays of shape (..., Hq, Sq): the largest
+        admissible ``max_c |out[..., c] - exact|`` and ``|lse - exact|`` per row; 0 for rows
+        with no key kept (those must be exactly 0 and -inf). Finite and never NaN.
+
+    Raises
+    ------
+    RopeTypeError, RopeValueError
+        Invalid inputs, as :func:`rope_ref.attention` raises them.
+
+    Examples
+    --------
+    >>> import numpy as np, rope_ref as rr
+    >>> rng = np.random.default_rng(0)
+    >>> q, k, v = rng.standard_normal((3, 1, 2, 4096, 64))
+    >>> tol = rr.testing.attention_tolerance(q[..., -1:, :], k, v, dtype="float32")
+    >>> tol.out.shape, bool(np.all(tol.out > 0) and np.all(tol.out < 1e-3))
+    ((1, 2, 1), True)
+    """
+    _check_bool("strict", strict)
+    _check_bool("causal", causal)
+    p = _problem(
+        q,
+        k,
+        v,
+        rope=rope,
+        q_positions=q_positions,
+        k_positions=k_positions,
+        causal=causal,
+        mask=mask,
+        scale=scale,
+        window=window,
+        softcap=softcap,
+        segment_ids=segment_ids,
+        sinks=sinks,
+        seq_len=seq_len,
+    )
+    ref_out, ref_lse = p.run()
+    ((ao, al),) = _allowances(
+        p, [_rounding(dtype, accumulate_dtype, strict, lse_dtype)], ref_out, ref_lse
+    )
+    return AttentionTolerance(ao, al)
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise RopeTypeError(f"{name} must be a bool, got {value!r}")
+
+
+# --------------------------------------------------------------------------- the verdict
+@dataclass
+class AttentionHypothesis:
+    """One fitted explanation of an attention mismatch."""
+
+    name: str  #: short name of the mistake ("GQA heads tiled", "scale missing", ...)
+    detail: str  #: what was fitted, in words
+    explained: float  #: fraction of the (allowance-normalised) squared error it explains
+    fits: bool  #: True when the data minus this hypothesis is within the allowance
+    parameter: Any = None  #: the fitted value, where the family has one
+
+    def __str__(self) -> str:
+        tag = "fits" if self.fits else "partial"
+        return f"{self.name}: explains {100 * self.explained:.1f}% ({tag}); {self.detail}"
+
+
+@dataclass
+class AttentionReport:
+    """The verdict of :func:`assert_attention_close` (returned on pass, attached on failure)."""
+
+    passed: bool
+    worst_ratio: float  #: max over rows of error / allowance (output and lse)
+    message: str
+    diagnosis: list[AttentionHypothesis] | None
+    accuracy_class: str  #: "exact", "lower-precision angles" or "fail"
+    ratio_out: np.ndarray  #: (..., Hq, Sq)
+    ratio_lse: np.ndarray | None
+    allowance_out: np.ndarray
+    allowance_lse: np.ndarray | None
+    worst: dict[str, Any]  #: index (batch..., head, row), position, quantity, error, allowance
+    by_head: list[tuple[int, float, float]]  #: (head, max error, max ratio)
+    by_rows: list[tuple[int, int, float, float]]  #: (first row, end row, max error, max ratio)
+
+    def __str__(self) -> str:
+        return self.message
+
+    @property
+    def explanation(self) -> AttentionHypothesis | None:
+        """The best hypothesis when it explains at least 90% of the error, else None."""
+        if not self.diagnosis:
+            return None
+        best = self.diagnosis[0]
+        return best if (best.fits or best.explained >= 0.9) else None
+
+
+class AttentionMismatch(AssertionError):
+    """Raised by :func:`assert_attention_close`; ``.report`` holds the full verdict."""
+
+    def __init__(self, report: AttentionReport) -> None:
+        super().__init__(report.message)
+        self.report = report
+
+
+def _row_errors(actual: np.ndarray, desired: np.ndarray, *, last_axis: bool) -> np.ndarray:
+    """max |actual - desired| per row; inf where non-finite values disagree (NaN never passes,
+    inf must match inf of the same sign)."""
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(actual - desired)
+    same_inf = np.isinf(actual) & (actual == desired)
+    diff = np.where(same_inf, 0.0, diff)
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    return np.max(diff, axis=-1, initial=0.0) if last_axis else diff
+
+
+def _ratio(err: np.ndarray, allow: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = err / allow
+    return np.where(err == 0, 0.0, np.where(allow > 0, r, np.inf))
+
+
+def assert_attention_close(
+    out: Any,
+    q: Any,
+    k: Any,
+    v: Any,
+    *,
+    lse: Any = None,
+    rope: Rope | None = None,
+    q_positions: Any = None,
+    k_positions: Any = None,
+    causal: bool = False,
+    mask: Any = None,
+    scale: float | None = None,
+    window: tuple[Any, Any] | None = None,
+    softcap: float | None = None,
+    segment_ids: tuple[Any, Any] | None = None,
+    sinks: Any = None,
+    seq_len: int | None = None,
+    dtype: Any = None,
+    strict: bool = False,
+    diagnose: bool = True,
+) -> AttentionReport:
+    """Check an attention kernel's output (and lse) against ``rope_ref.attention``.
+
+    The reference is computed here, in float64 with exact rotation tables, from the same
+    inputs; each row is compared with the allowance of :func:`attention_tolerance` for
+    ``dtype`` plus the reference's own float64 allowance.
+
+    Parameters
+    ----------
+    out : array (..., Hq, Sq, Dv)
+        The kernel's output (any Array-API namespace, any device).
+    q, k, v : arrays
+        The inputs the kernel was given (q and k before any rotation).
+    lse : array (..., Hq, Sq), optional
+        The kernel's log-sum-exp (natural log); compared too when given.
+    rope, q_positions, k_positions, causal, mask, scale, window : optional
+        The semantics the kernel should implement, as for :func:`rope_ref.attention` (query
+        positions default to the last Sq key positions: bottom-right causal alignment).
+    softcap, segment_ids, sinks, seq_len : optional
+        As for :func:`rope_ref.attention`.
+    dtype : dtype, optional
+        The dtype the kernel computes in (default: ``out``'s).
+    strict : bool
+        Only the accuracy class "exact" passes (no phase budget for angles formed in float32).
+    diagnose : bool
+        On failure, fit the common attention mistakes and name the one that explains the data.
+
+    Returns
+    -------
+    AttentionReport
+        ``passed`` (True), ``worst_ratio``, ``message``, ``accuracy_class`` and the per-row
+        ratios.
+
+    Raises
+    ------
+    AttentionMismatch
+        (an ``AssertionError``) when a row exceeds its allowance: the message names the worst
+        (batch, head, query row), its position, errors per head and per row range, and the
+        diagnosis; ``.report`` holds the :class:`AttentionReport`.
+    RopeTypeError, RopeValueError
+        Invalid arguments (shape of ``out``/``lse`` not the reference's, bad semantics).
+
+    Examples
+    --------
+    >>> import numpy as np, rope_ref as rr
+    >>> from rope_ref.testing import assert_attention_close
+    >>> rng = np.random.default_rng(0)
+    >>> q, k, v = (rng.standard_normal((1, 2, 8, 16)).astype(np.float32) for _ in range(3))
+    >>> s = q @ k.transpose(0, 1, 3, 2) / np.float32(4)
+    >>> p = np.exp(s - s.max(-1, keepdims=True))
+    >>> out = (p @ v) / p.sum(-1, keepdims=True)        # a float32 kernel
+    >>> assert_attention_close(out, q, k, v).passed
+    True
+    >>> try:
+    ...     assert_attention_close(out, q, k, v, causal=True)
+    ... except AssertionError as e:
+    ...     print(e.report.explanation.name)
+    causal mask missing
+    """
+    _check_bool("strict", strict)
+    _check_bool("diagnose", diagnose)
+    _check_bool("causal", causal)
+    p = _problem(
+        q,
+        k,
+        v,
+        rope=rope,
+        q_positions=q_positions,
+        k_positions=k_positions,
+        causal=causal,
+        mask=mask,
+        scale=scale,
+        window=window,
+        softcap=softcap,
+        segment_ids=segment_ids,
+        sinks=sinks,
+        seq_len=seq_len,
+    )
+    ref_out, ref_lse = p.run()
+    out_np = to_numpy(out)
+    if tuple(out_np.shape) != tuple(ref_out.shape):
+        raise RopeValueError(
+            f"out must have the reference's shape (..., Hq, Sq, Dv) = {tuple(ref_out.shape)}, "
+            f"got {tuple(out_np.shape)}"
+        )
+    if not np.issubdtype(out_np.dtype, np.floating):
+        raise RopeTypeError(f"out must have a real floating dtype, got {out_np.dtype}")
+    out_dtype = _dtype_name(getattr(out, "dtype", out_np.dtype)) if dtype is None else dtype
+    lse_np = None
+    lse_dtype = None
+    if lse is not None:
+        lse_np = to_numpy(lse)
+        if tuple(lse_np.shape) != tuple(ref_lse.shape):
+            raise RopeValueError(
+                f"lse must have shape (..., Hq, Sq) = {tuple(ref_lse.shape)}, "
+                f"got {tuple(lse_np.shape)}"
+            )
+        if not np.issubdtype(lse_np.dtype, np.floating):
+            raise RopeTypeError(f"lse must have a real floating dtype, got {lse_np.dtype}")
+        lse_dtype = _dtype_name(getattr(lse, "dtype", lse_np.dtype))
+        lse_np = lse_np.astype(np.float64)
+    out_np = out_np.astype(np.float64)
+
+    exact = _rounding(out_dtype, None, True, lse_dtype)
+    loose = replace(exact, u_a=max(exact.u_c, _U32))
+    ref = _Rounding(_U64, _U64, None, _U64)
+    models = [exact, ref] + ([loose] if (rope is not None and not strict) else [])
+    allowances = _allowances(p, models, ref_out, ref_lse)
+    ref_o, ref_l = allowances[1]
+    exact_o, exact_l = allowances[0][0] + ref_o, allowances[0][1] + ref_l
+    if len(allowances) == 3:
+        allow_o, allow_l = allowances[2][0] + ref_o, allowances[2][1] + ref_l
+    else:
+        allow_o, allow_l = exact_o, exact_l
+
+    err_o = _row_errors(out_np, ref_out, last_axis=True)
+    ratio_o = _ratio(err_o, allow_o)
+    err_l = ratio_l = None
+    exact_pass = bool(np.all(_ratio(err_o, exact_o) <= 1.0))
+    if lse_np is not None:
+        err_l = _row_errors(lse_np, ref_lse, last_axis=False)
+        ratio_l = _ratio(err_l, allow_l)
+        exact_pass = exact_pass and bool(np.all(_ratio(err_l, exact_l) <= 1.0))
+    worst_o = float(np.max(ratio_o, initial=0.0))
+    worst_l = float(np.max(ratio_l, initial=0.0)) if ratio_l is not None else 0.0
+    passed = max(worst_o, worst_l) <= 1.0
+    cls = "exact" if exact_pass else ("lower-precision angles" if passed else "fail")
+
+    quantity = "lse" if worst_l > worst_o else "out"
+    ratio_q = ratio_l if quantity == "lse" else ratio_o
+    err_q = err_l if quantity == "lse" else err_o
+    allow_q = allow_l if quantity == "lse" else allow_o
+    assert ratio_q is not None and err_q is not None
+    widx = tuple(int(i) for i in np.unravel_index(int(np.argmax(ratio_q)), ratio_q.shape))
+    worst = dict(
+        index=widx,
+        batch=widx[:-2],
+        head=widx[-2],
+        row=widx[-1],
+        position=_position_of(p, widx),
+        quantity=quantity,
+        error=float(err_q[widx]),
+        allowance=float(allow_q[widx]),
+        actual=(lse_np[widx] if quantity == "lse" else out_np[widx]),  # type: ignore[index]
+        desired=(ref_lse[widx] if quantity == "lse" else ref_out[widx]),
+    )
+    comb_err = err_o if err_l is None else np.maximum(err_o, err_l)
+    comb_ratio = ratio_o if ratio_l is None else np.maximum(ratio_o, ratio_l)
+    hd_axes = (*tuple(range(comb_ratio.ndim - 2)), comb_ratio.ndim - 1)
+    by_head = [
+        (h, float(e), float(r))
+        for h, (e, r) in enumerate(
+            zip(
+                np.max(comb_err, axis=hd_axes, initial=0.0),
+                np.max(comb_ratio, axis=hd_axes, initial=0.0),
+                strict=True,
+            )
+        )
+    ]
+    by_rows = []
+    edges = np.unique(np.linspace(0, p.sq, min(p.sq, 8) + 1).astype(int))
+    for a, b in itertools.pairwise(edges):
+        by_rows.append(
+            (
+                int(a),
+                int(b),
+                float(np.max(comb_err[..., a:b], initial=0.0)),
+                float(np.max(comb_ratio[..., a:b], initial=0.0)),
+            )
+        )
+    diagnosis = None
+    if not passed and diagnose:
+        diagnosis = _diagnose(p, out_np, lse_np, ref_out, ref_lse, allow_o, allow_l, comb_ratio)
+    report = AttentionReport(
+        passed=passed,
+        worst_ratio=max(worst_o, worst_l),
+        message="",
+        diagnosis=diagnosis,
+        accuracy_class=cls,
+        ratio_out=ratio_o,
+        ratio_lse=ratio_l,
+        allowance_out=allow_o,
+        allowance_lse=None if lse_np is None else allow_l,
+        worst=worst,
+        by_head=by_head,
+        by_rows=by_rows,
+    )
+    report.message = _message(report, p, str(out_dtype), strict)
+    vac = _vacuous_rows(allow_o, ref_out)
+    if passed and vac:
+        warnings.warn(
+            f"attention allowance is as large as the output itself on {vac} row(s): the "
+            "comparison cannot see errors there (lower the dtype's error or use float64)",
+            RopeToleranceWarning,
+            stacklevel=2,
+        )
+    if not passed:
+        raise AttentionMismatch(report)
+    return report
+
+
+def _vacuous_rows(allow: np.ndarray, ref_out: np.ndarray) -> int:
+    scale = np.max(np.abs(ref_out), axis=-1, initial=0.0)
+    return int(np.sum((allow > 0) & (allow >= np.maximum(scale, 1e-300))))
+
+
+def _position_of(p: _Problem, idx: tuple[int, ...]) -> Any:
+    row = idx[-1]
+    if p.q_positions is None:
+        return int(p.sk - p.sq + row)
+    qp = p.q_positions
+    if p.multi_axis:
+        lead = p.rope.scaling.axis_position == "leading"  # type: ignore[union-attr]
+        arr = np.moveaxis(qp, 0, -1) if lead else qp
+        tok = np.broadcast_to(arr, (*p.batch, p.hq, p.sq, arr.shape[-1]))
+        return tuple(float(x) for x in tok[idx])
+    val = float(np.broadcast_to(qp, (*p.batch, p.hq, p.sq))[idx])
+    return int(val) if val.is_integer() else val
+
+
+def _message(r: AttentionReport, p: _Problem, dtype: str, strict: bool) -> str:
+    w = r.worst
+    head = (
+        f"attention {'matches' if r.passed else 'MISMATCH'} ({dtype}"
+        f"{', strict' if strict else ''}): worst error/allowance {r.worst_ratio:.3g} "
+        f"[class: {r.accuracy_class}]"
+    )
+    lines = [head]
+    lines.append(
+        f"worst row: batch {w['batch']}, head {w['head']}, query row {w['row']} "
+        f"(position {w['position']}), {w['quantity']}: error {w['error']:.3g} vs allowance "
+        f"{w['allowance']:.3g}"
+    )
+    if not r.passed:
+        n_bad = int(np.sum(r.ratio_out > 1)) + (
+            0 if r.ratio_lse is None else int(np.sum(r.ratio_lse > 1))
+        )
+        total = r.ratio_out.size + (0 if r.ratio_lse is None else r.ratio_lse.size)
+        lines.append(f"rows over their allowance: {n_bad} of {total}")
+        lines.append("per head (max error, max error/allowance):")
+        for h, e, rt in r.by_head[:16]:
+            lines.append(f"  head {h:3d}: {e:.3g}  ratio {rt:.3g}")
+        if len(r.by_head) > 16:
+            lines.append(f"  ... {len(r.by_head) - 16} more heads")
+        lines.append("per query-row range (max error, max error/allowance):")
+        for a, b, e, rt in r.by_rows:
+            lines.append(f"  rows {a}..{b - 1}: {e:.3g}  ratio {rt:.3g}")
+        if r.diagnosis is not None:
+            if r.diagnosis and (r.diagnosis[0].fits or r.diagnosis[0].explained >= 0.9):
+                lines.append(f"diagnosis: {r.diagnosis[0]}")
+            else:
+                lines.append("diagnosis: no single common mistake explains the error")
+            for hyp in r.diagnosis[1:4]:
+                lines.append(f"  also tried: {hyp}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- diagnosis
+def _diag_rows(p: _Problem, ratio: np.ndarray, limit: int = 48) -> np.ndarray:
+    if p.sq <= limit:
+        return np.arange(p.sq)
+    per_row = np.max(ratio.reshape(-1, p.sq), axis=0)
+    worst = np.argsort(-per_row, kind="stable")[: limit // 2]
+    spread = np.linspace(0, p.sq - 1, limit - worst.size).astype(np.int64)
+    return np.unique(np.concatenate([worst, spread]))
+
+
+def _golden(f: Callable[[float], float], lo: float, hi: float, iters: int = 30) -> float:
+    gr = (math.sqrt(5.0) - 1.0) / 2.0
+    a, b = lo, hi
+    c, d = b - gr * (b - a), a + gr * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(iters):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - gr * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + gr * (b - a)
+            fd = f(d)
+    return c if fc <= fd else d
+
+
+def _diagnose(
+    p: _Problem,
+    out: np.ndarray,
+    lse: np.ndarray | None,
+    ref_out: np.ndarray,
+    ref_lse: np.ndarray,
+    allow_o: np.ndarray,
+    allow_l: np.ndarray,
+    ratio: np.ndarray,
+) -> list[AttentionHypothesis]:
+    rows = _diag_rows(p, ratio)
+    sub = p.subset(rows)
+    a_out = out[..., rows, :]
+    a_lse = None if lse is None else lse[..., rows]
+    ao = np.maximum(allow_o[..., rows], 1e-300)[..., None]
+    al = np.maximum(allow_l[..., rows], 1e-300)
+
+    def normalised(o: np.ndarray, ls: np.ndarray) -> np.ndarray:
+        parts = [np.nan_to_num((a_out - o) / ao, nan=1e30, posinf=1e30, neginf=-1e30).ravel()]
+        if a_lse is not None:
+            fin = np.isfinite(ls) & np.isfinite(a_lse)
+            both_inf = (~np.isfinite(ls)) & (ls == a_lse)
+            r = np.where(fin, (a_lse - np.where(fin, ls, 0)) / al, np.where(both_inf, 0.0, 1e30))
+            parts.append(np.nan_to_num(r, nan=1e30).ravel())
+        return np.concatenate(parts)
+
+    e0 = normalised(ref_out[..., rows, :], ref_lse[..., rows])
+    e_norm = float(np.dot(e0, e0))
+
+    def score(o: np.ndarray, ls: np.ndarray) -> tuple[float, bool, float]:
+        r = normalised(o, ls)
+        rr_ = float(np.dot(r, r))
+        explained = max(0.0, 1.0 - rr_ / e_norm) if e_norm > 0 else 0.0
+        return explained, bool(np.max(np.abs(r), initial=0.0) <= 1.0), rr_
+
+    hyps: list[AttentionHypothesis] = []
+
+    def add(name: str, detail: str, res: tuple[np.ndarray, np.ndarray], param: Any = None) -> None:
+        ex, fits, _ = score(*res)
+        hyps.append(AttentionHypothesis(name, detail, ex, fits, param))
+
+    def attempt(
+        name: str, detail: str, fn: Callable[[], tuple[np.ndarray, np.ndarray]], param: Any = None
+    ) -> None:
+        try:
+            res = fn()
+        except (RopeValueError, RopeTypeError, ValueError):
+            return
+        add(name, detail, res, param)
+
+    ref_sub = (ref_out[..., rows, :], ref_lse[..., rows])
+    rotated = sub  # keeps the rope, for the hypotheses about the rotation
+    sub = sub.prerotated()
+    hq, hk, sq, sk = p.hq, p.hk, p.sq, p.sk
+    g = hq // hk
+
+    # GQA: query head h reading kv head h % Hk (tiling) instead of h // G (grouping)
+    if g > 1 and hk > 1:
+        idx = np.arange(hq) % hk
+
+        def tiled() -> tuple[np.ndarray, np.ndarray]:
+            kp = sub.k_positions
+            if kp is not None and kp.ndim >= 2 and kp.shape[-2] == hk:
+                kp = np.take(kp, idx, axis=-2)
+            return sub.run(
+                k=np.take(sub.k, idx, axis=-3), v=np.take(sub.v, idx, axis=-3), k_positions=kp
+            )
+
+        attempt(
+            "GQA heads tiled",
+            f"query head h reads key/value head h % {hk} instead of h // {g}",
+            tiled,
+        )
+
+    # causal alignment by index (top-left: query i sees keys 0..i; bottom-right: 0..i+Sk-Sq)
+    if p.causal and not p.multi_axis:
+        ri = sub.row_index()
+        for name, off in (
+            ("causal mask aligned top-left", 0),
+            ("causal mask aligned bottom-right", sk - sq),
+        ):
+            keep = np.arange(sk)[None, :] <= (ri[:, None] + off)
+            attempt(
+                name,
+                f"query row i keeps key indices <= i + {off}",
+                lambda keep=keep: sub.run(causal=False, mask=_and_mask(sub.mask, keep)),
+            )
+    if p.causal:
+        attempt(
+            "causal mask missing", "every key kept (no causal test)", lambda: sub.run(causal=False)
+        )
+    elif sk > 1 and not p.multi_axis:
+        attempt(
+            "causal mask applied",
+            "keys after the query masked (causal)",
+            lambda: sub.run(causal=True),
+        )
+
+    if p.softcap is not None:
+        attempt(
+            "softcap missing",
+            f"logits not capped (expected softcap={p.softcap:g})",
+            lambda: sub.run(softcap=None),
+        )
+
+    if p.window is not None:
+        left, right = p.window
+        for side, val in (("left", left), ("right", right)):
+            if val is None or val == math.inf:
+                continue
+            for delta in (-1, 1):
+                new = val + delta
+                if new < 0:
+                    continue
+                win = (new, right) if side == "left" else (left, new)
+                attempt(
+                    f"window off by one ({side} {delta:+d})",
+                    f"window {win} instead of {p.window}",
+                    lambda win=win: sub.run(window=win),
+                    win,
+                )
+    if p.sinks is not None:
+        attempt("sinks ignored", "no sink logit in the normaliser", lambda: sub.run(sinks=None))
+
+    if a_lse is not None:
+        fin = np.isfinite(a_lse) & np.isfinite(ref_sub[1])
+        if np.any(fin):
+            x, y = ref_sub[1][fin], a_lse[fin]
+            den = float(np.dot(x, x))
+            a = float(np.dot(x, y)) / den if den > 0 else 1.0
+            name = "lse in base 2" if abs(a * _LN2 - 1.0) < 0.05 else "lse scaled"
+            add(
+                name,
+                f"lse = {a:.6g} x natural-log lse (log2 would be {1 / _LN2:.6g})",
+                (ref_sub[0], ref_sub[1] * a),
+                a,
+            )
+
+    if p.rope is not None:
+        rope = p.rope
+        qp, kp = rotated.explicit_q_positions(), rotated.explicit_k_positions()
+        attempt("RoPE not applied", "q and k used unrotated", lambda: rotated.run(rope=None))
+
+        def q_only() -> tuple[np.ndarray, np.ndarray]:
+            qr = np.asarray(apply_rope(rotated.q, qp, rope, seq_len=p.seq_len), np.float64)
+            return rotated.run(q=qr, rope=None)
+
+        def k_only() -> tuple[np.ndarray, np.ndarray]:
+            kr = np.asarray(
+                apply_rope(rotated.k, kp, rope, seq_len=p.seq_len, role="key"), np.float64
+            )
+            return rotated.run(k=kr, rope=None)
+
+        attempt("RoPE applied to q only", "keys not rotated", q_only)
+        attempt("RoPE applied to k only", "queries not rotated", k_only)
+        other = "interleaved" if rope.layout == "half" else "half"
+        attempt(
+            f"RoPE layout {other}",
+            f"pairs taken {other} instead of {rope.layout}",
+            lambda: rotated.run(rope=replace(rope, layout=other)),
+        )
+
+    # scale, as a family: first its usual wrong values, then (if nothing fits) a fit
+    d = int(p.q.shape[-1])
+    scale_tried: dict[float, float] = {}
+
+    def scale_run(fitted: float) -> tuple[np.ndarray, np.ndarray]:
+        return sub.run(scale=fitted)
+
+    def scale_err(t: float) -> float:
+        key = round(t, 12)
+        if key not in scale_tried:
+            scale_tried[key] = score(*scale_run(p.scale * math.exp(t)))[2]
+        return scale_tried[key]
+
+    def add_scale(fitted: float) -> None:
+        add(
+            _scale_name(fitted, p.scale, d),
+            f"fitted scale {fitted:.6g} (expected {p.scale:.6g}; ratio {fitted / p.scale:.4g})",
+            scale_run(fitted),
+            fitted,
+        )
+
+    if p.scale > 0:
+        for special in (1.0, 2.0 * p.scale, p.scale * p.scale, 0.5 * p.scale):
+            if abs(special / p.scale - 1.0) > 1e-9:
+                add_scale(special)
+
+    # positions shifted by one (queries), before the wider families
+    shift_done: set[tuple[str, int]] = set()
+
+    def add_shift(who: str, shifts: Sequence[int]) -> None:
+        best = None
+        for t in shifts:
+            if (who, t) in shift_done:
+                continue
+            shift_done.add((who, t))
+            try:
+                res = _shifted(rotated, sub, who, t)
+            except (RopeValueError, ValueError):
+                continue
+            sc = score(*res)
+            if best is None or sc[2] < best[0][2]:
+                best = (sc, t)
+        if best is not None:
+            (ex, fits, _), t = best
+            hyps.append(
+                AttentionHypothesis(
+                    f"{who} positions shifted by {t:+d}",
+                    f"RoPE rotated {who}s at position + {t} (masks unchanged)",
+                    ex,
+                    fits,
+                    t,
+                )
+            )
+
+    rope_shifts = p.rope is not None and not p.multi_axis
+    if rope_shifts:
+        add_shift("query", (-1, 1))
+
+    if not any(h.fits for h in hyps):
+        # the wider families: a fitted scale, and shifts of either positions
+        if p.scale > 0:
+            grid = np.linspace(-4.0, 4.0, 9).tolist()
+            vals = [scale_err(t) for t in grid]
+            i = int(np.argmin(vals))
+            lo, hi = grid[max(0, i - 1)], grid[min(len(grid) - 1, i + 1)]
+            t_best = _golden(scale_err, lo, hi, 20)
+            if scale_err(grid[i]) < scale_err(t_best):
+                t_best = grid[i]
+            fitted = p.scale * math.exp(t_best)
+            if all(
+                abs(fitted / (h.parameter or 1e300) - 1) > 1e-6
+                for h in hyps
+                if h.name.startswith("scale")
+            ):
+                add_scale(fitted)
+        if rope_shifts:
+            wide = sorted({-2, -1, 1, 2, sk - sq, sq - sk} - {0})
+            add_shift("query", wide)
+            add_shift("key", wide)
+    hyps.sort(key=lambda h: (not h.fits, -h.explained))
+    return hyps
+
+
+def _shifted(rotated: _Problem, pre: _Problem, who: str, t: int) -> tuple[Any, Any]:
+    """Rotation of the queries (or keys) at position + t, masks at the true positions."""
+    rope = rotated.rope
+    assert rope is not None
+    if who == "query":
+        qp = rotated.explicit_q_positions()
+        qr = apply_rope(rotated.q, qp + t, rope, seq_len=rotated.seq_len)
+        return pre.run(q=np.asarray(qr, dtype=np.float64))
+    kp = rotated.explicit_k_positions()
+    kr = apply_rope(rotated.k, kp + t, rope, seq_len=rotated.seq_len, role="key")
+    return pre.run(k=np.asarray(kr, dtype=np.float64))
+
+
+def _and_mask(mask: np.ndarray | None, keep: np.ndarray) -> np.ndarray:
+    if mask is None:
+        return keep
+    if mask.dtype == np.bool_:
+        return np.logical_and(mask, keep)
+    return np.where(keep, mask, -np.inf)
+
+
+def _scale_name(fitted: float, scale: float, d: int) -> str:
+    def near(a: float, b: float) -> bool:
+        return abs(a / b - 1.0) < 0.02
+
+    if near(fitted, 1.0):
+        return "scale missing"
+    if near(fitted, 2.0 * scale):
+        return "scale doubled"
+    if near(fitted, scale * scale):
+        return "scale applied twice"
+    if near(fitted, 0.5 * scale):
+        return "scale halved"
+    if near(fitted, scale):
+        return "scale as expected"
+    if near(fitted, 1.0 / d):
+        return "scale 1/D instead of 1/sqrt(D)"
+    return "scale wrong"

@@ -1,0 +1,436 @@
+"""rope_ref.testing.assert_attention_close / attention_tolerance: correct kernels pass (torch
+SDPA in float32/float64 up to 32768 keys, decode over 4096 keys, a float32 NumPy softmax with
+float32 angles, rr.attention itself against mpmath), and each common attention bug fails and
+is named by the fitted diagnosis, on every backend."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import rope_ref as rr
+from rope_ref.testing import (
+    AttentionMismatch,
+    RopeToleranceWarning,
+    assert_attention_close,
+    attention_tolerance,
+)
+
+# --------------------------------------------------------------------------- a kernel with bugs
+
+
+def kernel(
+    xp,
+    q,
+    k,
+    v,
+    *,
+    rope=None,
+    causal=False,
+    window=None,
+    softcap=None,
+    sinks=None,
+    scale=None,
+    q_positions=None,
+    bug=None,
+):
+    """Softmax attention written with Array-API calls only, in q's dtype, with one injectable
+    mistake. Positions: keys 0..Sk-1, queries the last Sq (or ``q_positions``)."""
+    hq, sq, d = q.shape[-3:]
+    hk, sk = k.shape[-3], k.shape[-2]
+    group = hq // hk
+    dev = getattr(q, "device", None)
+    kpos = xp.arange(sk, dtype=xp.int64, device=dev)
+    qpos = (
+        xp.arange(sk - sq, sk, dtype=xp.int64, device=dev) if q_positions is None else q_positions
+    )
+    if rope is not None and bug != "rope_missing":
+        q = rr.apply_rope(q, qpos + 1 if bug == "positions_shifted" else qpos, rope)
+        if bug != "rope_q_only":
+            k = rr.apply_rope(k, kpos, rope, role="key")
+    heads = [h % hk if bug == "gqa_tiled" else h // group for h in range(hq)]
+    idx = xp.asarray(heads, dtype=xp.int64, device=dev)
+    kk, vv = xp.take(k, idx, axis=-3), xp.take(v, idx, axis=-3)
+    sc = d**-0.5 if scale is None else scale
+    sc = {"scale_missing": 1.0, "scale_doubled": 2 * sc}.get(bug, sc)
+    s = xp.matmul(q, xp.matrix_transpose(kk)) * sc
+    if softcap is not None and bug != "softcap_missing":
+        s = softcap * xp.tanh(s / softcap)
+    keep = xp.ones((sq, sk), dtype=xp.bool, device=dev)
+    qq, kq = qpos[:, None], kpos[None, :]
+    if causal:
+        if bug == "causal_top_left":
+            rows = xp.arange(sq, dtype=xp.int64, device=dev)[:, None]
+            keep = xp.logical_and(keep, kq <= rows)
+        else:
+            keep = xp.logical_and(keep, kq <= qq)
+    if window is not None:
+        left, right = window
+        left += {"window_left": 1}.get(bug, 0)
+        right -= {"window_right": 1}.get(bug, 0)
+        keep = xp.logical_and(keep, xp.logical_and(kq >= qq - left, kq <= qq + right))
+    s = xp.where(keep, s, xp.full_like(s, -math.inf))
+    m = xp.max(s, axis=-1, keepdims=True)
+    use_sinks = sinks is not None and bug != "sinks_ignored"
+    if use_sinks:
+        sk_ = xp.reshape(sinks, (hq, 1, 1))
+        m = xp.maximum(m, sk_)
+    p = xp.exp(s - m)
+    den = xp.sum(p, axis=-1, keepdims=True)
+    if use_sinks:
+        den = den + xp.exp(sk_ - m)
+    out = xp.matmul(p, vv) / den
+    lse = m[..., 0] + xp.log(den[..., 0])
+    if bug == "lse_base2":
+        lse = lse / math.log(2.0)
+    return out, lse
+
+
+def _inputs(bk, dtype, *, hq=4, hk=2, sq=6, sk=40, d=16, dv=8, seed=7, qscale=1.0):
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((hq, sq, d)) * qscale
+    k = rng.standard_normal((hk, sk, d))
+    v = rng.standard_normal((hk, sk, dv))
+    return tuple(bk.from_numpy(a, dtype) for a in (q, k, v))
+
+
+ROPE = rr.Rope(16)
+SINKS = np.array([0.5, -1.0, 1.5, 0.0])
+
+# bug -> (semantics the kernel should implement, expected diagnosis)
+BUGS = {
+    "gqa_tiled": (dict(rope=ROPE), "GQA heads tiled"),
+    "causal_top_left": (dict(causal=True, rope=ROPE), "causal mask aligned top-left"),
+    "scale_missing": (dict(rope=ROPE), "scale missing"),
+    "scale_doubled": (dict(rope=ROPE), "scale doubled"),
+    "softcap_missing": (dict(softcap=1.0), "softcap missing"),
+    "window_left": (dict(window=(5, 0), rope=ROPE), "window off by one (left +1)"),
+    "window_right": (dict(window=(3, 2)), "window off by one (right -1)"),
+    "sinks_ignored": (dict(sinks=SINKS, causal=True), "sinks ignored"),
+    "lse_base2": (dict(causal=True), "lse in base 2"),
+    "rope_missing": (dict(rope=ROPE, causal=True), "RoPE not applied"),
+    "rope_q_only": (dict(rope=ROPE), "RoPE applied to q only"),
+    "positions_shifted": (dict(rope=ROPE, causal=True), "query positions shifted by +1"),
+}
+
+
+def _dtype_for(bk):
+    return "float64" if "float64" in bk.dtypes else "float32"
+
+
+def _run(bk, sem, bug, dtype):
+    q, k, v = _inputs(bk, dtype)
+    kw = dict(sem)
+    if "sinks" in kw:
+        kw["sinks"] = bk.from_numpy(kw["sinks"], dtype)
+    out, lse = kernel(bk.xp, q, k, v, bug=bug, **kw)
+    return out, lse, (q, k, v), kw
+
+
+@pytest.mark.parametrize("bug", sorted(BUGS))
+def test_injected_bug_fails_and_is_named(bk, bug):
+    sem, expected = BUGS[bug]
+    dtype = _dtype_for(bk)
+    out, lse, (q, k, v), kw = _run(bk, sem, None, dtype)
+    report = assert_attention_close(out, q, k, v, lse=lse, **kw)  # the correct kernel
+    assert report.passed and report.worst_ratio <= 1.0
+    assert report.accuracy_class == "exact"
+
+    out, lse, (q, k, v), kw = _run(bk, sem, bug, dtype)
+    with pytest.raises(AttentionMismatch) as info:
+        assert_attention_close(out, q, k, v, lse=lse, **kw)
+    rep = info.value.report
+    assert not rep.passed and rep.worst_ratio > 1.0
+    best = rep.explanation
+    assert best is not None, rep.message
+    assert best.name == expected, rep.message
+    assert best.fits and best.explained > 0.99, rep.message
+    assert f"diagnosis: {expected}" in str(info.value)
+
+
+def test_fitted_parameters_are_reported():
+    from backends import by_name
+
+    bk = by_name("numpy")
+    out, lse, (q, k, v), kw = _run(bk, dict(rope=ROPE), "scale_missing", "float64")
+    with pytest.raises(AssertionError) as info:
+        assert_attention_close(out, q, k, v, lse=lse, **kw)
+    best = info.value.report.explanation
+    assert abs(best.parameter - 1.0) < 1e-6  # the fitted scale is 1, not 16**-0.5
+    out, lse, (q, k, v), kw = _run(bk, dict(causal=True), "lse_base2", "float64")
+    with pytest.raises(AssertionError) as info:
+        assert_attention_close(out, q, k, v, lse=lse, **kw)
+    best = info.value.report.explanation
+    assert abs(best.parameter - 1 / math.log(2)) < 1e-9
+    assert "out" not in info.value.report.worst["quantity"]  # the output itself is right
+
+
+# --------------------------------------------------------------------------- correct kernels
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("sk,sq", [(1024, 2), (32768, 2), (4096, 1)])
+def test_torch_sdpa_passes(dtype, sk, sq):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(sk + sq)
+    tdt = getattr(torch, dtype)
+    q = torch.from_numpy(rng.standard_normal((1, 2, sq, 64))).to(tdt)
+    k = torch.from_numpy(rng.standard_normal((1, 2, sk, 64))).to(tdt)
+    v = torch.from_numpy(rng.standard_normal((1, 2, sk, 64))).to(tdt)
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    report = assert_attention_close(out, q, k, v)
+    assert report.passed and 0 <= report.worst_ratio <= 1.0
+    assert report.accuracy_class == "exact"
+
+
+def test_torch_sdpa_gqa_causal_rope_decode_passes():
+    """Decode (one query) over 4096 keys: rotated q/k (exact tables rounded to float32), grouped heads
+    repeated for SDPA, bottom-right causal mask passed as a boolean mask."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    rope = rr.Rope(64, base=500000.0)
+    sk, sq = 4096, 1
+    q = torch.from_numpy(rng.standard_normal((1, 4, sq, 64))).float()
+    k = torch.from_numpy(rng.standard_normal((1, 2, sk, 64))).float()
+    v = torch.from_numpy(rng.standard_normal((1, 2, sk, 64))).float()
+    qr = rr.apply_rope(q, torch.arange(sk - sq, sk), rope)
+    kr = rr.apply_rope(k, torch.arange(sk), rope, role="key")
+    keep = torch.ones(sq, sk, dtype=torch.bool).tril(diagonal=sk - sq)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        qr, kr.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1), attn_mask=keep
+    )
+    report = assert_attention_close(out, q, k, v, rope=rope, causal=True, strict=True)
+    assert report.passed and report.accuracy_class == "exact"
+    # the same output judged as if it were tiled is caught and named
+    with pytest.raises(AssertionError) as info:
+        out_t = torch.nn.functional.scaled_dot_product_attention(
+            qr, kr.repeat(1, 2, 1, 1), v.repeat(1, 2, 1, 1), attn_mask=keep
+        )
+        assert_attention_close(out_t, q, k, v, rope=rope, causal=True)
+    assert info.value.report.explanation.name == "GQA heads tiled"
+
+
+def _hf_float32_attention(q, k, v, rope, qpos, kpos):
+    """A float32 NumPy pipeline as Hugging Face writes it: inv_freq = 1 / base**(arange/d)
+    in float32, angles by a float32 product, cos/sin in float32, softmax in float32."""
+    d = q.shape[-1]
+    inv = 1.0 / (np.float32(rope.base) ** (np.arange(0, d, 2, dtype=np.float32) / d))
+    inv = inv.astype(np.float32)
+
+    def rot(x, pos):
+        ang = pos.astype(np.float32)[:, None] * inv[None, :]
+        emb = np.concatenate([ang, ang], axis=-1)
+        cos, sin = np.cos(emb), np.sin(emb)
+        half = d // 2
+        rh = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+        return (x * cos + rh * sin).astype(np.float32)
+
+    qr, kr = rot(q, qpos), rot(k, kpos)
+    s = (qr @ np.swapaxes(kr, -1, -2)) * np.float32(d**-0.5)
+    s = s - s.max(-1, keepdims=True)
+    p = np.exp(s)
+    return ((p @ v) / p.sum(-1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("offset", [0, 30000])
+def test_numpy_float32_pipeline_passes(offset):
+    rng = np.random.default_rng(11)
+    rope = rr.Rope(32)
+    sk, sq = 2048, 4
+    q = rng.standard_normal((2, sq, 32)).astype(np.float32)
+    k = rng.standard_normal((2, sk, 32)).astype(np.float32)
+    v = rng.standard_normal((2, sk, 32)).astype(np.float32)
+    kpos = np.arange(sk) + offset
+    qpos = kpos[-sq:]
+    out = _hf_float32_attention(q, k, v, rope, qpos, kpos)
+    report = assert_attention_close(out, q, k, v, rope=rope, q_positions=qpos, k_positions=kpos)
+    assert report.passed
+    assert report.accuracy_class in ("exact", "lower-precision angles")
+
+
+def test_float32_angles_at_a_million_are_not_exact():
+    """Angles formed in float32 near position 10**6 are off by up to ~0.06 rad: the default
+    passes them as "lower-precision angles"; strict mode fails them."""
+    rng = np.random.default_rng(12)
+    rope = rr.Rope(32)
+    sk, sq = 256, 2
+    q, k, v = (rng.standard_normal((1, n, 32)).astype(np.float32) for n in (sq, sk, sk))
+    kpos = np.arange(sk) + 1_000_000
+    qpos = kpos[-sq:]
+    out = _hf_float32_attention(q, k, v, rope, qpos, kpos)
+    with pytest.warns(RopeToleranceWarning, match="cannot see"):
+        rep = assert_attention_close(out, q, k, v, rope=rope, q_positions=qpos, k_positions=kpos)
+    assert rep.passed and rep.accuracy_class == "lower-precision angles"
+    with pytest.raises(AssertionError):
+        assert_attention_close(
+            out, q, k, v, rope=rope, q_positions=qpos, k_positions=kpos, strict=True
+        )
+
+
+def test_rr_attention_meets_its_float64_allowance_against_mpmath():
+    """rr.attention (float64) against a 40-digit recomputation over 2048 keys, with RoPE at
+    exact frequencies, a causal mask, a soft-cap and a sink."""
+    mpmath = pytest.importorskip("mpmath")
+    mp = mpmath.mp
+    rng = np.random.default_rng(5)
+    rope = rr.Rope(16, base=10000.0)
+    sk, sq, d = 2048, 2, 16
+    q = rng.standard_normal((1, sq, d)) * 2
+    k = rng.standard_normal((1, sk, d)) * 2
+    v = rng.standard_normal((1, sk, 4))
+    sinks = np.array([1.0])
+    kw = dict(rope=rope, causal=True, softcap=8.0, sinks=sinks)
+    out, lse = rr.attention(q, k, v, return_lse=True, **kw)
+    with mp.workdps(40):
+        thetas = [mp.mpf(str(t)) for t in rope.thetas()]
+
+        def rot(x, pos):
+            y = [mp.mpf(float(c)) for c in x]
+            h = d // 2
+            for j in range(h):
+                c, s = mp.cos(pos * thetas[j]), mp.sin(pos * thetas[j])
+                a, b = y[j], y[j + h]
+                y[j], y[j + h] = a * c - b * s, a * s + b * c
+            return y
+
+        kr = [rot(k[0, n], n) for n in range(sk)]
+        exact_o, exact_l = np.zeros((1, sq, 4)), np.zeros((1, sq))
+        for i in range(sq):
+            pos = sk - sq + i
+            qr = rot(q[0, i], pos)
+            logits = []
+            for n in range(pos + 1):
+                s = mp.fsum(a * b for a, b in zip(qr, kr[n], strict=True)) / mp.sqrt(d)
+                logits.append(8 * mp.tanh(s / 8))
+            ws = [mp.exp(s) for s in logits]
+            z = mp.fsum(ws) + mp.exp(mp.mpf(1))
+            for c in range(4):
+                exact_o[0, i, c] = float(
+                    mp.fsum(w * mp.mpf(float(v[0, n, c])) for n, w in enumerate(ws)) / z
+                )
+            exact_l[0, i] = float(mp.log(z))
+    tol = attention_tolerance(q, k, v, dtype="float64", strict=True, **kw)
+    err_o = np.max(np.abs(out - exact_o), axis=-1)
+    err_l = np.abs(lse - exact_l)
+    assert np.all(err_o <= tol.out), (err_o, tol.out)
+    assert np.all(err_l <= tol.lse), (err_l, tol.lse)
+    # and the old default, 8u x max|out|, is not a bound the model relies on: the new one is
+    # wider, by the accumulation over the kept keys
+    assert np.all(tol.out > 8 * 2.0**-53 * np.max(np.abs(exact_o)))
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def test_report_locates_the_worst_row():
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal((2, 3, n, 8)) for n in (10, 10, 10))
+    out = rr.attention(q, k, v, causal=True).copy()
+    out[1, 2, 7, 3] += 1e-6
+    with pytest.raises(AttentionMismatch) as info:
+        assert_attention_close(out, q, k, v, causal=True)
+    rep = info.value.report
+    assert rep.worst["index"] == (1, 2, 7)
+    assert rep.worst["position"] == 7
+    assert rep.worst["quantity"] == "out"
+    assert abs(rep.worst["error"] - 1e-6) < 1e-12
+    assert [h for h, e, r in rep.by_head if r > 1] == [2]
+    assert [(a, b) for a, b, e, r in rep.by_rows if r > 1] == [(7, 8)]
+    msg = str(info.value)
+    assert "batch (1,), head 2, query row 7 (position 7)" in msg
+    assert "rows over their allowance: 1 of 60" in msg
+
+
+def test_explicit_positions_are_reported():
+    rng = np.random.default_rng(2)
+    q, k, v = (rng.standard_normal((1, n, 8)) for n in (4, 6, 6))
+    qpos = np.array([100, 101, 102, 103])
+    kpos = np.arange(98, 104)
+    out = rr.attention(q, k, v, q_positions=qpos, k_positions=kpos, causal=True).copy()
+    out[0, 2] += 1e-3
+    with pytest.raises(AssertionError) as info:
+        assert_attention_close(out, q, k, v, q_positions=qpos, k_positions=kpos, causal=True)
+    assert info.value.report.worst["position"] == 102
+
+
+def test_non_finite_values():
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal((1, 4, 8)) for _ in range(3))
+    keep = np.ones((4, 4), bool)
+    keep[2] = False  # an empty row: output 0, lse -inf
+    out, lse = rr.attention(q, k, v, mask=keep, return_lse=True)
+    rep = assert_attention_close(out, q, k, v, lse=lse, mask=keep)
+    assert rep.passed and rep.allowance_out[0, 2] == 0.0
+    assert np.all(np.isfinite(rep.allowance_out)) and np.all(np.isfinite(rep.allowance_lse))
+    nan_out = out.copy()
+    nan_out[0, 2] = np.nan  # what an unguarded kernel gives for an empty row
+    with pytest.raises(AssertionError):
+        assert_attention_close(nan_out, q, k, v, mask=keep, diagnose=False)
+    bad_lse = lse.copy()
+    bad_lse[0, 2] = 0.0
+    with pytest.raises(AssertionError):
+        assert_attention_close(out, q, k, v, lse=bad_lse, mask=keep, diagnose=False)
+    inf_lse = lse.copy()
+    inf_lse[0, 1] = np.inf
+    with pytest.raises(AssertionError):
+        assert_attention_close(out, q, k, v, lse=inf_lse, mask=keep, diagnose=False)
+
+
+def test_bad_arguments():
+    rng = np.random.default_rng(4)
+    q, k, v = (rng.standard_normal((1, 4, 8)) for _ in range(3))
+    out = rr.attention(q, k, v)
+    with pytest.raises(rr.RopeValueError, match="out must have"):
+        assert_attention_close(out[..., :3, :], q, k, v)
+    with pytest.raises(rr.RopeValueError, match="lse must have"):
+        assert_attention_close(out, q, k, v, lse=np.zeros(3))
+    with pytest.raises(rr.RopeTypeError, match="strict"):
+        assert_attention_close(out, q, k, v, strict=1)
+    with pytest.raises(rr.RopeTypeError, match="dtype"):
+        attention_tolerance(q, k, v, dtype="int32")
+    with pytest.raises(rr.RopeTypeError):
+        assert_attention_close(out, q, k, v, scale="0.5")
+
+
+def test_allowance_model_properties():
+    """Properties of the model itself (no kernel involved): it scales with u, grows with the
+    number of kept keys like sqrt(n), covers the old 8u x max|out| floor, and its float32
+    angle budget grows with the position."""
+    rng = np.random.default_rng(9)
+    q = rng.standard_normal((1, 1, 32))
+    k, v = rng.standard_normal((2, 1, 16384, 32))
+    t32 = attention_tolerance(q, k, v, dtype="float32", strict=True)
+    t64 = attention_tolerance(q, k, v, dtype="float64", strict=True)
+    ratio = float(t32.out[0, 0] / t64.out[0, 0])
+    assert 2.0**29 * 0.9 < ratio < 2.0**29 * 1.1
+    small = attention_tolerance(q, k[:, :256], v[:, :256], dtype="float32", strict=True)
+    growth = float(t32.out[0, 0] / small.out[0, 0])
+    assert 1.0 < growth < 64.0  # not linear in n (64x more keys)
+    out = rr.attention(q, k, v)
+    assert t64.out[0, 0] > 8 * 2.0**-53 * np.max(np.abs(out))
+    rope = rr.Rope(32)
+    near = attention_tolerance(q, k[:, :64], v[:, :64], dtype="float32", rope=rope)
+    far = attention_tolerance(
+        q,
+        k[:, :64],
+        v[:, :64],
+        dtype="float32",
+        rope=rope,
+        q_positions=np.array([10**6 + 63]),
+        k_positions=np.arange(10**6, 10**6 + 64),
+    )
+    exact = attention_tolerance(
+        q,
+        k[:, :64],
+        v[:, :64],
+        dtype="float32",
+        rope=rope,
+        strict=True,
+        q_positions=np.array([10**6 + 63]),
+        k_positions=np.arange(10**6, 10**6 + 64),
+    )
+    assert far.out[0, 0] > 100 * near.out[0, 0]
+    assert exact.out[0, 0] < far.out[0, 0] / 100
+    assert np.all(np.isfinite(far.lse))
