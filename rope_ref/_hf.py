@@ -119,14 +119,16 @@ def _rope_section(top: dict[str, Any], report: ConfigReport) -> KeyReader:
         check_keys(data, "text_config")
         data.setdefault("model_type", top.get("model_type"))
     mt = _model_type(data, prefix)
-    for key, value in _MODEL_DEFAULTS.get(mt or "", {}).items():
-        if data.get(key) is None:
-            data[key] = value
-            report.notes.append(
-                f"{prefix}{key} = {value!r} is the transformers default for model_type {mt!r} "
-                "(absent from the config)"
-            )
-    return KeyReader(data, prefix, report)
+    added = [k for k in _MODEL_DEFAULTS.get(mt or "", {}) if data.get(k) is None]
+    for key in added:
+        data[key] = value = _MODEL_DEFAULTS[mt or ""][key]
+        report.notes.append(
+            f"{prefix}{key} = {value!r} is the transformers default for model_type {mt!r} "
+            "(absent from the config)"
+        )
+    reader = KeyReader(data, prefix, report)
+    reader.consumed.update(added)  # class defaults: listed as used when read, never as unused
+    return reader
 
 
 def _layer_params(rp: dict[str, Any], name: str, layer_type: str | None) -> dict[str, Any]:
@@ -178,6 +180,11 @@ def _uses_local_base(r: KeyReader, params: _Params, layer_type: str | None) -> b
         raise RopeValueError(
             f"{r.name('rope_local_base_freq')} is set (sliding-window layers use their own "
             f"base): pass layer_type= one of {list(_LOCAL_LAYERS)}, got {layer_type!r}"
+        )
+    if layer_type == "full_attention":
+        r.report.notes.append(
+            "full-attention layer: base = rope_theta with the scaling (rope_local_base_freq "
+            "is the sliding layers' base)"
         )
     return layer_type == "sliding_attention"
 

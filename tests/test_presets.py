@@ -84,6 +84,10 @@ def test_multimodal_and_layer_types():
     assert preset_default_layer("gemma-3") == "full_attention"
     assert preset_layer_types("llama-2-7b") == () and preset_default_layer("llama-2-7b") is None
     assert rr.Rope.preset("gemma-3") == rr.Rope(256, base=1e6, scaling=S.Linear(8.0))
+    # class defaults filled in are notes, never "present but not used"
+    text = rr.Rope.preset("gemma-3").explain()
+    assert "rope_local_base_freq = 10000.0 is the transformers default" in text
+    assert "rope_local_base_freq" not in text.split("present but not used:")[1].split("notes:")[0]
     assert rr.Rope.preset("gemma-3", layer_type="sliding_attention") == rr.Rope(256, base=1e4)
     with pytest.raises(rr.RopeValueError, match="layer_type 'global' is not one of preset"):
         load_preset("gemma-3", layer_type="global")
