@@ -51,6 +51,8 @@ def describe(value: Any) -> str:
         text = repr(value)
     except ValueError:  # an int beyond Python's 4300-digit str limit
         text = f"<{value.bit_length()}-bit integer>"
+    except RecursionError:
+        text = "<nested too deeply to show>"
     if len(text) > 80:
         size = f" ({len(value)} items)" if isinstance(value, (list, tuple, dict)) else ""
         text = text[:70] + "..." + size

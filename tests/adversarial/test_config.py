@@ -393,3 +393,16 @@ def test_explain_names_keys_as_written():
     assert "text_config.rope_scaling.mrope_interleaved = True" in used
     unused = text.split("present but not used:")[1]
     assert re.search(r"text_config\.rope_scaling\.unknown = 3", unused)
+
+
+def test_deeply_nested_values_in_messages_and_explain():
+    deep = []
+    for _ in range(100_000):
+        deep = [deep]
+    _raises(
+        {"head_dim": 64, "rope_theta": deep},
+        rr.RopeTypeError,
+        "rope_theta must be a number, got list <nested too deeply to show>",
+    )
+    r = rr.Rope.from_hf_config({"head_dim": 64, "rope_scaling": {"junk": deep}})
+    assert "rope_scaling.junk = <nested too deeply to show>" in r.explain()
