@@ -19,6 +19,13 @@ __all__ = ["Case", "case", "cases"]
 FAMILIES = ("bshd", "bhsd", "thd")
 POSITION_FORMS = ("arange", "offset", "perseq", "random", "large")
 DTYPES = ("float32", "float16", "bfloat16", "float64")
+LAYOUTS = ("half", "interleaved")
+ROLES = ("query", "key")
+#: The most elements (batch * seq * heads * head_dim) a case may have: its data is built in
+#: float64 on the host, so 2**26 elements is 512 MiB per array.
+MAX_CASE_ELEMENTS = 2**26
+#: The longest name ``case`` parses.
+MAX_NAME_LENGTH = 300
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,33 @@ class Case:
     positions: str = "arange"
     dtype: str = "float32"
     preset: str | None = None
+
+    def __post_init__(self) -> None:
+        for fname in ("batch", "seq", "heads", "head_dim"):
+            v = getattr(self, fname)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise RopeValueError(f"Case.{fname} must be an integer >= 1, got {v!r}")
+        n = self.batch * self.seq * self.heads * self.head_dim
+        if n > MAX_CASE_ELEMENTS:
+            raise RopeValueError(
+                f"a case has batch * seq * heads * head_dim = {n} elements, more than the limit "
+                f"of {MAX_CASE_ELEMENTS} (2**26): its float64 data would not fit a test run"
+            )
+        if self.family not in FAMILIES:
+            raise RopeValueError(f"Case.family must be one of {FAMILIES}, got {self.family!r}")
+        if self.positions not in POSITION_FORMS:
+            raise RopeValueError(
+                f"Case.positions must be one of {POSITION_FORMS}, got {self.positions!r}"
+            )
+        if self.dtype not in DTYPES:
+            raise RopeValueError(f"Case.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.layout not in LAYOUTS:
+            raise RopeValueError(f"Case.layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.positions == "large" and self.seq >= 4096:
+            raise RopeValueError(
+                f"Case.seq must be below 4096 for positions='large' (they start below 2**20 - "
+                f"seq), got {self.seq}"
+            )
 
     @property
     def name(self) -> str:
@@ -116,22 +150,16 @@ class Case:
     def positions_for(self, rope: Rope) -> np.ndarray:
         """Positions shaped to broadcast against x.shape[:-1] (multi-axis schemes: text
         tokens, every axis the same)."""
-        tok = self.token_positions()
-        if self.family == "bshd":
-            p = tok[:, :, None]
-        elif self.family == "bhsd":
-            p = tok[:, None, :]
-        else:
-            p = tok[:, None]
-        if rope.scaling is not None and rope.scaling.axis_position == "leading":
-            p = np.stack([p] * rope.scaling.n_axes)
-        elif rope.scaling is not None and rope.scaling.axis_position == "trailing":
-            p = np.stack([p] * rope.scaling.n_axes, axis=-1)
-        return p
+        return positions_like(self.family, self.token_positions(), rope)
 
-    def x(self) -> np.ndarray:
-        """The input in float64 holding values exactly representable in ``dtype``."""
-        rng = np.random.default_rng(self.seed + 2)
+    def x(self, *, role: str = "query") -> np.ndarray:
+        """The input in float64 holding values exactly representable in ``dtype``.
+
+        ``role="key"`` gives the keys: independent data of the same shape (so that a kernel
+        that swaps or reuses q and k is caught)."""
+        if role not in ROLES:
+            raise RopeValueError(f"role must be one of {ROLES}, got {role!r}")
+        rng = np.random.default_rng(self.seed + (2 if role == "query" else 3))
         x = rng.standard_normal(self.x_shape())
         if self.dtype == "bfloat16":
             from ._assert import _bf16
@@ -139,10 +167,15 @@ class Case:
             return _bf16(x.astype(np.float32)).astype(np.float64)
         return x.astype(self.dtype).astype(np.float64)
 
-    def data(self, xp: Any = None, device: Any = None) -> tuple[Any, Any, Rope]:
-        """(x, positions, rope) in namespace ``xp`` (NumPy by default): x in ``dtype``."""
-        rope = self.rope()
-        x, pos = self.x(), self.positions_for(rope)
+    def data(
+        self, xp: Any = None, device: Any = None, *, rope: Rope | None = None, role: str = "query"
+    ) -> tuple[Any, Any, Rope]:
+        """(x, positions, rope) in namespace ``xp`` (NumPy by default): x in ``dtype``.
+
+        ``rope`` replaces the case's own specification (e.g. one read from a config.json;
+        its head_dim must equal the case's); ``role="key"`` gives the keys' data."""
+        rope = self._rope(rope)
+        x, pos = self.x(role=role), self.positions_for(rope)
         if xp is None:
             if self.dtype == "bfloat16":
                 raise RopeValueError("NumPy has no bfloat16: pass xp= of a library that has it")
@@ -151,12 +184,26 @@ class Case:
         xa = xp.asarray(x, device=device)
         return xp.astype(xa, getattr(xp, self.dtype)), xp.asarray(pos, device=device), rope
 
-    def expected(self) -> np.ndarray:
-        """The exact result rounded once to ``dtype`` (float64 array; bfloat16 values exact)."""
+    def _rope(self, rope: Rope | None) -> Rope:
+        if rope is None:
+            return self.rope()
+        if not isinstance(rope, Rope):
+            raise RopeValueError(f"rope must be a rope_ref.Rope or None, got {rope!r}")
+        if rope.head_dim != self.x_shape()[-1]:
+            raise RopeValueError(
+                f"rope.head_dim = {rope.head_dim} differs from the case's head_dim "
+                f"{self.x_shape()[-1]}"
+            )
+        return rope
+
+    def expected(self, *, rope: Rope | None = None, role: str = "query") -> np.ndarray:
+        """The exact result rounded once to ``dtype`` (float64 array; bfloat16 values exact).
+
+        ``rope`` and ``role`` as in :meth:`data`."""
         from .._apply import apply_rope
 
-        rope = self.rope()
-        y = apply_rope(self.x(), self.positions_for(rope), rope)
+        rope = self._rope(rope)
+        y = apply_rope(self.x(role=role), self.positions_for(rope), rope, role=role)
         if self.dtype == "bfloat16":
             from ._assert import _bf16
 
@@ -166,10 +213,38 @@ class Case:
         return y.astype(self.dtype).astype(np.float64)
 
 
+def positions_like(family: str, tok: np.ndarray, rope: Rope) -> np.ndarray:
+    """Token positions ``tok`` ((batch, seq), or (total,) for thd) shaped to broadcast
+    against x of ``family`` without its last axis; multi-axis schemes get every axis equal
+    (text tokens), on the leading or trailing axis the scheme reads."""
+    if family == "bshd":
+        p = tok[:, :, None]
+    elif family == "bhsd":
+        p = tok[:, None, :]
+    else:
+        p = tok[:, None]
+    return with_axes(p, rope)
+
+
+def with_axes(p: np.ndarray, rope: Rope) -> np.ndarray:
+    """Per-token positions ``p`` with the per-axis axis a multi-axis ``rope`` reads (every
+    axis the same: text tokens); ``p`` itself for one-axis schemes."""
+    if rope.scaling is not None and rope.scaling.axis_position == "leading":
+        return np.stack([p] * rope.scaling.n_axes)
+    if rope.scaling is not None and rope.scaling.axis_position == "trailing":
+        return np.stack([p] * rope.scaling.n_axes, axis=-1)
+    return p
+
+
 def case(name: str) -> Case:
     """Rebuild a case from its name (the inverse of ``Case.name``)."""
     if not isinstance(name, str):
         raise RopeValueError(f"name must be a string, got {name!r}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise RopeValueError(
+            f"not a case name: {len(name)} characters, more than the limit of "
+            f"{MAX_NAME_LENGTH} (a name starting {name[:40]!r})"
+        )
     fields: dict[str, Any] = {}
     tokens = name.split("-")
     # preset names contain dashes: rejoin the preset=... token with its tail
@@ -201,11 +276,19 @@ def case(name: str) -> Case:
             rest = rest[3:]
         fields["positions"] = rest[0][len("pos=") :]
         fields["dtype"] = rest[1]
+        if len(rest) != 2:
+            raise ValueError
     except (IndexError, ValueError):
         raise RopeValueError(f"not a case name: {name!r}") from None
-    c = Case(**fields)
-    if c.family not in FAMILIES or c.positions not in POSITION_FORMS or c.dtype not in DTYPES:
-        raise RopeValueError(f"not a case name: {name!r}")
+    if fields.get("preset") is not None and fields["preset"] not in _preset_names():
+        raise RopeValueError(f"not a case name: {name!r} (no preset {fields['preset']!r})")
+    try:
+        c = Case(**fields)
+    except RopeValueError as exc:
+        raise RopeValueError(f"not a case name: {name!r} ({exc})") from None
+    if c.name != name:
+        raise RopeValueError(f"not a case name: {name!r} (did you mean {c.name!r}?)")
+    c.rope()  # the rope must be constructible (rotary_dim, base)
     return c
 
 

@@ -31,6 +31,20 @@ __all__ = [
 
 SIDES = ("left", "right", None)
 
+#: The most elements a position helper builds (2**31, 16 GiB of int64): a larger request is
+#: almost certainly a mistake (a byte count or a product of sizes passed as a size) and would
+#: otherwise end in MemoryError or an hour of swapping.
+MAX_ELEMENTS = 2**31
+
+
+def _check_size(name: str, n: int, *, limit: int = MAX_ELEMENTS) -> None:
+    """Reject a request for more than ``limit`` elements, naming the argument."""
+    if n > limit:
+        raise RopeValueError(
+            f"{name} asks for {n} elements, more than the limit of {limit} (2**"
+            f"{limit.bit_length() - 1}) this helper builds; pass smaller sizes"
+        )
+
 
 def _default_int(xp: Any, device: Any) -> Any:
     """The namespace's default integer dtype (int32 for JAX without x64, int64 elsewhere)."""
@@ -75,12 +89,28 @@ def _offsets_array(
     return offsets
 
 
+def _wide_int(xp: Any, device: Any) -> Any:
+    """The dtype positions are added in: int64 where the namespace has it (never a narrower
+    dtype of the caller's: uint8 offsets 254 + 2 must give 256, not 0), else its default."""
+    return getattr(xp, "int64", None) or _default_int(xp, device)
+
+
+def _widen(xp: Any, a: Any, device: Any) -> Any:
+    """An integer array in the wide dtype (a copy only where the dtype changes)."""
+    dt = _wide_int(xp, device)
+    return a if a.dtype == dt else xp.astype(a, dt)
+
+
 def _from_offsets(xp: Any, device: Any, seqlen: int, offsets: Any) -> Any:
-    """(batch, seqlen) positions offsets[:, None] + arange(seqlen); batch 1 for an int."""
+    """(batch, seqlen) positions offsets[:, None] + arange(seqlen); batch 1 for an int.
+
+    Offsets in a small integer dtype are widened first (no wraparound)."""
+    _check_size("seqlen", seqlen)
     if _compat.is_array(offsets):
+        offsets = _widen(xp, offsets, device)
         ar = xp.arange(seqlen, dtype=offsets.dtype, device=device)
         return offsets[:, None] + ar[None, :]
-    dt = _default_int(xp, device)
+    dt = _wide_int(xp, device)
     return xp.reshape(xp.arange(offsets, offsets + seqlen, dtype=dt, device=device), (1, seqlen))
 
 
@@ -99,12 +129,20 @@ def positions_from_offsets(seqlen: int, offsets: Any) -> Any:
     -------
     array (batch, seqlen)
         ``offsets[:, None] + arange(seqlen)``; batch is 1 for an int offset (a NumPy array).
-        In the namespace, device and dtype of ``offsets`` when it is an array.
+        In the namespace and on the device of ``offsets`` when it is an array; int64 (offsets
+        in a smaller integer dtype are widened before the sum: uint8 254 + 2 is 256).
+
+    Raises
+    ------
+    RopeValueError
+        When ``batch * seqlen`` exceeds ``MAX_ELEMENTS`` (2**31).
     """
     seqlen = _validate.check_int("seqlen", seqlen, minimum=0)
     xp = _compat.array_namespace(offsets=offsets)
     device = _compat.device_of(offsets) if _compat.is_array(offsets) else None
     offsets = _offsets_array(xp, offsets, None, device)
+    batch = int(offsets.shape[0]) if _compat.is_array(offsets) else 1
+    _check_size("batch * seqlen", batch * seqlen)
     return _from_offsets(xp, device, seqlen, offsets)
 
 
@@ -124,8 +162,9 @@ def positions_from_cu_seqlens(cu_seqlens: Any, offsets: Any = None) -> Any:
     -------
     array (total,)
         Token t of sequence i (cu_seqlens[i] <= t < cu_seqlens[i + 1]) gets
-        ``t - cu_seqlens[i] + offsets[i]``. Dtype that of ``cu_seqlens`` (promoted with that of
-        ``offsets``).
+        ``t - cu_seqlens[i] + offsets[i]``. Dtype that of ``cu_seqlens`` without offsets;
+        with offsets int64 (sums are formed after widening, so small integer dtypes never
+        wrap around).
     """
     if isinstance(cu_seqlens, (list, tuple)):
         np_xp = _compat.array_namespace()
@@ -136,11 +175,12 @@ def positions_from_cu_seqlens(cu_seqlens: Any, offsets: Any = None) -> Any:
     if offsets is None:
         return pos
     xp = _compat.array_namespace(cu_seqlens=cu_seqlens, offsets=offsets)
-    _compat.check_same_device(cu_seqlens=cu_seqlens, offsets=offsets)
+    device = _compat.check_same_device(cu_seqlens=cu_seqlens, offsets=offsets)
     offsets = _offsets_array(xp, offsets, int(cu_seqlens.shape[0]) - 1, None)
+    pos = _widen(xp, pos, device)  # small integer dtypes would wrap when offsets are added
     if not _compat.is_array(offsets):
         return pos + offsets
-    return pos + xp.take(offsets, seg, axis=0)
+    return pos + xp.take(_widen(xp, offsets, device), seg, axis=0)
 
 
 def positions_from_padding_mask(mask: Any, side: str | None = "left", *, pad_value: int = 0) -> Any:
@@ -227,14 +267,26 @@ def mrope_grid(
     Returns
     -------
     array (3, t * h * w)
-        Integer positions, the layout ``rope.cos_sin`` takes for ``scaling.MRope``.
+        Integer positions (int64), the layout ``rope.cos_sin`` takes for ``scaling.MRope``.
+
+    Raises
+    ------
+    RopeValueError
+        When ``3 * t * h * w`` exceeds ``MAX_ELEMENTS`` (2**31), checked before anything is
+        allocated.
     """
     t = _validate.check_int("t", t, minimum=1)
     h = _validate.check_int("h", h, minimum=1)
     w = _validate.check_int("w", w, minimum=1)
     start = _validate.check_int("start", start)
+    if abs(start) + max(t, h, w) > 2**62:
+        raise RopeValueError(
+            f"start must keep every position within +-2**62 (int64), got start={start} with "
+            f"grid ({t}, {h}, {w})"
+        )
+    _check_size("3 * t * h * w", 3 * t * h * w)
     xp = _namespace_for(xp)
-    dt = _default_int(xp, device)
+    dt = _wide_int(xp, device)
     shape = (t, h, w)
     axes = []
     for k, n in enumerate(shape):
@@ -262,13 +314,21 @@ def axial_grid(*sizes: int, xp: Any = None, device: Any = None) -> Any:
     Returns
     -------
     array (prod(sizes), len(sizes))
+        int64 coordinates.
+
+    Raises
+    ------
+    RopeValueError
+        When ``prod(sizes) * len(sizes)`` exceeds ``MAX_ELEMENTS`` (2**31), checked before
+        anything is allocated.
     """
     if not sizes:
         raise RopeValueError("axial_grid needs at least one size")
     sizes = tuple(_validate.check_int(f"sizes[{i}]", s, minimum=1) for i, s in enumerate(sizes))
-    xp = _namespace_for(xp)
-    dt = _default_int(xp, device)
     total = math.prod(sizes)
+    _check_size("prod(sizes) * len(sizes)", total * len(sizes))
+    xp = _namespace_for(xp)
+    dt = _wide_int(xp, device)
     coords = []
     for k, n in enumerate(sizes):
         view = [1] * len(sizes)

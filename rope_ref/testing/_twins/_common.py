@@ -1,0 +1,240 @@
+"""Arithmetic and checks shared by the signature twins."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ... import _compat
+from ..._errors import RopeTypeError, RopeValueError
+from ..._rope import Rope
+
+
+def _check_float_array(xp: Any, a: Any, name: str) -> None:
+    if not _compat.is_array(a):
+        raise RopeTypeError(f"{name} must be an array, got {type(a).__name__}")
+    if not _compat.is_real_floating(xp, a.dtype):
+        raise RopeTypeError(f"{name} must have a real floating dtype, got {a.dtype}")
+
+
+def _check_tables(xp: Any, cos: Any, sin: Any) -> None:
+    _check_float_array(xp, cos, "cos")
+    _check_float_array(xp, sin, "sin")
+    if tuple(cos.shape) != tuple(sin.shape):
+        raise RopeValueError(
+            f"cos and sin must have the same shape, got {tuple(cos.shape)} and {tuple(sin.shape)}"
+        )
+
+
+def _rotate(xp: Any, xw: Any, cos: Any, sin: Any, r: int, interleaved: bool) -> Any:
+    """Rotate channels [0, r) of the float64 array ``xw`` by per-pair tables (n pairs = r/2).
+
+    Half layout pairs (i, i + r/2), interleaved pairs (2i, 2i + 1); the arithmetic is that of
+    :func:`rope_ref.apply_rope`, so equal tables give equal bits.
+    """
+    h = r // 2
+    if not interleaved:
+        x1, x2 = xw[..., :h], xw[..., h:r]
+        return xp.concat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    x1, x2 = xw[..., 0:r:2], xw[..., 1:r:2]
+    y1 = x1 * cos - x2 * sin
+    y2 = x2 * cos + x1 * sin
+    return xp.reshape(xp.stack([y1, y2], axis=-1), (*y1.shape[:-1], r))
+
+
+def _finish(xp: Any, x: Any, xw: Any, y_rot: Any, r: int) -> Any:
+    """Append the pass-through channels (copied, exact) and round once to ``x.dtype``."""
+    if r != x.shape[-1]:
+        y_rot = xp.concat([y_rot, xw[..., r:]], axis=-1)
+    if y_rot.dtype != x.dtype:
+        y_rot = xp.astype(y_rot, x.dtype)
+    return y_rot
+
+
+def _gather_rows(xp: Any, table: Any, idx: Any) -> Any:
+    """``table[idx]`` along axis 0 for an integer array ``idx`` of any shape."""
+    n = math.prod(idx.shape)
+    rows = xp.take(table, xp.reshape(idx, (n,)), axis=0)
+    return xp.reshape(rows, (*idx.shape, *table.shape[1:]))
+
+
+def _concrete(*arrays: Any) -> bool:
+    return all(not _compat.is_array(a) or _compat.is_concrete(a) for a in arrays)
+
+
+# ---------------------------------------------------------------------------- conventions
+# How ``rope-ref check`` calls a user's implementation the way its library's callers do.
+# Each library module has an adapter ``prepare(fn, inputs) -> Call``; the adapter builds
+# the arguments in that library's shapes (transposing, flattening, permuting channels where
+# the library's convention differs from the case's layout: all exact), and ``Call.unpack``
+# maps what the target returns back to the case's layout. Cases a convention cannot express
+# raise ``Unfit`` with a reason shared by every case it applies to (skips are grouped by it).
+
+
+class Unfit(Exception):
+    """A battery case the convention cannot express (reported as skipped, with the reason)."""
+
+
+@dataclass
+class CaseInputs:
+    """One battery case, ready for an adapter.
+
+    ``x`` and ``k`` (queries and keys: independent data) are in the case's layout (bshd,
+    bhsd or thd) and dtype, in namespace ``xp`` on ``device``; ``tok`` holds the token
+    positions, (batch, seq) or (total,) for packed cases, as a NumPy int64 array;
+    ``cu_seqlens`` the packed sequences' bounds (thd only)."""
+
+    family: str
+    rope: Rope
+    xp: Any
+    device: Any
+    x: Any
+    k: Any
+    tok: np.ndarray
+    cu_seqlens: np.ndarray | None
+    row_limit: int = 1 << 17
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Call:
+    """A prepared call: ``run()`` calls the target (in the runner's worker thread, under the
+    per-case timeout); ``unpack(result)`` returns ``{"q": ..., "k": ...}`` (one or both) in
+    the case's layout."""
+
+    run: Callable[[], Any]
+    unpack: Callable[[Any], dict[str, Any]]
+    note: str = ""
+
+
+def multi_axis(rope: Rope) -> bool:
+    return rope.scaling is not None and rope.scaling.axis_position is not None
+
+
+def require_1d(rope: Rope, who: str) -> None:
+    if multi_axis(rope):
+        raise Unfit(f"{who} takes one position per token (no multi-axis M-RoPE/axial cases)")
+
+
+def require_plain(rope: Rope, who: str, allow_linear: bool = False) -> None:
+    sc = rope.scaling
+    if sc is None:
+        return
+    if allow_linear and type(sc).__name__ == "Linear":
+        return
+    raise Unfit(f"{who} has no frequency schedule ({type(sc).__name__} cases)")
+
+
+def tuple_of(result: Any, n: int, who: str) -> tuple[Any, ...]:
+    if not isinstance(result, (tuple, list)) or len(result) < n:
+        raise TypeError(
+            f"{who} must return a tuple of {n} arrays, got {type(result).__name__}"
+            + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else "")
+        )
+    return tuple(result[:n])
+
+
+def perm_half_from_interleaved(r: int, d: int) -> np.ndarray:
+    """Channel order that turns interleaved pairs (2i, 2i + 1) into half pairs (i, i + r/2)
+    over the first r channels (the rest stay): ``x_half = x[..., perm]``."""
+    return np.concatenate([np.arange(0, r, 2), np.arange(1, r, 2), np.arange(r, d)])
+
+
+def perm_interleaved_from_half(r: int, d: int) -> np.ndarray:
+    """The inverse: ``x_interleaved = x_half[..., perm]``."""
+    return np.argsort(perm_half_from_interleaved(r, d))
+
+
+def permute_last(xp: Any, a: Any, perm: np.ndarray, device: Any) -> Any:
+    if np.array_equal(perm, np.arange(perm.size)):
+        return a
+    return xp.take(a, xp.asarray(perm, device=device), axis=a.ndim - 1)
+
+
+def to_layout(ci: CaseInputs, a: Any, layout: str) -> Any:
+    """``a`` (in ci.rope's layout) with its channels reordered for a kernel of ``layout``."""
+    r, d = ci.rope.rotary_dim, int(a.shape[-1])
+    if ci.rope.layout == layout:
+        return a
+    perm = (
+        perm_half_from_interleaved(r, d) if layout == "half" else perm_interleaved_from_half(r, d)
+    )
+    return permute_last(ci.xp, a, perm, ci.device)
+
+
+def from_layout(ci: CaseInputs, a: Any, layout: str) -> Any:
+    """The inverse of :func:`to_layout` (applied to a kernel's output)."""
+    r, d = ci.rope.rotary_dim, int(a.shape[-1])
+    if ci.rope.layout == layout:
+        return a
+    perm = (
+        perm_interleaved_from_half(r, d) if layout == "half" else perm_half_from_interleaved(r, d)
+    )
+    return permute_last(ci.xp, a, perm, ci.device)
+
+
+def row_offsets(tok: np.ndarray) -> np.ndarray | None:
+    """For (batch, seq) positions that are offset + arange(seq) in every row: the offsets."""
+    if tok.ndim != 2:
+        return None
+    off = tok[:, 0]
+    if not np.array_equal(tok, off[:, None] + np.arange(tok.shape[1])[None, :]):
+        return None
+    return off.astype(np.int64)
+
+
+def segment_offsets(ci: CaseInputs) -> list[tuple[int, int, int]] | None:
+    """Packed cases: (start, stop, offset) of each sequence when its positions are offset +
+    arange(length); None when some sequence's are not."""
+    assert ci.cu_seqlens is not None
+    out = []
+    for a, b in zip(ci.cu_seqlens[:-1], ci.cu_seqlens[1:], strict=True):
+        seg = ci.tok[int(a) : int(b)]
+        off = int(seg[0]) if seg.size else 0
+        if not np.array_equal(seg, off + np.arange(seg.size)):
+            return None
+        out.append((int(a), int(b), off))
+    return out
+
+
+def swap_12(xp: Any, a: Any) -> Any:
+    """(b, s, h, d) <-> (b, h, s, d)."""
+    return xp.permute_dims(a, (0, 2, 1, 3))
+
+
+def table_window(ci: CaseInputs, who: str, rebase: bool) -> tuple[int, int]:
+    """Rows [p0, p1) of a per-position table covering the case's positions. Past the row
+    limit, tables that the caller passes in (flash-attn, vLLM) start at the smallest position
+    (``rebase``; positions are passed relative to it, which a kernel that gathers rows by
+    index cannot tell apart); a kernel that builds its own table from row 0 cannot take it."""
+    lo, hi = int(ci.tok.min()), int(ci.tok.max()) + 1
+    if lo < 0:
+        raise Unfit(f"{who} takes non-negative positions")
+    if hi <= ci.row_limit:
+        return 0, hi
+    if rebase and hi - lo <= ci.row_limit:
+        return lo, hi
+    raise Unfit(f"{who} needs a table with a row per position: positions beyond --table-rows")
+
+
+def cos_sin_rows(ci: CaseInputs, p0: int, p1: int, dtype: Any) -> tuple[Any, Any]:
+    """Exact (cos, sin) of rows p0 .. p1 - 1 (a dynamic schedule with the length the
+    reference uses for the case: max(positions) + 1), rounded once to ``dtype``."""
+    seq_len = int(ci.tok.max()) + 1
+    pos = ci.xp.arange(p0, p1, device=ci.device)
+    dyn = ci.rope.scaling is not None and ci.rope.scaling.dynamic
+    return ci.rope.cos_sin(pos, dtype=dtype, seq_len=seq_len if dyn else None)
+
+
+def rope_ref_prepare(fn: Any, ci: CaseInputs) -> Call:
+    """``fn(x, positions, rope)``: rope_ref's own signature, positions broadcasting against
+    ``x.shape[:-1]`` (multi-axis schemes with their axis of per-axis positions)."""
+    from .._cases import positions_like
+
+    pos = ci.xp.asarray(positions_like(ci.family, ci.tok, ci.rope), device=ci.device)
+    x, rope = ci.x, ci.rope
+    return Call(run=lambda: fn(x, pos, rope), unpack=lambda out: {"q": out})

@@ -1,0 +1,114 @@
+"""The calling conventions of ``rope-ref check``: one adapter per library (in that library's
+module of this package), its signature as the help shows it, and what the target is."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._common import rope_ref_prepare
+from ._flash import flash_prepare
+from ._hf import hf_module_prepare, hf_prepare
+from ._lucidrains import lucidrains_prepare
+from ._mlx import mlx_prepare
+from ._torchtune import torchtune_prepare
+from ._vllm import vllm_prepare
+
+__all__ = ["CONVENTIONS", "Convention"]
+
+
+@dataclass(frozen=True)
+class Convention:
+    """How ``rope-ref check`` calls a target: ``prepare(target, inputs) -> Call``."""
+
+    name: str
+    prepare: Callable[[Any, Any], Any]
+    signature: str
+    kind: str  # "function" or "class"
+    outputs: tuple[str, ...]
+    backend: str | None = None  # the library a class convention runs on
+    example: str = ""
+
+
+CONVENTIONS: dict[str, Convention] = {
+    c.name: c
+    for c in (
+        Convention(
+            "rope_ref",
+            rope_ref_prepare,
+            "fn(x, positions, rope) -> x rotated (positions broadcast against x.shape[:-1])",
+            "function",
+            ("q",),
+            example="rope_ref.examples:exact",
+        ),
+        Convention(
+            "hf",
+            hf_prepare,
+            "fn(q, k, cos, sin[, unsqueeze_dim=2]) -> (q_embed, k_embed); q, k "
+            "(batch, heads, seq, rotary_dim) or (batch, seq, heads, rotary_dim) with "
+            "unsqueeze_dim=2; cos, sin (batch, seq, rotary_dim) in x's dtype",
+            "function",
+            ("q", "k"),
+            example="transformers.models.llama.modeling_llama:apply_rotary_pos_emb",
+        ),
+        Convention(
+            "flash",
+            flash_prepare,
+            "fn(x, cos, sin, interleaved=..., seqlen_offsets=...[, cu_seqlens=..., "
+            "max_seqlen=...]) -> x rotated; x (batch, seqlen, nheads, headdim) or (total, "
+            "nheads, headdim); cos, sin (seqlen_ro, rotary_dim / 2) in x's dtype",
+            "function",
+            ("q",),
+            example="flash_attn.layers.rotary:apply_rotary_emb",
+        ),
+        Convention(
+            "vllm",
+            vllm_prepare,
+            "fn(positions, query, key, head_size=..., cos_sin_cache=..., is_neox_style=...) "
+            "-> (query, key); positions (num_tokens,), query/key (num_tokens, heads * "
+            "head_size), cos_sin_cache (max_position, rotary_dim) in x's dtype",
+            "function",
+            ("q", "k"),
+        ),
+        Convention(
+            "mlx",
+            mlx_prepare,
+            "fn(x, dims, traditional=..., base=..., scale=1.0, offset=...) -> x rotated; "
+            "x (B, heads, T, D); offset an int or an int64 array (B,)",
+            "function",
+            ("q",),
+        ),
+        Convention(
+            "hf-module",
+            hf_module_prepare,
+            "cls(config)(x, position_ids) -> (cos, sin), then the module's "
+            "apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=...) -> (q_embed, k_embed); "
+            "config from --hf-config or --preset",
+            "class",
+            ("q", "k"),
+            backend="torch",
+            example="transformers.models.llama.modeling_llama:LlamaRotaryEmbedding",
+        ),
+        Convention(
+            "lucidrains",
+            lucidrains_prepare,
+            "cls(dim=rotary_dim, theta=base[, interpolate_factor=f])"
+            ".rotate_queries_or_keys(t, seq_dim=..., offset=...) -> t rotated",
+            "class",
+            ("q",),
+            backend="torch",
+            example="rotary_embedding_torch:RotaryEmbedding",
+        ),
+        Convention(
+            "torchtune",
+            torchtune_prepare,
+            "cls(dim=rotary_dim, max_seq_len=..., base=base)(x, input_pos=positions) -> x "
+            "rotated; x (b, s, n_h, rotary_dim), positions (b, s)",
+            "class",
+            ("q",),
+            backend="torch",
+            example="torchtune.modules:RotaryPositionalEmbeddings",
+        ),
+    )
+}
