@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 import rope_ref as rr
 from rope_ref import scaling as S
-from rope_ref.testing import assert_close, default_tolerance
+from rope_ref.testing import Report, RopeToleranceWarning, assert_close, compare, default_tolerance
 
 POS = np.arange(100_000, 100_012)
 
@@ -140,3 +142,115 @@ def test_default_tolerance_model():
     assert default_tolerance("bfloat16") == (8 * 2.0**-8, 8 * 2.0**-8)
     with pytest.raises(TypeError, match="real floating"):
         default_tolerance("int32")
+
+
+# ------------------------------------------------------------------ verdicts (issue 12)
+def test_report_fields_and_classes(bk):
+    if "float32" not in bk.dtypes:
+        pytest.skip(f"{bk.name} has no float32")
+    rope = rr.Rope(64, base=5e5)
+    xb, pb, want = setup(bk, rope)
+    same = assert_close(want, want, rope=rope, positions=pb)
+    assert isinstance(same, Report) and same.passed and same.accuracy_class == "exact"
+    assert same.max_abs_error == 0 and same.worst_ratio == 0 and same.diagnosis == ()
+    assert same.phase_error == ((65536, 1048576, 0.0),)
+    x = bk.to_numpy(xb).astype(np.float32)
+    ang = POS.astype(np.float32)[:, None] * rope.inv_freq(dtype=np.float32)
+    c, s = np.cos(ang), np.sin(ang)
+    mine = np.concatenate([x[..., :32] * c - x[..., 32:] * s, x[..., 32:] * c + x[..., :32] * s],
+                          -1)
+    got = bk.from_numpy(mine, "float32")
+    r = assert_close(got, want, rope=rope, positions=pb)
+    assert r.accuracy_class == "lower-precision angles" and 0 < r.worst_ratio <= 1
+    assert "accuracy class 'lower-precision angles'" in r.message
+    # phase error recovered from the data: the angle between the pair vectors, computed here
+    a, d = mine.astype(np.float64), bk.to_numpy(want).astype(np.float64)
+    za, zd = a[..., :32] + 1j * a[..., 32:], d[..., :32] + 1j * d[..., 32:]
+    want_phase = float(np.max(np.abs(np.angle(za * np.conj(zd)))))
+    (lo, hi, phase), = r.phase_error
+    assert (lo, hi) == (65536, 1048576) and phase == pytest.approx(want_phase, rel=1e-6)
+    strict = compare(got, want, rope=rope, positions=pb, strict=True)
+    assert not strict.passed and strict.accuracy_class == "lower-precision angles"
+    with pytest.raises(AssertionError, match=r"accuracy class: lower-precision angles \(strict\)"):
+        assert_close(got, want, rope=rope, positions=pb, strict=True)
+
+
+def test_known_phase_error_is_recovered():
+    rope = rr.Rope(32)
+    pos = np.array([3, 300, 30_000, 3_000_000])
+    x = np.random.default_rng(1).standard_normal((4, 32))
+    cos, sin = rope.cos_sin(pos)
+    delta = np.array([1e-9, 1e-7, 1e-5, 1e-3])[:, None]  # per position
+    c2, s2 = np.cos(delta), np.sin(delta)
+    turned = np.concatenate([x[:, :16] * (cos * c2 - sin * s2) - x[:, 16:] * (sin * c2 + cos * s2),
+                             x[:, 16:] * (cos * c2 - sin * s2) + x[:, :16] * (sin * c2 + cos * s2)],
+                            -1)
+    r = compare(turned, rr.apply_rope(x, pos, rope), rope=rope, positions=pos)
+    got = {lo: p for lo, _hi, p in r.phase_error}
+    assert got[0] == pytest.approx(1e-9, rel=1e-4) and got[256] == pytest.approx(1e-7, rel=1e-6)
+    assert got[4096] == pytest.approx(1e-5, rel=1e-6)
+    assert got[2**20] == pytest.approx(1e-3, rel=1e-6)
+
+
+def test_non_finite_values(bk):
+    d = np.array([1.0, np.inf, -np.inf, np.nan, 2.0])
+    want = bk.from_numpy(d)
+
+    def arr(v):
+        return bk.from_numpy(np.array(v, dtype=np.float64))
+
+    assert assert_close(arr(d), want, equal_nan=True).passed
+    with pytest.raises(AssertionError, match="not close"):
+        assert_close(arr(d), want)  # NaN fails without equal_nan
+    for bad in ([1.0, 1e308, -np.inf, np.nan, 2.0],     # finite where inf is desired
+                [1.0, -np.inf, -np.inf, np.nan, 2.0],   # inf of the wrong sign
+                [1.0, np.inf, -np.inf, 0.0, 2.0],       # a number where NaN is desired
+                [np.inf, np.inf, -np.inf, np.nan, 2.0],  # inf where a number is desired
+                [np.nan, np.inf, -np.inf, np.nan, 2.0]):
+        r = compare(arr(bad), want, equal_nan=True)
+        assert not r.passed and r.accuracy_class == "fail", bad
+        assert math.isfinite(r.atol) and not math.isnan(r.atol)
+    # tolerances stay finite: a finite value never matches inf, whatever the scale
+    r = compare(arr([1.0, 1.7e308, 0, 0, 0]), arr([1.0, np.inf, 0, 0, 0]))
+    assert not r.passed and math.isfinite(r.atol)
+    for tol in (math.inf, math.nan, -1.0):
+        with pytest.raises(ValueError, match="atol must be finite"):
+            assert_close(want, want, rtol=0.0, atol=tol)
+
+
+def test_invalid_arguments_are_typed_errors():
+    rope = rr.Rope(16)
+    x = np.zeros((2, 5, 16))
+    with pytest.raises(rr.RopeTypeError, match="rtol must be a real number"):
+        assert_close(x, x, rtol="0.1", atol=0.0)
+    with pytest.raises(rr.RopeTypeError, match="atol must be a real number"):
+        assert_close(x, x, rtol=0.1, atol=True)
+    with pytest.raises(rr.RopeValueError, match="positions of shape \\(4,\\)"):
+        assert_close(x, x, rope=rope, positions=np.arange(4))
+    with pytest.raises(rr.RopeValueError, match="role must be one of"):
+        assert_close(x, x, rope=rope, positions=np.arange(5), role="value")
+    with pytest.raises(rr.RopeTypeError, match="actual must be an array"):
+        assert_close([1.0], x)
+
+
+def test_tensors_that_require_grad_are_compared_by_value():
+    torch = pytest.importorskip("torch")
+    rope = rr.Rope(16)
+    x = torch.randn(3, 5, 16, dtype=torch.float64, requires_grad=True)
+    pos = torch.arange(5)
+    y = rr.apply_rope(x, pos, rope)
+    assert assert_close(y, y.detach().clone(), rope=rope, positions=pos, x=x).passed
+    with pytest.raises(AssertionError, match="positions shifted by \\+1"):
+        assert_close(rr.apply_rope(x, pos + 1, rope), y.detach(), rope=rope, positions=pos, x=x)
+
+
+def test_explicit_tolerances_give_exact_or_fail():
+    a, d = np.array([1.0, 2.0]), np.array([1.0, 2.1])
+    assert compare(a, d, rtol=0.0, atol=0.2).accuracy_class == "exact"
+    r = compare(a, d, rtol=0.0, atol=0.01)
+    assert r.accuracy_class == "fail" and "atol=1.000e-02 + rtol=0.000e+00" in r.message
+
+
+def test_tolerance_warning_is_exported_and_a_user_warning():
+    assert issubclass(RopeToleranceWarning, UserWarning)
+    assert rr.testing.RopeToleranceWarning is RopeToleranceWarning
