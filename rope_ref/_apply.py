@@ -155,7 +155,42 @@ def _rotated_pairs(
     else:
         a, b = slice(0, r, 2), slice(1, r, 2)
     x1, x2 = xw[..., a], xw[..., b]
-    return xw, a, b, x1 * cos - x2 * sin, x2 * cos + x1 * sin
+    if not _zero_terms_matter(xp, x, cos, sin):
+        return xw, a, b, x1 * cos - x2 * sin, x2 * cos + x1 * sin
+    # An exact-zero entry of R_{Theta,m} contributes nothing, even against inf or NaN in x
+    # (at m = 0, sin = 0: inf in x_a must not turn x_b into inf * 0 = NaN).
+    zc, zs = cos == 0, sin == 0
+    t_ac = _skip(xp, zc, x1) * cos
+    t_bc = _skip(xp, zc, x2) * cos
+    t_as = _skip(xp, zs, x1) * sin
+    t_bs = _skip(xp, zs, x2) * sin
+    return xw, a, b, t_ac - t_bs, t_bc + t_as
+
+
+def _skip(xp: Any, zero: Any, values: Any) -> Any:
+    """``values`` with 0 where the coefficient they multiply is an exact zero (broadcast), so
+    the product is 0 even for inf or NaN values (and no invalid-operation warning is raised)."""
+    return xp.where(zero, xp.zeros_like(values), values)
+
+
+def _zero_terms_matter(xp: Any, x: Any, cos: Any, sin: Any) -> bool:
+    """Whether some product coefficient * x can be 0 * inf or 0 * NaN: the tables hold an exact
+    zero and x a non-finite value. Traced or lazy arrays cannot be read: assume yes."""
+    if not (_compat.is_concrete(x) and _compat.is_concrete(cos)):
+        return True
+    if not (bool(xp.any(cos == 0)) or bool(xp.any(sin == 0))):
+        return False
+    return not bool(xp.all(xp.isfinite(x)))
+
+
+def _nonfinite_split(xp: Any, xw: Any) -> tuple[Any, Any] | None:
+    """(x with non-finite entries zeroed, the non-finite entries with zeros elsewhere), or None
+    when x is known to be finite."""
+    if _compat.is_concrete(xw) and bool(xp.all(xp.isfinite(xw))):
+        return None
+    finite = xp.isfinite(xw)
+    zeros = xp.zeros_like(xw)
+    return xp.where(finite, xw, zeros), xp.where(finite, zeros, xw)
 
 
 def _rotate(xp: Any, x: Any, cos: Any, sin: Any, rope: Rope, wd: Any) -> Any:
@@ -254,17 +289,29 @@ def apply_rope_complex(
     xw = xp.astype(x, wd)
     a_idx, b_idx = _pair_channels(rope)
     ct = _compat.complex_dtype_for(xp, wd)
-    xa = xp.astype(xp.take(xw, _index(xp, a_idx, device), axis=-1), ct)
-    xb = xp.astype(xp.take(xw, _index(xp, b_idx, device), axis=-1), ct)
+    # Complex arithmetic turns one inf into NaN in both parts (1j * inf = nan + inf j): the
+    # product runs on the finite values, and non-finite entries add their own terms, with
+    # exact-zero table entries contributing nothing (as in R_{Theta,m}).
+    split = _nonfinite_split(xp, xw)
+    finite_x = xw if split is None else split[0]
+    ia, ib = _index(xp, a_idx, device), _index(xp, b_idx, device)
+    xa = xp.astype(xp.take(finite_x, ia, axis=-1), ct)
+    xb = xp.astype(xp.take(finite_x, ib, axis=-1), ct)
     z = xa + 1j * xb
     e = xp.astype(cos, ct) + 1j * xp.astype(sin, ct)
     w = z * e
+    re, im = xp.real(w), xp.imag(w)
+    if split is not None:
+        na, nb = xp.take(split[1], ia, axis=-1), xp.take(split[1], ib, axis=-1)
+        zc, zs = cos == 0, sin == 0
+        re = re + (_skip(xp, zc, na) * cos - _skip(xp, zs, nb) * sin)
+        im = im + (_skip(xp, zc, nb) * cos + _skip(xp, zs, na) * sin)
     # [real parts, imaginary parts] are channels a_idx + b_idx; undo that order.
     order = a_idx + b_idx
     inverse = [0] * len(order)
     for k, ch in enumerate(order):
         inverse[ch] = k
-    y = xp.take(xp.concat([xp.real(w), xp.imag(w)], axis=-1), _index(xp, inverse, device), axis=-1)
+    y = xp.take(xp.concat([re, im], axis=-1), _index(xp, inverse, device), axis=-1)
     return _finish(xp, x, y, xw, rope)
 
 
@@ -309,7 +356,13 @@ def apply_rope_matrix(
     device = _compat.device_of(x)
     xw = xp.astype(x, wd)
     mats = _matrices(xp, cos, sin, rope, device)
-    y = xp.matmul(mats, xw[..., None])[..., 0]
+    # A matrix product spreads one NaN or inf of x over the whole head (0 * inf): multiply the
+    # finite values, then add each non-finite entry's own terms where R_{Theta,m} is nonzero.
+    split = _nonfinite_split(xp, xw)
+    y = xp.matmul(mats, (xw if split is None else split[0])[..., None])[..., 0]
+    if split is not None:
+        nf = split[1][..., None, :]
+        y = y + xp.sum(mats * _skip(xp, mats == 0, nf), axis=-1)
     if y.dtype != x.dtype:
         y = xp.astype(y, x.dtype)
     return y

@@ -140,8 +140,8 @@ def _loop_rotate(x, cos, sin, rope):
             sb = np.where(s == 0, 0.0, xb * s)
             cb = np.where(c == 0, 0.0, xb * c)
             sa = np.where(s == 0, 0.0, xa * s)
-        y[..., a] = ca - sb
-        y[..., b] = cb + sa
+            y[..., a] = ca - sb
+            y[..., b] = cb + sa
     return y
 
 
@@ -374,3 +374,56 @@ def test_xpos_tables_same_bits_on_every_backend(bk):
         got = rope.cos_sin(bk.from_numpy(pos), role=role)
         for g, w in zip(got, want, strict=True):
             np.testing.assert_array_equal(bk.to_numpy(g), w)
+
+
+# ---------------------------------------------------------------- inf and NaN in x
+
+ROUTES = [rr.apply_rope, rr.apply_rope_complex, rr.apply_rope_matrix]
+
+
+def _nonfinite_case(layout):
+    rope = rr.Rope(10, rotary_dim=8, layout=layout)
+    pos = np.array([0, 0, 3, 7, 0, 2])
+    x = np.random.default_rng(3).standard_normal((6, 10))
+    a0, b0 = (0, 4) if layout == "half" else (0, 1)
+    x[0, a0] = np.inf  # position 0: the partner must stay finite (sin 0 = 0 exactly)
+    x[1, b0] = -np.inf
+    x[2, a0] = np.nan  # NaN stays in its pair
+    x[3, 9] = np.inf  # pass-through channel: stays there
+    x[4, 9] = np.nan
+    x[5, a0], x[5, b0] = np.inf, np.inf  # inf - inf in one channel: NaN there only
+    return rope, pos, x
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf - inf
+@pytest.mark.parametrize("route", ROUTES, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+def test_nonfinite_values_stay_in_their_pair(bk, route, layout):
+    rope, pos, x = _nonfinite_case(layout)
+    c, s = _mp_tables(rope, pos)
+    want = _loop_rotate(x, c, s, rope)
+
+    def run(xx, pp):
+        return route(xx, pp, rope)
+
+    fn = bk.compile(run) if bk.jit else run
+    got = bk.to_numpy(fn(bk.from_numpy(x), bk.from_numpy(pos)))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    fin = np.isfinite(want)
+    np.testing.assert_array_equal(got[~fin & ~np.isnan(want)], want[~fin & ~np.isnan(want)])
+    assert np.abs(got[fin] - want[fin]).max() <= 4 * np.spacing(np.abs(x[np.isfinite(x)]).max())
+    # the rows hit: only their own pair is non-finite; every other channel is finite
+    assert np.isfinite(got[0]).sum() == 9 and np.isfinite(got[3]).sum() == 9
+    assert np.isfinite(got[2]).sum() == 8 and np.isfinite(got[4]).sum() == 9
+
+
+def test_nonfinite_values_warn_nothing():
+    import warnings
+
+    rope, pos, x = _nonfinite_case("half")
+    x, pos = x[:5], pos[:5]  # row 5 computes inf - inf: an invalid operation of the input
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for route in ROUTES:
+            route(x, pos, rope)
