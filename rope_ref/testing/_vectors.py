@@ -47,6 +47,19 @@ _ST_DTYPES = {
     "int32": "I32",
 }
 _ST_BACK = {v: k for k, v in _ST_DTYPES.items()}
+# what zipfile raises on corrupt archives (seen by fuzzing: bad UTF-8 names, negative seeks)
+_ZIP_FAULTS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    struct.error,
+    OSError,
+    OverflowError,
+    IndexError,
+)
 _HEX = "0123456789abcdef"
 #: Largest file the readers accept by default (the ``max_bytes`` argument).
 MAX_FILE_BYTES = 4 * 2**30
@@ -253,8 +266,12 @@ def read_npz(
             if sum(i.file_size for i in infos) > max_bytes:
                 raise RopeValueError(f"{what}: members expand beyond {max_bytes} bytes")
             return {_member_name(i.filename, what): _npy(zf, i, what) for i in infos}
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
-        raise RopeValueError(f"{what} is not a readable .npz archive: {exc}") from None
+    except RopeValueError:
+        raise
+    except _ZIP_FAULTS as exc:  # zipfile reports corrupt archives in many ways
+        raise RopeValueError(
+            f"{what} is not a readable .npz archive: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _member_name(filename: str, what: str) -> str:

@@ -220,6 +220,29 @@ def test_npz_not_a_zip_or_truncated_or_bomb(tmp_path):
         read_npz(p, max_bytes=100_000)
 
 
+def test_npz_corrupt_directory_found_by_fuzzing(tmp_path):
+    raw = npz_bytes({"x.npy": npy(np.arange(4.0))})
+    p = tmp_path / "a.npz"
+    # a name flagged UTF-8 that is not UTF-8: zipfile raises UnicodeDecodeError
+    bad = bytearray(raw)
+    c = bad.index(b"PK\x01\x02")
+    bad[c + 9] |= 0x08  # general purpose flag bit 11: UTF-8 name
+    bad[c + 46] = 0x80
+    p.write_bytes(bytes(bad))
+    with pytest.raises(
+        rr.RopeValueError, match=r"not a readable \.npz archive: UnicodeDecodeError"
+    ):
+        read_npz(p)
+    # a central directory offset past its real place: zipfile seeks to a negative offset
+    bad = bytearray(raw)
+    e = bad.rindex(b"PK\x05\x06")
+    (offset,) = struct.unpack("<I", bad[e + 16 : e + 20])
+    bad[e + 16 : e + 20] = struct.pack("<I", offset + 256)
+    p.write_bytes(bytes(bad))
+    with pytest.raises(rr.RopeValueError, match=r"not a readable \.npz archive"):
+        read_npz(p)
+
+
 def test_npz_corrupt_member_crc(tmp_path):
     raw = bytearray(npz_bytes({"x.npy": npy(np.arange(64.0))}))
     i = raw.index(b"\x00\x00\x00\x00\x00\x00\xf0?")  # the bytes of 1.0 in the member
