@@ -42,6 +42,19 @@ hypothesis.settings.register_profile(
         hypothesis.HealthCheck.function_scoped_fixture,
     ],
 )
+# many more examples, for `tox -e fuzz` (HYPOTHESIS_PROFILE=fuzz pytest tests/adversarial)
+hypothesis.settings.register_profile(
+    "fuzz",
+    max_examples=5000,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[
+        hypothesis.HealthCheck.too_slow,
+        hypothesis.HealthCheck.function_scoped_fixture,
+        hypothesis.HealthCheck.filter_too_much,
+        hypothesis.HealthCheck.data_too_large,
+    ],
+)
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 DATA = ROOT / "tests" / "data"
