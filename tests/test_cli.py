@@ -1,18 +1,123 @@
-"""The rope-ref command."""
+"""The rope-ref command: check conventions, verdicts, timeouts, exit codes, help.
+
+Most tests call ``rope_ref._cli.main([...])`` in-process (targets in a module written to a
+temporary directory); a few run ``python -m rope_ref`` for the real exit codes.
+"""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import textwrap
+import threading
+import time
+import uuid
 
+import pytest
 from conftest import ROOT
 
-from rope_ref._cli import main
+from rope_ref._cli import _parser, main
+from rope_ref.testing._twins._conventions import CONVENTIONS
+
+# a few cases covering every shape family, both layouts, partial rotary, large positions
+CASES = [
+    "bshd-b2-s16-h4-d128-half-r128-base=10000-pos=arange-float32",
+    "bhsd-b2-s16-h4-d128-half-r128-base=10000-pos=offset-float32",
+    "thd-b2-s16-h4-d128-half-r128-base=10000-pos=perseq-float32",
+    "bshd-b2-s16-h4-d256-interleaved-r64-base=10000-pos=arange-float32",
+    "bshd-b2-s16-h4-d128-half-r64-base=1e+06-pos=large-float32",
+]
+
+TARGETS = '''
+import sys
+import threading
+import numpy as np
+import rope_ref as rr
+from rope_ref.testing import (flash_apply_rotary_emb as flash,
+                              hf_apply_rotary_pos_emb as hf, mlx_rope as mlx,
+                              vllm_rotary as vllm)
+
+RELEASE = threading.Event()
+
+def good(x, positions, rope):
+    return rr.apply_rope(x, positions, rope)
+
+def off_by_one(x, positions, rope):
+    return rr.apply_rope(x, positions + 1, rope)
+
+def hf_k_bug(q, k, cos, sin, unsqueeze_dim=1):
+    # k rotated the wrong way (sin negated): q is right
+    q_out, _ = hf(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
+    _, k_out = hf(q, k, cos, -sin, unsqueeze_dim=unsqueeze_dim)
+    return q_out, k_out
+
+def vllm_k_bug(positions, query, key, **kw):
+    q_out, k_out = vllm(positions, query, key, **kw)
+    return q_out, key  # k left unrotated
+
+def flash_wrong(x, cos, sin, interleaved=False, seqlen_offsets=0, **kw):
+    return flash(x, cos, sin, interleaved=not interleaved, seqlen_offsets=seqlen_offsets, **kw)
+
+def mlx_wrong(x, dims, *, traditional, base, scale, offset):
+    return mlx(x, dims, traditional=traditional, base=base, scale=scale, offset=offset + 1)
+
+def hangs_on_d72(x, positions, rope):
+    if x.shape[-1] == 72:
+        RELEASE.wait(60)  # released by the test's teardown
+    return rr.apply_rope(x, positions, rope)
+
+def exits(x, positions, rope):
+    sys.exit(0)
+
+def interrupts(x, positions, rope):
+    raise KeyboardInterrupt
+
+def returns_none(x, positions, rope):
+    return None
+
+def only_bfloat16(x, positions, rope):
+    return rr.apply_rope(x, positions, rope)
+only_bfloat16.rope_ref_supports = {"dtypes": ("bfloat16",)}
+
+def half_only(x, positions, rope):
+    return rr.apply_rope(x, positions, rope)
+half_only.rope_ref_supports = {"layouts": ("half",), "families": ("bshd", "bhsd"),
+                               "max_position": 4096}
+
+def bad_declaration(x, positions, rope):
+    return x
+bad_declaration.rope_ref_supports = {"dtype": ("float32",)}
+'''
 
 
+@pytest.fixture
+def targets(tmp_path, monkeypatch):
+    """A module of targets, importable by ``main`` (a fresh name per test)."""
+    name = f"rr_targets_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(TARGETS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name
+    mod = sys.modules.pop(name, None)
+    if mod is not None:
+        mod.RELEASE.set()
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def summary(out):
+    return out.strip().splitlines()[-1]
+
+
+# ---------------------------------------------------------------------------- basics
 def test_info_lists_backends(capsys):
-    assert main(["info"]) == 0
-    out = capsys.readouterr().out
+    code, out, _ = run(capsys, "info")
+    assert code == 0
     for name in ("numpy", "array_api_compat", "torch", "jax", "dask", "cupy"):
         assert name in out
     import numpy
@@ -21,24 +126,296 @@ def test_info_lists_backends(capsys):
 
 
 def test_demo_reports_naive_error(capsys):
-    assert main(["demo", "--position", str(2**31 - 1)]) == 0
-    out = capsys.readouterr().out
-    assert "norm preserved" in out
+    code, out, _ = run(capsys, "demo", "--position", str(2**31 - 1))
+    assert code == 0 and "norm preserved" in out
     off = float(out.split("plain float64 is off by ")[1].split(" ulp")[0])
     assert off > 1e6
 
 
-def test_console_entry_point_runs():
-    out = subprocess.run(
-        [sys.executable, "-m", "rope_ref", "info"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=True,
-    )
-    assert out.stdout.startswith("rope_ref ")
-
-
 def test_no_command_prints_help(capsys):
-    assert main([]) == 2
-    assert "usage" in capsys.readouterr().out
+    code, out, _ = run(capsys)
+    assert code == 2 and "usage" in out
+
+
+def test_every_option_has_help_with_its_default():
+    parser = _parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert set(sub.choices) == {"info", "demo", "vectors", "check", "decay"}
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if action.option_strings and action.dest != "help":
+                text = action.help or ""
+                assert "default" in text or (action.required and "required" in text), (
+                    name, action.option_strings)
+
+
+def test_check_help_shows_each_conventions_signature(capsys):
+    code, out, _ = run(capsys, "check", "--help")
+    assert code == 0
+    flat = " ".join(out.split())
+    for conv in CONVENTIONS.values():
+        assert conv.name in out and " ".join(conv.signature.split()) in flat
+    assert "rope_ref_supports" in out and "exit codes" in out
+
+
+# ---------------------------------------------------------------------------- verdicts
+def test_rope_ref_convention_pass_and_fail(targets, capsys):
+    code, out, _ = run(capsys, "check", f"{targets}:good", "--cases", *CASES)
+    assert code == 0 and summary(out) == f"{len(CASES)} passed, 0 failed"
+    assert "exact" in out
+    code, out, _ = run(capsys, "check", f"{targets}:off_by_one", "--cases", *CASES[:2])
+    assert code == 1 and summary(out) == "0 passed, 2 failed" and "FAIL" in out
+
+
+def test_hf_convention_runs_every_shape_and_judges_k(targets, capsys, tmp_path):
+    # the HF twin passes bshd (unsqueeze_dim=2), bhsd, packed, interleaved, partial, large;
+    # a bug in k alone fails, and the JSON shows q passing and k failing
+    code, out, _ = run(capsys, "check", f"{targets}:hf", "--convention", "hf", "--cases", *CASES)
+    assert code == 0 and summary(out) == f"{len(CASES)} passed, 0 failed"
+    report = tmp_path / "r.json"
+    code, out, _ = run(capsys, "check", f"{targets}:hf_k_bug", "--convention", "hf",
+                       "--cases", *CASES, "--json", str(report))
+    assert code == 1 and summary(out) == f"0 passed, {len(CASES)} failed"
+    assert out.count("FAIL k") == len(CASES)
+    data = json.loads(report.read_text())
+    for row in data["cases"]:
+        assert row["outputs"]["q"]["passed"] and not row["outputs"]["k"]["passed"]
+
+
+def test_hf_convention_runs_the_whole_battery(targets, capsys):
+    # not one float32 case is skipped (it used to skip all but bhsd half-layout ones)
+    code, out, _ = run(capsys, "check", f"{targets}:hf", "--convention", "hf", "--no-presets")
+    assert code == 0 and summary(out) == "23 passed, 0 failed"
+    code, out, _ = run(capsys, "check", f"{targets}:hf", "--convention", "hf",
+                       "--preset", "qwen2-vl-7b")  # M-RoPE, every shape and position form
+    assert code == 0 and summary(out) == "15 passed, 0 failed"
+
+
+@pytest.mark.parametrize("convention", ["flash", "vllm", "mlx"])
+def test_twin_conventions_pass_and_injected_bugs_fail(convention, targets, capsys):
+    code, out, _ = run(capsys, "check", f"{targets}:{convention}", "--convention", convention,
+                       "--cases", *CASES)
+    assert code == 0 and ", 0 failed" in summary(out)
+    assert int(summary(out).split()[0]) >= 4  # random positions are the only skips
+    wrong = {"flash": "flash_wrong", "vllm": "vllm_k_bug", "mlx": "mlx_wrong"}[convention]
+    code, out, _ = run(capsys, "check", f"{targets}:{wrong}", "--convention", convention,
+                       "--cases", *CASES[:2])
+    assert code == 1 and "FAIL" in out
+    if convention == "vllm":
+        assert out.count("FAIL k") == 2
+
+
+def test_strict_passes_only_the_exact_class(capsys):
+    # float32 angles at positions near 2**20 in a float32 case: lower-precision angles
+    name = ["bshd-b2-s16-h4-d128-half-r64-base=1e+06-pos=large-float32"]
+    code, out, _ = run(capsys, "check", "rope_ref.examples:float32_angles", "--cases", *name)
+    assert code == 0 and "lower-precision angles" in out
+    code, out, _ = run(capsys, "check", "rope_ref.examples:float32_angles", "--cases", *name,
+                       "--strict")
+    assert code == 1 and "FAIL" in out
+    code, out, _ = run(capsys, "check", "rope_ref.examples:exact", "--cases", *name, "--strict")
+    assert code == 0
+
+
+# ---------------------------------------------------------------------------- robustness
+def test_hanging_target_times_out_and_the_run_continues(targets, capsys):
+    t0 = time.monotonic()
+    code, out, err = run(capsys, "check", f"{targets}:hangs_on_d72", "--no-presets",
+                         "--timeout", "1")
+    assert time.monotonic() - t0 < 30
+    assert code == 1
+    lines = [ln for ln in out.splitlines() if "-d72-" in ln]
+    assert len(lines) == 1 and "TIMEOUT" in lines[0]
+    assert summary(out) == "22 passed, 1 failed (of which 1 timed out)"
+    assert "abandoned" in err
+
+
+@pytest.mark.parametrize(("target", "text"), [("exits", "SystemExit(0)"),
+                                              ("interrupts", "KeyboardInterrupt")])
+def test_exit_and_interrupt_inside_the_target_are_case_errors(target, text, targets, capsys):
+    code, out, _ = run(capsys, "check", f"{targets}:{target}", "--cases", *CASES[:3])
+    assert code == 1
+    assert out.count(f"ERROR {text}") == 3
+    assert summary(out) == "0 passed, 3 failed (of which 3 errors)"
+    assert threading.main_thread().is_alive()
+
+
+def test_a_wrong_return_value_is_an_error_not_a_crash(targets, capsys):
+    code, out, _ = run(capsys, "check", f"{targets}:returns_none", "--cases", *CASES[:2])
+    assert code == 1 and summary(out).startswith("0 passed, 2 failed")
+
+
+def test_everything_skipped_exits_2_with_grouped_reasons(targets, capsys):
+    code, out, err = run(capsys, "check", f"{targets}:only_bfloat16", "--no-presets")
+    assert code == 2
+    assert "23  the target declares dtypes bfloat16 (rope_ref_supports)" in out
+    assert "no case ran" in err
+
+
+def test_declared_support_skips_with_the_reason(targets, capsys):
+    code, out, _ = run(capsys, "check", f"{targets}:half_only", "--no-presets")
+    assert code == 0
+    assert "the target declares layouts half (rope_ref_supports)" in out
+    assert "the target declares shape families bshd, bhsd (rope_ref_supports)" in out
+    assert "the target declares positions up to 4096 (rope_ref_supports)" in out
+    passed = int(summary(out).split()[0])
+    skipped = int(summary(out).split(", ")[-1].split()[0])
+    assert passed + skipped == 23 and passed >= 10
+
+
+def test_torch_target_runs_on_torch_by_default(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("torch")
+    name = f"rr_torch_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent("""
+        import torch
+        import rope_ref as rr
+
+        def rope(x, positions, rope):
+            assert isinstance(x, torch.Tensor) and isinstance(positions, torch.Tensor)
+            return rr.apply_rope(x, positions, rope)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        code, out, _ = run(capsys, "check", f"{name}:rope", "--cases", *CASES[:2],
+                           "bshd-b2-s16-h4-d128-half-r128-base=10000-pos=arange-bfloat16")
+        assert code == 0 and "backend torch" in out and summary(out) == "3 passed, 0 failed"
+        code, out, _ = run(capsys, "check", f"{name}:rope", "--cases", *CASES[:1],
+                           "--backend", "numpy")
+        assert code == 1 and "ERROR AssertionError" in out
+    finally:
+        sys.modules.pop(name, None)
+
+
+# ---------------------------------------------------------------------------- module conventions
+def test_hf_module_judges_the_class_and_its_table_builder(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("transformers")
+    name = f"rr_hf_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent("""
+        import torch
+        from transformers.models.llama.modeling_llama import (
+            LlamaConfig, LlamaRotaryEmbedding, apply_rotary_pos_emb)
+
+        class WrongBase(LlamaRotaryEmbedding):
+            def __init__(self, config):
+                super().__init__(config)
+                d = self.inv_freq.numel() * 2
+                self.inv_freq = 1.0 / (10_000.0 ** (torch.arange(0, d, 2).float() / d))
+    """))
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"model_type": "llama", "hidden_size": 512, "num_attention_heads": 8,
+         "rope_theta": 500000.0, "max_position_embeddings": 8192}))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        code, out, _ = run(capsys, "check", f"{name}:LlamaRotaryEmbedding", "--convention",
+                           "hf-module", "--hf-config", str(tmp_path / "config.json"))
+        assert code == 0 and summary(out) == "15 passed, 0 failed" and "backend torch" in out
+        code, out, _ = run(capsys, "check", f"{name}:WrongBase", "--convention", "hf-module",
+                           "--preset", "llama-2-7b")  # theta 10000 there: the class is right
+        assert code == 0
+        code, out, _ = run(capsys, "check", f"{name}:WrongBase", "--convention", "hf-module",
+                           "--hf-config", str(tmp_path / "config.json"))
+        assert code == 1 and "FAIL q,k" in out
+        code, _, err = run(capsys, "check", f"{name}:LlamaRotaryEmbedding", "--convention",
+                           "hf-module")
+        assert code == 2 and "needs --hf-config" in err
+    finally:
+        sys.modules.pop(name, None)
+
+
+def test_lucidrains_module(capsys):
+    pytest.importorskip("rotary_embedding_torch", reason="rotary-embedding-torch not installed")
+    argv = ["check", "rotary_embedding_torch:RotaryEmbedding", "--convention", "lucidrains"]
+    code, out, _ = run(capsys, *argv, "--cases", *CASES)
+    assert code == 0 and summary(out) == f"{len(CASES)} passed, 0 failed"
+    # at bfloat16 it forms positions in bfloat16 (1000 + t rounds): caught and named
+    code, out, _ = run(capsys, *argv, "--cases",
+                       "bshd-b2-s16-h4-d128-half-r128-base=10000-pos=offset-bfloat16")
+    assert code == 1 and "bfloat16" in out.split("FAIL")[1]
+
+
+def test_torchtune_module(capsys):
+    pytest.importorskip("torchtune", reason="torchtune not installed", exc_type=ImportError)
+    argv = ["check", "torchtune.modules:RotaryPositionalEmbeddings", "--convention", "torchtune"]
+    code, out, _ = run(capsys, *argv, "--cases", *CASES, "--table-rows", "65536")
+    assert code == 0
+    assert summary(out) == f"{len(CASES) - 1} passed, 0 failed, 1 skipped"
+    assert "positions beyond --table-rows" in out
+
+
+# ---------------------------------------------------------------------------- usage errors
+def _bad_module(tmp_path, body):
+    name = f"rr_bad_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(body)
+    return f"{name}:f"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check", "rope_ref.examples:exact", "--preset", "llama-9"],
+        ["check", "rope_ref.examples:exact", "--cases", "bshd-b2-nonsense"],
+        ["check", "rope_ref.examples:exact", "--cases", "bshd-b999999-s999999-h9-d128-half-r128-"
+         "base=10000-pos=arange-float32"],
+        ["check", "rope_ref.examples:exact", "--hf-config", "{tmp}/missing.json"],
+        ["check", "rope_ref.examples:exact", "--hf-config", "{tmp}/malformed.json"],
+        ["check", "rope_ref.examples:exact", "--hf-config", "{tmp}/list.json"],
+        ["check", "rope_ref.examples:exact", "--json", "{tmp}/no/such/dir/r.json"],
+        ["check", "rope_ref.examples:exact", "--json", "{tmp}"],
+        ["check", "rope_ref.examples:exact", "--timeout", "0"],
+        ["check", "rope_ref.examples:exact", "--convention", "nope"],
+        ["check", "rope_ref.examples"],
+        ["check", "rope_ref.examples:nothing"],
+        ["check", "{exits_on_import}"],
+        ["check", "{raises_on_import}"],
+        ["check", "{bad_declaration}"],
+        ["vectors", "--out", "{tmp}/afile"],
+        ["vectors", "--out", "{tmp}/v", "--preset", "nope"],
+        ["decay", "--step", "0"],
+        ["decay", "--step", "nan"],
+        ["decay", "--max", "1e9"],
+        ["decay", "--max", "-1"],
+        ["decay", "--head-dim", "3"],
+        ["decay", "--csv", "{tmp}/no/such/dir/d.csv"],
+        ["demo", "--head-dim", "0"],
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(argv, tmp_path, monkeypatch, capsys):
+    (tmp_path / "malformed.json").write_text("{not json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    subs = {
+        "tmp": str(tmp_path),
+        "exits_on_import": _bad_module(tmp_path, "import sys\nsys.exit(0)\n"),
+        "raises_on_import": _bad_module(tmp_path, "raise RuntimeError('boom\\nline two')\n"),
+        "bad_declaration": _bad_module(
+            tmp_path, "def f(x, p, r):\n    return x\nf.rope_ref_supports = {'dtype': 1}\n"
+        ),
+    }
+    argv = [a.format(**subs) for a in argv]
+    code, out, err = run(capsys, *argv)
+    assert code == 2, (argv, out, err)
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err + out
+    assert "error" in err
+
+
+# ---------------------------------------------------------------------------- real processes
+def _rope_ref(*argv, cwd):
+    return subprocess.run([sys.executable, "-m", "rope_ref", *argv], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def test_exit_codes_of_the_real_command(tmp_path):
+    (tmp_path / "impl.py").write_text(TARGETS)
+    ok = _rope_ref("check", "impl:good", "--cases", CASES[0], cwd=tmp_path)
+    assert ok.returncode == 0 and ok.stdout.strip().endswith("1 passed, 0 failed")
+    bad = _rope_ref("check", "impl:exits", "--cases", CASES[0], cwd=tmp_path)
+    assert bad.returncode == 1 and "SystemExit(0)" in bad.stdout
+    skipped = _rope_ref("check", "impl:only_bfloat16", "--cases", CASES[0], cwd=tmp_path)
+    assert skipped.returncode == 2
+    usage = _rope_ref("check", "impl:good", "--preset", "nope", cwd=tmp_path)
+    assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) == 1
+    info = _rope_ref("info", cwd=ROOT)
+    assert info.returncode == 0 and info.stdout.startswith("rope_ref ")
