@@ -288,7 +288,10 @@ def case(name: str) -> Case:
         raise RopeValueError(f"not a case name: {name!r} ({exc})") from None
     if c.name != name:
         raise RopeValueError(f"not a case name: {name!r} (did you mean {c.name!r}?)")
-    c.rope()  # the rope must be constructible (rotary_dim, base)
+    try:
+        c.rope()  # the rope must be constructible (rotary_dim, base)
+    except RopeValueError as exc:
+        raise RopeValueError(f"not a case name: {name!r} ({exc})") from None
     return c
 
 
