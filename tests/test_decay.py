@@ -51,3 +51,41 @@ def test_decays_overall():
     assert curve[0] > curve[10] > curve[100] > curve[250]
     assert curve[7] > 20 >= curve[8]  # first drops to 20 near r = 7.69 (math sheet)
     assert rr.relative_upper_bound(7.6) > 20 > rr.relative_upper_bound(7.8)
+
+
+# ---------------------------------------------------------------- the rope-ref decay command
+def test_cli_streams_the_curve_across_chunks(tmp_path, capsys):
+    # more points than one streamed chunk (2**14): every row equals the library's value at
+    # r = i * step, and the file matches what is printed
+    from rope_ref._cli import _DECAY_CHUNK, main
+
+    n = _DECAY_CHUNK + 5
+    step = 0.25
+    assert main(["decay", "--head-dim", "8", "--max", str((n - 1) * step), "--step",
+                 str(step), "--csv", str(tmp_path / "d.csv")]) == 0
+    rows = (tmp_path / "d.csv").read_text().splitlines()
+    assert rows[0] == "relative_distance,relative_upper_bound" and len(rows) == n + 1
+    idx = np.array([0, 1, _DECAY_CHUNK - 1, _DECAY_CHUNK, n - 1])
+    r = idx * step
+    want = rr.relative_upper_bound(r, head_dim=8)
+    for i, ri, bi in zip(idx, r, want, strict=True):
+        assert rows[i + 1] == f"{ri:g},{bi:.6f}"
+    assert main(["decay", "--head-dim", "8", "--max", "2", "--step", "0.25"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == rows[:10]
+
+
+def test_cli_bounds_the_number_of_points(capsys):
+    # --max 1e9 used to end in MemoryError: a usage error naming the limit, immediately
+    import time
+
+    from rope_ref._cli import DECAY_MAX_POINTS, main
+
+    t0 = time.monotonic()
+    assert main(["decay", "--max", "1e9"]) == 2
+    err = capsys.readouterr().err
+    assert time.monotonic() - t0 < 1.0
+    assert len(err.strip().splitlines()) == 1 and str(DECAY_MAX_POINTS) in err
+    assert main(["decay", "--max", str(DECAY_MAX_POINTS - 1), "--step", "1", "--head-dim",
+                 "3"]) == 2  # the head_dim check comes first, still cheap
+    capsys.readouterr()

@@ -652,3 +652,80 @@ def test_axial_grid(bk):
         axial_grid()
     with pytest.raises(rr.RopeTypeError, match="sizes"):
         axial_grid(2, 1.5)
+
+
+# ---------------------------------------------------------------- small integer dtypes, sizes
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16])
+def test_small_integer_offsets_do_not_wrap(bk, dtype):
+    # uint8 254 + 2 used to give 0: offsets are widened before they are added
+    hi = np.iinfo(dtype).max - 1
+    off = bk.from_numpy(np.array([hi, 1], dtype=dtype))
+    want = [[hi, hi + 1, hi + 2], [1, 2, 3]]
+    np.testing.assert_array_equal(bk.to_numpy(positions_from_offsets(3, off)), want)
+    if not bk.lazy:
+        cu = bk.from_numpy(np.array([0, 3, 5], dtype=dtype))
+        np.testing.assert_array_equal(
+            bk.to_numpy(positions_from_cu_seqlens(cu, off)), [hi, hi + 1, hi + 2, 1, 2]
+        )
+
+
+def test_flash_and_mlx_twins_with_small_integer_offsets(bk, rng):
+    # the same result as with int64 offsets, at positions past the small dtype's range
+    rope = rr.Rope(8)
+    x = rng.standard_normal((2, 3, 2, 8))
+    cos, sin = rope.cos_sin(np.arange(300))
+    off8, off64 = np.array([254, 1], np.uint8), np.array([254, 1], np.int64)
+    pos = np.array([[254, 255, 256], [1, 2, 3]])
+    want = rr.apply_rope(x, pos[:, :, None], rope)
+    for off in (off8, off64):
+        got = flash_apply_rotary_emb(
+            bk.from_numpy(x), bk.from_numpy(cos), bk.from_numpy(sin),
+            seqlen_offsets=bk.from_numpy(off),
+        )
+        np.testing.assert_array_equal(bk.to_numpy(got), want)
+    xm = np.swapaxes(x, 1, 2)  # MLX: (B, heads, T, D)
+    for off in (off8, off64):
+        got = mlx_rope(bk.from_numpy(xm), 8, traditional=False, base=1e4, scale=1.0,
+                       offset=bk.from_numpy(off))
+        np.testing.assert_array_equal(bk.to_numpy(got), np.swapaxes(want, 1, 2))
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: mrope_grid(10**6, 10**6, 10**6), "3 \\* t \\* h \\* w asks for"),
+        (lambda: axial_grid(10**9, 10**9, 10**9), "prod\\(sizes\\)"),
+        (lambda: vllm_cos_sin_cache(rr.Rope(128), 10**15), "max_position \\* rotary_dim"),
+        (lambda: positions_from_offsets(10**12, np.arange(4)), "batch \\* seqlen"),
+        (lambda: mrope_grid(1, 1, 1, start=2**63), "start"),
+    ],
+)
+def test_position_helpers_reject_huge_sizes_up_front(call, match):
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(rr.RopeValueError, match=match) as info:
+        call()
+    assert time.monotonic() - t0 < 1.0  # nothing was allocated
+    if "asks for" in str(info.value):
+        assert "2**31" in str(info.value)  # the limit is in the message
+
+
+def test_check_adapters_channel_permutations_are_inverse():
+    from rope_ref.testing._twins._common import (
+        perm_half_from_interleaved,
+        perm_interleaved_from_half,
+    )
+
+    for r, d in ((8, 8), (4, 10), (64, 256)):
+        a, b = perm_half_from_interleaved(r, d), perm_interleaved_from_half(r, d)
+        np.testing.assert_array_equal(a[b], np.arange(d))
+        # interleaved pair j = channels (2j, 2j + 1) lands on half pair j = (j, j + r/2)
+        for j in range(r // 2):
+            assert (a[j], a[j + r // 2]) == (2 * j, 2 * j + 1)
+        # a half-layout rotation of permuted data is the interleaved rotation
+        x = np.random.default_rng(r).standard_normal((3, d))
+        pos = np.arange(3)
+        y_half = rr.apply_rope(x[:, a], pos, rr.Rope(d, rotary_dim=r))[:, b]
+        y_int = rr.apply_rope(x, pos, rr.Rope(d, rotary_dim=r, layout="interleaved"))
+        np.testing.assert_array_equal(y_half, y_int)
