@@ -99,6 +99,8 @@ def is_concrete(x: Any) -> bool:
     not a Dask graph. Lazy arrays skip value checks, so they never trigger a compute."""
     if array_api_compat.is_jax_array(x):
         return not any("Tracer" in cls.__name__ for cls in type(x).__mro__)
+    if array_api_compat.is_torch_array(x) and getattr(x.device, "type", None) == "meta":
+        return False  # PyTorch's 'meta' device holds shapes and dtypes only: like a lazy array
     return not array_api_compat.is_lazy_array(x)
 
 

@@ -44,7 +44,33 @@ def _unscaled_thetas(base: float, rotary_dim: int) -> tuple[Decimal, ...]:
 @functools.lru_cache(maxsize=512)
 def _scaled_thetas(rope: Rope, seq_len: int | None) -> tuple[Decimal, ...]:
     assert rope.scaling is not None
-    return tuple(rope.scaling.thetas(rope, seq_len))
+    return _checked_thetas(rope, rope.scaling.thetas(rope, seq_len))
+
+
+def _method(rope: Rope, name: str) -> str:
+    return f"{type(rope.scaling).__name__}.{name}()"
+
+
+def _checked_thetas(rope: Rope, values: Any) -> tuple[Decimal, ...]:
+    """A schedule's frequencies: n_pairs finite real numbers >= 0 (Decimals, or ints and
+    floats, taken at their exact value)."""
+    where = _method(rope, "thetas")
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise RopeTypeError(
+            f"{where} must return a sequence of {rope.n_pairs} frequencies (Decimals), got "
+            f"{type(values).__name__}"
+        )
+    out = []
+    for j, t in enumerate(values):
+        d = t if isinstance(t, Decimal) else Decimal(_validate.as_real(t, f"{where}[{j}]"))
+        if not d.is_finite() or d < 0:
+            raise RopeValueError(f"{where}[{j}] must be a finite real number >= 0, got {t!r}")
+        out.append(d)
+    if len(out) != rope.n_pairs:
+        raise RopeValueError(
+            f"{where} must return rotary_dim // 2 = {rope.n_pairs} frequencies, got {len(out)}"
+        )
+    return tuple(out)
 
 
 @functools.lru_cache(maxsize=512)
@@ -193,20 +219,23 @@ class Rope:
             return self.unscaled_thetas()
         try:
             return _scaled_thetas(self, seq_len)
-        except TypeError:  # a scaling holding something unhashable: no caching
-            return self.scaling.thetas(self, seq_len)
+        except TypeError as exc:  # a scaling holding something unhashable: no caching
+            if isinstance(exc, RopeTypeError):
+                raise
+            return _checked_thetas(self, self.scaling.thetas(self, seq_len))
 
     @property
     def attention_factor(self) -> float:
         """Factor multiplying cos and sin (YaRN/LongRoPE); 1.0 for other schedules."""
         if self.scaling is None:
             return 1.0
-        return float(self.scaling.attention_scaling(self, None))
+        return self._attention_factor(None)
 
     def _attention_factor(self, seq_len: int | None) -> float:
         if self.scaling is None:
             return 1.0
-        return float(self.scaling.attention_scaling(self, seq_len))
+        value = self.scaling.attention_scaling(self, seq_len)
+        return _validate.as_real(value, _method(self, "attention_scaling"), positive=True)
 
     @staticmethod
     def _check_seq_len(seq_len: Any) -> int | None:
@@ -333,16 +362,16 @@ class Rope:
             # length; pass seq_len explicitly under jax.jit or on lazy arrays.
             if not _compat.is_concrete(positions):
                 raise RopeValueError(
-                    "seq_len is required with a dynamic scaling when positions are lazy "
-                    "or traced (it cannot be read from the positions)"
+                    "seq_len is required with a dynamic scaling when positions are lazy, "
+                    "traced or on PyTorch's meta device (it cannot be read from the positions)"
                 )
-            seq_len = int(float(xp.max(positions))) + 1
+            seq_len = _length_of(xp, positions)
         device = _compat.device_of(positions)
         p = _compat.significand_bits(xp, wd)
         thetas = self.thetas(seq_len=seq_len)
         m = xp.astype(positions, wd)
         blocks = _compat.prefers_blocks(positions)
-        axes = None if scaling is None else scaling.pair_axes(self)
+        axes = None if scaling is None else self._pair_axes()
         if axes is None:
             table = _exact.angle_table(thetas, p)
             cos, sin = _exact.exact_cos_sin_blocked(
@@ -361,8 +390,47 @@ class Rope:
         if scaling is not None:
             mag = scaling.magnitude(xp, m, self, role=role, seq_len=seq_len, dtype=wd)
             if mag is not None:
+                mag = self._checked_magnitude(xp, mag, tuple(cos.shape))
                 cos, sin = cos * mag, sin * mag
         return cos, sin
+
+    def _pair_axes(self) -> tuple[int, ...] | None:
+        """The schedule's pair_axes(), checked: None, or one axis index per pair."""
+        assert self.scaling is not None
+        axes = self.scaling.pair_axes(self)
+        if axes is None:
+            return None
+        where = _method(self, "pair_axes")
+        n = self.scaling.n_axes
+        if isinstance(axes, (str, bytes)) or not hasattr(axes, "__iter__"):
+            raise RopeTypeError(
+                f"{where} must return None or {self.n_pairs} axis indices, got "
+                f"{type(axes).__name__}"
+            )
+        out = tuple(_validate.as_int(a, f"{where}[{j}]", minimum=0) for j, a in enumerate(axes))
+        if len(out) != self.n_pairs or any(a >= n for a in out):
+            raise RopeValueError(
+                f"{where} must return {self.n_pairs} axis indices in [0, {n}), got {out}"
+            )
+        return out
+
+    def _checked_magnitude(self, xp: Any, mag: Any, shape: tuple[int, ...]) -> Any:
+        """A schedule's magnitude(): a real number or an array of the positions' namespace
+        that broadcasts to the table shape without growing it."""
+        where = _method(self, "magnitude")
+        if not _compat.is_array(mag):
+            return _validate.as_real(mag, where)
+        if _compat.array_namespace(mag=mag) is not xp:
+            raise RopeTypeError(
+                f"{where} must return an array of the positions' library, got "
+                f"{type(mag).__module__}.{type(mag).__name__}"
+            )
+        if not _compat.is_real_floating(xp, mag.dtype):
+            raise RopeTypeError(f"{where} must return a real floating array, got {mag.dtype}")
+        _validate.broadcast_positions(
+            tuple(mag.shape), shape, name=f"{where}'s result", target_name="the tables"
+        )
+        return mag
 
     def _leading_axes(self) -> str | None:
         return None if self.scaling is None else self.scaling.axis_position
@@ -402,6 +470,14 @@ class Rope:
         cos = xp.take(xp.concat(cos_parts, axis=-1), idx, axis=-1)
         sin = xp.take(xp.concat(sin_parts, axis=-1), idx, axis=-1)
         return cos, sin
+
+
+def _length_of(xp: Any, positions: Any) -> int | None:
+    """max(position) + 1 for dynamic schedules; None (the schedule's default) when empty."""
+    for n in positions.shape:
+        if int(n) == 0:
+            return None
+    return int(float(xp.max(positions))) + 1
 
 
 def _nan_outside(

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import _compat
+from ._rope import _length_of
 
 __all__ = ["CACHE_ENTRIES", "CACHE_MAX_BYTES", "cache_info", "clear_cache", "tables"]
 
@@ -78,8 +79,16 @@ def tables(
     digest = _digest(positions)
     if digest is not None:
         try:
-            key = (rope, xp.__name__, str(_compat.device_of(positions)), str(wd), integral,
-                   seq_len, role, digest)
+            key = (
+                rope,
+                xp.__name__,
+                str(_compat.device_of(positions)),
+                str(wd),
+                integral,
+                seq_len,
+                role,
+                digest,
+            )
             hash(key)
         except TypeError:  # a Rope holding something unhashable: compute, don't cache
             key = None
@@ -113,7 +122,7 @@ def _distinct(
 ) -> tuple[Any, Any]:
     """The table, computed on the distinct positions only when that saves work."""
     scaling = rope.scaling
-    single_axis = scaling is None or scaling.pair_axes(rope) is None
+    single_axis = scaling is None or rope._pair_axes() is None
     size = 1
     for s_ in positions.shape:
         size *= int(s_)
@@ -125,12 +134,14 @@ def _distinct(
             values = None
         if values is not None and 2 * int(values.shape[0]) <= size:
             if seq_len is None and scaling is not None and scaling.dynamic:
-                seq_len = int(float(xp.max(values))) + 1
+                seq_len = _length_of(xp, values)
             cos_u, sin_u = rope._cos_sin_work(
                 xp, values, wd, integral=integral, seq_len=seq_len, role=role
             )
             idx = xp.reshape(inverse, (size,))
             shape = (*positions.shape, int(cos_u.shape[-1]))
-            return (xp.reshape(xp.take(cos_u, idx, axis=0), shape),
-                    xp.reshape(xp.take(sin_u, idx, axis=0), shape))
+            return (
+                xp.reshape(xp.take(cos_u, idx, axis=0), shape),
+                xp.reshape(xp.take(sin_u, idx, axis=0), shape),
+            )
     return rope._cos_sin_work(xp, positions, wd, integral=integral, seq_len=seq_len, role=role)

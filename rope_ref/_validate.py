@@ -60,8 +60,8 @@ def _scalar_kind(value: Any, name: str, expected: str) -> tuple[str, Any]:
             )
         if not _compat.is_concrete(value):
             raise RopeTypeError(
-                f"{name} must be {expected} known before the computation, got a lazy or traced "
-                "0-d array (pass a Python number)"
+                f"{name} must be {expected} known before the computation, got a lazy, traced "
+                "or meta-device 0-d array (pass a Python number)"
             )
         try:
             xp = _compat.array_namespace(value=value)

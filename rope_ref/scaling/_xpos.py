@@ -88,7 +88,7 @@ class XPos(Scaling):
         mm = (m - shift)[..., None]
         bits = significand_bits(xp, dtype)
         fmt_bits = 53 if bits == 53 else 24
-        if is_concrete(m) and m.ndim and int(m.shape[0]) > 0:
+        if is_concrete(m) and all(int(n) > 0 for n in m.shape):
             top = float(xp.max(xp.abs(m - shift)))
             if top > self.max_offset(rope, fmt_bits):
                 what = "position" if shift == 0.0 else f"position - {shift:g} (the centre)"

@@ -30,7 +30,7 @@ def test_as_real_accepts_numbers_of_any_kind(value):
 
 def test_as_real_accepts_zero_d_arrays_of_every_backend(bk):
     if bk.lazy:  # a lazy 0-d array has no value yet: typed error, no hidden compute
-        with pytest.raises(rr.RopeTypeError, match=r"base.*lazy or traced"):
+        with pytest.raises(rr.RopeTypeError, match=r"base.*lazy, traced or meta"):
             as_real(_zero_d(bk, 2.5, np.float64), "base")
         return
     assert as_real(_zero_d(bk, 2.5, np.float32), "base") == 2.5
@@ -427,3 +427,124 @@ def test_nonfinite_values_warn_nothing():
         warnings.simplefilter("error")
         for route in ROUTES:
             route(x, pos, rope)
+
+
+# ---------------------------------------------------------------- empty, meta, custom schedules
+
+DYNAMIC = [
+    rr.Rope(8, scaling=sc.DynamicNTK(2.0, 64)),
+    rr.Rope(8, scaling=sc.LongRoPE([1.0] * 4, [2.0] * 4, 16, factor=4.0)),
+    rr.Rope(8, scaling=sc.XPos(center=True)),
+]
+
+
+@pytest.mark.parametrize("rope", DYNAMIC, ids=["dynamic", "longrope", "xpos-centred"])
+@pytest.mark.parametrize("shape", [(0,), (2, 0)])
+def test_dynamic_schedules_with_empty_positions_return_empty(bk, rope, shape):
+    pos = bk.from_numpy(np.zeros(shape, dtype=np.int64))
+    x = bk.from_numpy(np.zeros((*shape, 8)))
+    kw = {"seq_len": 16} if bk.lazy else {}
+    c, s = rope.cos_sin(pos, **kw)
+    assert tuple(c.shape) == (*shape, 4) and tuple(s.shape) == (*shape, 4)
+    for route in ROUTES:
+        assert tuple(route(x, pos, rope, **kw).shape) == (*shape, 8)
+
+
+def test_torch_meta_tensors_give_meta_results():
+    torch = pytest.importorskip("torch")
+    rope = rr.Rope(8, rotary_dim=6)
+    x = torch.zeros(2, 3, 8, device="meta", dtype=torch.float32)
+    for pos in (torch.arange(3, device="meta"), [0, 1, 2]):
+        for route in ROUTES:
+            y = route(x, pos, rope)
+            assert y.device.type == "meta" and tuple(y.shape) == (2, 3, 8)
+            assert y.dtype == torch.float32
+    c, _ = rope.cos_sin(torch.arange(3, device="meta"))
+    assert c.device.type == "meta" and tuple(c.shape) == (3, 3)
+    dyn = rr.Rope(8, scaling=sc.DynamicNTK(2.0, 64))
+    with pytest.raises(rr.RopeValueError, match=r"seq_len is required.*meta device"):
+        rr.apply_rope(x, [0, 1, 2], dyn)
+    assert rr.apply_rope(x, [0, 1, 2], dyn, seq_len=3).device.type == "meta"
+    with pytest.raises(rr.RopeTypeError, match="base must be a real number known before"):
+        rr.Rope(8, base=torch.tensor(10000.0, device="meta"))
+
+
+class _FloatThetas(sc.Scaling):
+    def thetas(self, rope, seq_len):
+        return tuple(float(t) / 2 for t in rope.unscaled_thetas())
+
+
+class _ShortThetas(sc.Scaling):
+    def thetas(self, rope, seq_len):
+        return [1.0]
+
+
+class _NoThetas(sc.Scaling):
+    def thetas(self, rope, seq_len):
+        return None
+
+
+class _NegativeTheta(sc.Scaling):
+    def thetas(self, rope, seq_len):
+        return [-1.0] * rope.n_pairs
+
+
+class _StringFactor(sc.Scaling):
+    def attention_scaling(self, rope, seq_len):
+        return "2"
+
+
+class _NumpyFactor(sc.Scaling):
+    def attention_scaling(self, rope, seq_len):
+        return np.float32(2.0)
+
+
+class _FloatMagnitude(sc.Scaling):
+    def magnitude(self, xp, m, rope, *, role, seq_len, dtype):
+        return 3.0
+
+
+class _ForeignMagnitude(sc.Scaling):
+    def magnitude(self, xp, m, rope, *, role, seq_len, dtype):
+        return [1.0] * rope.n_pairs
+
+
+class _WideMagnitude(sc.Scaling):
+    def magnitude(self, xp, m, rope, *, role, seq_len, dtype):
+        return xp.ones((7, rope.n_pairs), dtype=dtype)
+
+
+class _BadAxes(sc.Scaling):
+    def pair_axes(self, rope):
+        return 5
+
+
+def test_custom_schedules_returning_floats_are_accepted_or_rejected_by_method():
+    plain = rr.Rope(8)
+    pos = np.array([1, 5])
+    pc, ps = plain.cos_sin(pos)
+    # floats as frequencies are taken at their exact value: same as Linear(2) here
+    c, _ = rr.Rope(8, scaling=_FloatThetas()).cos_sin(pos)
+    np.testing.assert_array_equal(c, rr.Rope(8, scaling=sc.Linear(2.0)).cos_sin(pos)[0])
+    c, s = rr.Rope(8, scaling=_NumpyFactor()).cos_sin(pos)
+    np.testing.assert_array_equal(c, 2 * pc)
+    c, s = rr.Rope(8, scaling=_FloatMagnitude()).cos_sin(pos)
+    np.testing.assert_array_equal(s, 3 * ps)
+    cases = [
+        (
+            _ShortThetas,
+            rr.RopeValueError,
+            r"_ShortThetas.thetas\(\) must return rotary_dim // 2 = 4",
+        ),
+        (_NoThetas, rr.RopeTypeError, r"_NoThetas.thetas\(\) must return a sequence of 4"),
+        (_NegativeTheta, rr.RopeValueError, r"_NegativeTheta.thetas\(\)\[0\] must be .* >= 0"),
+        (_StringFactor, rr.RopeTypeError, r"_StringFactor.attention_scaling\(\) must be a real"),
+        (_ForeignMagnitude, rr.RopeTypeError, r"_ForeignMagnitude.magnitude\(\) must be a real"),
+        (_WideMagnitude, rr.RopeValueError, r"_WideMagnitude.magnitude\(\)'s result of shape"),
+        (_BadAxes, rr.RopeTypeError, r"_BadAxes.pair_axes\(\) must return None or 4 axis"),
+    ]
+    for cls, error, pattern in cases:
+        with pytest.raises(error, match=pattern):
+            rr.Rope(8, scaling=cls()).cos_sin(pos)
+        with pytest.raises(error, match=pattern):
+            rr.apply_rope(np.ones((2, 8)), pos, rr.Rope(8, scaling=cls()))
