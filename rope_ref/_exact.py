@@ -564,6 +564,7 @@ def _small_angles(
         s0 = xp.sin(r_hi)
         c = c0 - r_lo * s0
         s_ = s0 + r_lo * c0
+    assert table.small is not None and table.tiny is not None
     small = xp.asarray(table.small.tolist(), device=device)
     tiny = xp.asarray(table.tiny.tolist(), device=device)
     s_tiny = (r_hi * const(table.unscale_a)) * const(table.unscale_b)
