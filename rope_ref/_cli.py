@@ -341,7 +341,10 @@ def _load_target(spec: str) -> Any:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    try:
+        text = " ".join(str(exc).split())
+    except Exception:  # an exception whose __str__ raises
+        return f"<{type(exc).__name__} that cannot be printed>"
     return text if len(text) <= 300 else text[:297] + "..."
 
 
@@ -350,7 +353,11 @@ def _read_supports(target: Any, spec: str) -> dict[str, Any]:
     from . import scaling as _scaling
     from .testing._cases import DTYPES, FAMILIES, LAYOUTS, POSITION_FORMS
 
-    raw = getattr(target, "rope_ref_supports", None)
+    try:
+        raw = getattr(target, "rope_ref_supports", None)
+    except Exception as exc:
+        raise _UsageError(f"{spec}.rope_ref_supports cannot be read: {type(exc).__name__}: "
+                          f"{_one_line(exc)}") from None
     if raw is None:
         return {}
     where = f"{spec}.rope_ref_supports"
@@ -450,11 +457,14 @@ def _detect_backend(target: Any) -> tuple[str, str]:
     if mod is not None:
         scopes.append(vars(mod))
     for scope in scopes:
-        for value in (scope or {}).values():
-            if isinstance(value, types.ModuleType):
-                roots.add(value.__name__.split(".")[0])
-            elif isinstance(value, type) or callable(value):
-                roots.add(str(getattr(value, "__module__", "") or "").split(".")[0])
+        for value in list((scope or {}).values()):
+            try:
+                if isinstance(value, types.ModuleType):
+                    roots.add(value.__name__.split(".")[0])
+                elif isinstance(value, type) or callable(value):
+                    roots.add(str(getattr(value, "__module__", "") or "").split(".")[0])
+            except Exception:  # objects that fail on attribute access tell nothing
+                continue
     for root, backend in _FRAMEWORK_ORDER:
         if root in roots:
             return backend, f"follows the target: its code uses {root}"
@@ -469,7 +479,10 @@ def _choose_backend(args: argparse.Namespace, conv: Any, target: Any,
         return sup["backend"], "declared by the target (rope_ref_supports)"
     if conv.backend is not None:
         return conv.backend, f"the {conv.name} convention runs {conv.backend} modules"
-    return _detect_backend(target)
+    try:
+        return _detect_backend(target)
+    except Exception:  # an object that defeats inspection: NumPy, say so
+        return "numpy", "the target could not be inspected"
 
 
 def _load_config(path: str) -> dict[str, Any]:
