@@ -105,6 +105,25 @@ def apply_rope(
     widest float dtype of the namespace (float64 here) and rounded once to ``x.dtype``.
     ``x`` is never written to.
 
+    Raises
+    ------
+    RopeTypeError
+        ``x`` is not a real floating array (a ``numpy.ma.MaskedArray`` is rejected: the Array
+        API has no masks, and a rotation would move masked data into the partner channel;
+        pass ``x.filled(v)`` and re-apply the mask), or positions are bool/complex.
+    RopeValueError
+        Shapes that do not broadcast, or positions that can be read and are NaN, infinite or
+        ``abs(m) >= 2**53``.
+
+    Notes
+    -----
+    Non-finite values: each output channel is the sum of the nonzero entries of
+    R_{Theta,m} times x, so inf or NaN in x stays in its own pair (an exact zero, such as
+    sin at m = 0, contributes nothing rather than 0 * inf = NaN) and never reaches the
+    pass-through channels; the three routes agree on this. Traced (``jax.jit``), lazy (Dask)
+    or meta-device positions cannot be checked before the computation: a position that is
+    NaN, infinite or ``abs(m) >= 2**53`` gives NaN in its rows, never a finite wrong value.
+
     Examples
     --------
     >>> import numpy as np, rope_ref as rr
