@@ -165,6 +165,14 @@ def test_fitted_parameters_are_reported():
     best = info.value.report.explanation
     assert abs(best.parameter - 1 / math.log(2)) < 1e-9
     assert "out" not in info.value.report.worst["quantity"]  # the output itself is right
+    # a scale off by 1 %: no usual value fits, the fitted family does
+    q, k, v = _inputs(bk, "float64")
+    out, lse = kernel(bk.xp, q, k, v, scale=1.01 * 16**-0.5)
+    with pytest.raises(AssertionError) as info:
+        assert_attention_close(out, q, k, v, lse=lse)
+    best = info.value.report.explanation
+    assert best.name.startswith("scale wrong") and best.fits
+    assert abs(best.parameter / 16**-0.5 - 1.01) < 1e-4
 
 
 # --------------------------------------------------------------------------- correct kernels
@@ -186,8 +194,8 @@ def test_torch_sdpa_passes(dtype, sk, sq):
 
 
 def test_torch_sdpa_gqa_causal_rope_decode_passes():
-    """Decode (one query) over 4096 keys: rotated q/k (exact tables rounded to float32), grouped heads
-    repeated for SDPA, bottom-right causal mask passed as a boolean mask."""
+    """Decode (one query) over 4096 keys: rotated q/k (exact tables rounded to float32),
+    grouped heads repeated for SDPA, bottom-right causal mask passed as a boolean mask."""
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(3)
     rope = rr.Rope(64, base=500000.0)
