@@ -350,7 +350,40 @@ def from_hf_config(
     layout: str | None = None,
     dynamic_variant: str = "hf",
 ) -> tuple[dict[str, Any], ConfigReport]:
-    """The ``Rope`` arguments for a Hugging Face config, and the report of what was read."""
+    """The ``Rope`` arguments for a Hugging Face config, and the report of what was read.
+
+    Parameters
+    ----------
+    config : dict or object
+        A parsed config.json (or a transformers config object, or any object with
+        attributes).
+    layer_type : str, optional
+        For per-layer-type configs (v5 ``rope_parameters`` keyed by layer type, Gemma 3's
+        ``rope_local_base_freq``): which layer type. Checked against ``layer_types`` when a
+        config with one RoPE for all layers declares them.
+    layout : str, optional
+        Overrides the layout read from the model type.
+    dynamic_variant : {"hf", "vllm"}
+        For ``rope_type`` "dynamic": see ``scaling.DynamicNTK``.
+
+    Returns
+    -------
+    (dict, ConfigReport)
+        ``head_dim``, ``base``, ``rotary_dim``, ``layout``, ``scaling``; and the report
+        ``Rope.explain()`` prints.
+
+    Raises
+    ------
+    RopeTypeError, RopeValueError
+        Naming the key as written (``text_config.rope_scaling.factor``), the value given and
+        what was expected. Decisions where transformers is lax: a YaRN dict without
+        ``factor`` (or with null) raises, as transformers 5 does for a missing key, instead of
+        inferring max / original max (LongRoPE does infer it, as transformers does); booleans
+        must be JSON booleans (the string "false" is refused, never read as true); keys must
+        be strings; a head size above ``MAX_HEAD_DIM`` (16384) and lengths above 2**53 are
+        refused before anything is built; a partial rotary factor must give an even number
+        of channels >= 2.
+    """
     _check_arguments(layer_type, dynamic_variant)
     report = ConfigReport()
     r = _rope_section(_as_dict(config), report)
