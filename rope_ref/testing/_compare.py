@@ -440,7 +440,7 @@ def compare(
     # ---------------------------------------------------------------- the failure report
     n_bad, total = int(np.sum(bad)), bad.size
     with np.errstate(invalid="ignore"):
-        excess = np.where(both, err_cmp - allow_used, math.inf)
+        excess = np.where(both, err_fin - allow_used, math.inf)  # the element's own error
     score = np.where(bad, excess, -math.inf)
     worst = np.unravel_index(int(np.argmax(score)), bad.shape)
     a_w, d_w, e_w = a_np[worst], d_np[worst], err[worst]
