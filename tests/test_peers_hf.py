@@ -223,3 +223,28 @@ def test_longrope_factor_inferred_by_both():
     rope = rr.Rope.from_hf_config(cfg)
     assert rope.scaling.factor == 131072 / 4096
     assert abs(rope._attention_factor(100_000) - att_hf) <= 4e-16 * att_hf
+
+
+def test_gemma3_per_layer_preset_matches_hf_rotary_embedding():
+    # The gemma-3 preset's text_config, read by transformers' own Gemma3TextConfig (class
+    # defaults filled in, v4 rope_scaling + rope_local_base_freq turned into per-layer v5
+    # rope_parameters), gives each layer type's inv_freq; our preset's two layer types match.
+    from transformers import Gemma3TextConfig
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3RotaryEmbedding
+
+    text = dict(rr.preset_info("gemma-3")["config"]["text_config"])
+    text.pop("model_type")
+    emb = Gemma3RotaryEmbedding(Gemma3TextConfig(**text))
+    for layer in ("full_attention", "sliding_attention"):
+        ours = rr.Rope.preset("gemma-3", layer_type=layer)
+        inv_hf = getattr(emb, f"{layer}_inv_freq").double().numpy()
+        np.testing.assert_allclose(ours.inv_freq(), inv_hf, rtol=16 * F32, atol=0)
+        assert getattr(emb, f"{layer}_attention_scaling") == ours.attention_factor == 1.0
+    # and the default layer of the preset is the full-attention one
+    assert rr.Rope.preset("gemma-3") == rr.Rope.preset("gemma-3", layer_type="full_attention")
+    # transformers' own config object is read directly too (v5 per-layer rope_parameters)
+    cfg = Gemma3TextConfig(**text)
+    for layer in ("full_attention", "sliding_attention"):
+        assert rr.Rope.from_hf_config(cfg, layer_type=layer) == rr.Rope.preset(
+            "gemma-3", layer_type=layer
+        )
