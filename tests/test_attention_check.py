@@ -332,6 +332,27 @@ def test_rr_attention_meets_its_float64_allowance_against_mpmath():
 # --------------------------------------------------------------------------- the report
 
 
+def test_multi_axis_rope():
+    """M-RoPE (positions with a leading axis of 3): positions reported per axis, and a
+    shift of every axis is named."""
+    rng = np.random.default_rng(6)
+    rope = rr.Rope(16, scaling=rr.scaling.MRope(sections=(2, 3, 3)))
+    q = rng.standard_normal((2, 6, 16)).astype(np.float32)
+    k = rng.standard_normal((1, 6, 16)).astype(np.float32)
+    v = rng.standard_normal((1, 6, 4)).astype(np.float32)
+    pos = rng.integers(0, 10, size=(3, 6))
+    kw = dict(rope=rope, q_positions=pos, k_positions=pos)
+    out = rr.attention(q, k, v, **kw)
+    assert assert_attention_close(out, q, k, v, **kw).passed
+    bad = rr.attention(q, k, v, rope=rope, q_positions=pos + 1, k_positions=pos)
+    with pytest.raises(AssertionError) as info:
+        assert_attention_close(bad, q, k, v, **kw)
+    rep = info.value.report
+    assert rep.explanation.name == "query positions shifted by +1"
+    row = rep.worst["row"]
+    assert rep.worst["position"] == tuple(int(x) for x in pos[:, row])
+
+
 def test_report_locates_the_worst_row():
     rng = np.random.default_rng(1)
     q, k, v = (rng.standard_normal((2, 3, n, 8)) for n in (10, 10, 10))

@@ -906,7 +906,7 @@ def _position_of(p: _Problem, idx: tuple[int, ...]) -> Any:
         lead = p.rope.scaling.axis_position == "leading"  # type: ignore[union-attr]
         arr = np.moveaxis(qp, 0, -1) if lead else qp
         tok = np.broadcast_to(arr, (*p.batch, p.hq, p.sq, arr.shape[-1]))
-        return tuple(float(x) for x in tok[idx])
+        return tuple(int(x) if float(x).is_integer() else float(x) for x in tok[idx])
     val = float(np.broadcast_to(qp, (*p.batch, p.hq, p.sq))[idx])
     return int(val) if val.is_integer() else val
 
@@ -1184,14 +1184,15 @@ def _diagnose(
             hyps.append(
                 AttentionHypothesis(
                     f"{who} positions shifted by {t:+d}",
-                    f"RoPE rotated {who}s at position + {t} (masks unchanged)",
+                    f"RoPE rotated the {'queries' if who == 'query' else 'keys'} at their "
+                    f"positions {t:+d} (masks unchanged)",
                     ex,
                     fits,
                     t,
                 )
             )
 
-    rope_shifts = p.rope is not None and not p.multi_axis
+    rope_shifts = p.rope is not None
     if rope_shifts:
         add_shift("query", (-1, 1))
 
