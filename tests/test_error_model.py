@@ -343,3 +343,28 @@ def test_the_allowance_is_per_pair_and_follows_the_frequency_used():
     # the budget never exceeds two pair magnitudes plus the rounding term
     big = pair_model(d, rope, np.array([1e12, 2e12]), "float32")
     assert np.all(big.angles[..., :32] <= 2 * big.rho + big.exact[..., :32] * (1 + 1e-12))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_exact_angle_kernels_are_in_the_exact_class(dtype):
+    # exact tables rounded to the model dtype and every operation rounded there (HF in
+    # half precision): a few ulp, the "exact" class, which strict mode passes
+    rnd = {"float32": f32, "float16": lambda a: np.asarray(a, np.float16), "bfloat16": bf16}[dtype]
+    worst = 0.0
+    for rope in (rr.Rope(64), ROPES["yarn"], ROPES["xpos"], rr.Rope.preset("llama-3.1-8b"),
+                 ROPES["interleaved"]):
+        pos = np.arange(1000, 1128)
+        x = rnd(RNG.standard_normal((128, rope.head_dim)))
+        c, s = (rnd(t) for t in rope.cos_sin(pos))
+        h = rope.rotary_dim // 2
+        j = np.arange(h)
+        ia, ib = (j, j + h) if rope.layout == "half" else (2 * j, 2 * j + 1)
+        a, b = x[:, ia], x[:, ib]
+        y = x.copy()
+        y[:, ia] = rnd(rnd(a * c) - rnd(b * s))
+        y[:, ib] = rnd(rnd(b * c) + rnd(a * s))
+        want = rnd(rr.apply_rope(x.astype(np.float32), pos, rope))
+        r = compare(y, want, rope=rope, positions=pos, dtype=dtype, strict=True)
+        assert r.passed and r.accuracy_class == "exact", r.message
+        worst = max(worst, r.worst_ratio)
+    assert worst < 0.6  # measured about 0.3-0.4 of K_out u rho
