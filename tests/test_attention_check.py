@@ -6,6 +6,7 @@ is named by the fitted diagnosis, on every backend."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -218,6 +219,39 @@ def test_torch_sdpa_gqa_causal_rope_decode_passes():
         )
         assert_attention_close(out_t, q, k, v, rope=rope, causal=True)
     assert info.value.report.explanation.name == "GQA heads tiled"
+    # SDPA's own grouping (enable_gqa) is the grouped order
+    out_g = torch.nn.functional.scaled_dot_product_attention(
+        qr, kr, v, attn_mask=keep, enable_gqa=True
+    )
+    assert assert_attention_close(out_g, q, k, v, rope=rope, causal=True).passed
+
+
+def test_torch_is_causal_is_top_left():
+    """SDPA's is_causal aligns the mask top-left: judged against rope_ref's default
+    (bottom-right, the decode convention) it fails and is named; with the queries' positions
+    stated as 0..Sq-1 it passes."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    q = torch.from_numpy(rng.standard_normal((1, 2, 4, 32)))
+    k, v = (torch.from_numpy(rng.standard_normal((1, 2, 64, 32))) for _ in range(2))
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    with pytest.raises(AssertionError) as info:
+        assert_attention_close(out, q, k, v, causal=True)
+    assert info.value.report.explanation.name == "causal mask aligned top-left"
+    assert assert_attention_close(out, q, k, v, causal=True, q_positions=np.arange(4)).passed
+
+
+def test_empty_rows_with_nan_are_explained():
+    """A kernel that leaves fully masked rows as NaN (0/0) fails, and the message says why."""
+    rng = np.random.default_rng(9)
+    q, k, v = (rng.standard_normal((1, 3, 5, 8)) for _ in range(3))
+    keep = np.ones((5, 5), bool)
+    keep[1] = False
+    out = rr.attention(q, k, v, mask=keep)
+    assert assert_attention_close(out, q, k, v, mask=keep).passed
+    out[..., 1, :] = np.nan
+    with pytest.raises(AssertionError, match=re.escape("3 row(s) with no key kept hold NaN")):
+        assert_attention_close(out, q, k, v, mask=keep)
 
 
 def _hf_float32_attention(q, k, v, rope, qpos, kpos):

@@ -879,6 +879,12 @@ def assert_attention_close(
         by_rows=by_rows,
     )
     report.message = _message(report, p, str(out_dtype), strict)
+    empty_nan = int(np.sum(np.isneginf(ref_lse) & np.any(np.isnan(out_np), axis=-1)))
+    if empty_nan:
+        report.message += (
+            f"\n{empty_nan} row(s) with no key kept hold NaN: rope_ref defines such a row as "
+            "output 0 and lse -inf (a kernel should not divide 0 by 0 there)"
+        )
     vac = _vacuous_rows(allow_o, ref_out)
     if passed and vac:
         warnings.warn(
