@@ -303,6 +303,8 @@ def test_one_position_error_near_ten_million_warns_and_strict_fails():
         report = assert_close(wrong, want, rope=rope, positions=pos)
     assert report.accuracy_class == "lower-precision angles"
     assert any("strict=True" in b for b in report.blind_spots)
+    assert any("any output passes" in b and "from |position| 1e+07 on" in b
+               for b in report.blind_spots)
     with pytest.raises(AssertionError, match="accuracy class: lower-precision angles"):
         assert_close(wrong, want, rope=rope, positions=pos, strict=True)
     # at small positions the same bug fails without strict, and nothing warns

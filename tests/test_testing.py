@@ -254,3 +254,31 @@ def test_explicit_tolerances_give_exact_or_fail():
 def test_tolerance_warning_is_exported_and_a_user_warning():
     assert issubclass(RopeToleranceWarning, UserWarning)
     assert rr.testing.RopeToleranceWarning is RopeToleranceWarning
+
+
+def test_float8_outputs():
+    torch = pytest.importorskip("torch")
+    from rope_ref.testing import unit_roundoff
+
+    assert unit_roundoff(torch.float8_e4m3fn) == 2.0**-4
+    assert unit_roundoff(torch.float8_e5m2) == 2.0**-3
+    rope = rr.Rope(32)
+    pos = torch.arange(16)
+    x = torch.from_numpy(np.random.default_rng(8).standard_normal((16, 32)))
+    want = rr.apply_rope(x, pos, rope).to(torch.float8_e4m3fn)
+    same = compare(rr.apply_rope(x.float(), pos, rope).to(torch.float8_e4m3fn), want, rope=rope,
+                   positions=pos, strict=True)
+    assert same.passed and same.accuracy_class == "exact"
+    wrong = rr.apply_rope(x, pos + 1, rope).to(torch.float8_e4m3fn)
+    r = compare(wrong, want, rope=rope, positions=pos)
+    assert not r.passed and "tolerances for float8_e4m3fn" in r.message
+
+
+def test_ulps_are_those_of_the_dtype_under_test():
+    d = np.array([1.0, 3.0, -0.7, 1e-3], dtype=np.float32)
+    a = d + 3 * np.spacing(d)  # three ulps of float32 (np.spacing: the independent route)
+    r = compare(a, d, rtol=0.0, atol=1.0)
+    assert r.max_ulp == 3.0
+    d64 = d.astype(np.float64)
+    r = compare(d64 + 5 * np.spacing(d64), d64, rtol=0.0, atol=1.0)
+    assert r.max_ulp == 5.0

@@ -19,6 +19,7 @@ from .. import _compat
 from .._errors import RopeTypeError, RopeValueError
 from .._rope import Rope
 from ._error_model import (
+    BITS,
     K_OUT,
     dtype_name,
     pair_channels,
@@ -110,8 +111,8 @@ def to_numpy(x: Any) -> np.ndarray:
     if getattr(x, "requires_grad", False) and hasattr(x, "detach"):
         x = x.detach()
     xp = array_api_compat.array_namespace(x)
-    if dtype_name(x.dtype) == "bfloat16":
-        x = xp.astype(x, xp.float32)
+    if dtype_name(x.dtype) in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
+        x = xp.astype(x, xp.float32)  # exact; NumPy has none of these formats
     with contextlib.suppress(Exception):  # not every library names its host device "cpu"
         x = array_api_compat.to_device(x, "cpu")
     try:
@@ -122,7 +123,7 @@ def to_numpy(x: Any) -> np.ndarray:
 
 def ulps(actual: np.ndarray, desired: np.ndarray, name: str) -> np.ndarray:
     """|actual - desired| in units of the last place of desired, in the dtype under test."""
-    p = {"float64": 53, "float32": 24, "float16": 11, "bfloat16": 8}.get(name, 53)
+    p = BITS.get(name, 53)
     mag = np.abs(np.asarray(desired, dtype=np.float64))
     with np.errstate(divide="ignore", invalid="ignore"):
         e = np.floor(np.log2(np.maximum(np.nan_to_num(mag, posinf=0.0), tiny(name))))
@@ -211,14 +212,13 @@ def _blind_spots(model: Any) -> tuple[str, ...]:
             f"|position| >= {lo:.4g} (the phase budget of {_angle_format(model)} angles "
             "there exceeds the move of one position); strict=True sees it"
         )
-    vac = np.min(np.where(model.phase >= 1.0, 1, 0).reshape(-1, model.theta.size), axis=0)
-    any_vac = np.max(np.where(model.phase >= 1.0, 1, 0).reshape(-1, model.theta.size), axis=0)
-    del vac
-    vacuous = [j for j in range(any_vac.size) if any_vac[j]]
+    vac = np.reshape(model.phase >= 1.0, (-1, model.theta.size))
+    vacuous = [j for j in range(vac.shape[1]) if np.any(vac[:, j])]
     if vacuous:
+        first = float(np.min(np.where(vac[:, vacuous], am[:, vacuous], np.inf)))
         out.append(
             f"the allowance reaches the pair's own magnitude (any output passes) in pairs "
-            f"{_ranges(vacuous)} at the largest positions; strict=True judges them"
+            f"{_ranges(vacuous)} from |position| {first:.4g} on; strict=True judges them"
         )
     return tuple(out)
 
@@ -360,8 +360,7 @@ def compare(
         return _fail_report(problem)
     name = dtype_name(dtype if dtype is not None else actual.dtype)
     explicit = rtol_v is not None
-    u = unit_roundoff(name) if (not explicit or name in ("float64", "float32", "float16",
-                                                          "bfloat16")) else 2.0**-53
+    u = unit_roundoff(name) if (not explicit or name in BITS) else 2.0**-53
     a_np = to_numpy(actual).astype(np.float64)
     d_np = to_numpy(desired).astype(np.float64)
     pos_np = None if positions is None else to_numpy(positions).astype(np.float64)

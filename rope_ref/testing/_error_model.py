@@ -55,14 +55,34 @@ C_ANGLE = 6.0
 C_TABLE = 4.0
 
 # unit roundoff u = 2**-p of the formats a kernel may compute in
-_U = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
-_TINY = {"float64": 2.0**-1022, "float32": 2.0**-126, "float16": 2.0**-14, "bfloat16": 2.0**-126}
+_U = {
+    "float64": 2.0**-53,
+    "float32": 2.0**-24,
+    "float16": 2.0**-11,
+    "bfloat16": 2.0**-8,
+    "float8_e4m3fn": 2.0**-4,
+    "float8_e5m2": 2.0**-3,
+}
+_TINY = {
+    "float64": 2.0**-1022,
+    "float32": 2.0**-126,
+    "float16": 2.0**-14,
+    "bfloat16": 2.0**-126,
+    "float8_e4m3fn": 2.0**-6,
+    "float8_e5m2": 2.0**-14,
+}
+#: significand bits (with the implicit one) of each format
+BITS = {name: round(-math.log2(u)) for name, u in _U.items()}
 U32 = 2.0**-24
 
 
 def dtype_name(dtype: Any) -> str:
     """'float64', 'float32', 'float16', 'bfloat16' for any library's dtype (or its name)."""
     name = str(dtype).split(".")[-1].replace("'>", "").replace("dtype(", "").strip("')\"")
+    if "float8_e4m3" in name:  # e4m3fn, e4m3fnuz: 3 stored significand bits
+        return "float8_e4m3fn"
+    if "float8_e5m2" in name:
+        return "float8_e5m2"
     for key in ("bfloat16", "float64", "float32", "float16"):  # bfloat16 before float16
         if key in name:
             return key
@@ -70,7 +90,7 @@ def dtype_name(dtype: Any) -> str:
 
 
 def unit_roundoff(dtype: Any) -> float:
-    """u = 2**-p for the dtype under test (float64, float32, float16, bfloat16).
+    """u = 2**-p for the dtype under test (float64, float32, float16, bfloat16, float8).
 
     Parameters
     ----------
