@@ -324,3 +324,20 @@ def test_multi_axis_failure_has_a_message_and_a_diagnosis():
     text = str(info.value)
     assert "positions (" in text and "per axis" in text
     assert "the data is explained by: positions shifted by +1" in text
+
+
+def test_xpos_role_swapped_is_named():
+    rope = rr.Rope(32, scaling=S.XPos())
+    pos = np.arange(200, 212)
+    x = np.random.default_rng(5).standard_normal((12, 32))
+    want = rr.apply_rope(x, pos, rope, role="key")
+    # a kernel that scales keys like queries: zeta ** (+m / 512) instead of ** (-m / 512)
+    d = rope.rotary_dim
+    zeta = (np.arange(0, d, 2) / d + 0.4) / 1.4
+    c, s = exact_tables(rr.Rope(32), pos)
+    mag = zeta[None, :] ** (pos[:, None] / 512)
+    wrong = rotate(x, c * mag, s * mag, rope)
+    r = compare(wrong, want, rope=rope, positions=pos, x=x, role="key")
+    assert not r.passed and r.diagnosis[0].params == {"family": "role", "role": "query"}
+    right = rotate(x, c / mag, s / mag, rope)
+    assert compare(right, want, rope=rope, positions=pos, x=x, role="key").passed

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .._rope import Rope
+from ..scaling import Scaling as _BaseScaling
 from ._error_model import _scheme, dynamic_length, pair_channels
 
 __all__ = [
@@ -305,6 +306,20 @@ def _families(D: _Data) -> Iterator[tuple[str, list[Candidate]]]:
             (f"the attention factor {af:.6g} applied twice", {"factor": af},
              lambda: D.d * af),
         ]
+
+    if rope.scaling is not None and type(rope.scaling).magnitude is not _BaseScaling.magnitude:
+        other_role = "key" if D.role == "query" else "query"
+
+        def role_swapped() -> np.ndarray:
+            from .._apply import apply_rope
+
+            return np.asarray(apply_rope(D.x, pos, rope, seq_len=D.seq_len, role=other_role),
+                              dtype=np.float64)
+
+        yield "role", [(
+            f"the {other_role}'s magnitude on a {D.role} (xPos role swapped: queries scale up, "
+            "keys down)", {"role": other_role}, role_swapped,
+        )]
 
     def swapped() -> np.ndarray:
         c, s = rope.cos_sin(pos, seq_len=D.seq_len, role=D.role)
