@@ -2,10 +2,12 @@
 
 * :func:`exact` - rope_ref itself: passes every case.
 * :func:`float32_angles` - the classic kernel: ``positions * inv_freq`` and cos/sin in float32
-  (what Hugging Face computes under autocast-free float32). It passes the float32 cases, whose
-  tolerance model allows float32 angles, and fails float64 cases at large positions, where
-  its phase error (about position * theta * 2**-24) dwarfs float64 rounding; the check
-  diagnoses "angles formed in float32".
+  (what Hugging Face computes under autocast-free float32). It passes the float32 cases in
+  the accuracy class "lower-precision angles" (the error model allows each pair the phase
+  error of float32 angles, position * theta'_j * (|ln theta'_j| + 6) * 2**-24), fails them
+  under ``--strict`` (the "exact" class only), and fails float64 cases at large positions,
+  where that phase error dwarfs float64 rounding; the check diagnoses "angles formed in
+  float32".
 
     rope-ref check rope_ref.examples:exact --dtype float32 float64
     rope-ref check rope_ref.examples:float32_angles --dtype float64 --no-presets
