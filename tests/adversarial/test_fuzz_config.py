@@ -4,8 +4,9 @@ changed, junk keys added) and on configs built from scratch; read_safetensors / 
 mutated bytes. Only a typed error (a RopeError) or a valid result is allowed: never another
 exception, never a hang (a watchdog fails any example over its time limit).
 
-Example counts follow the hypothesis profile of tests/conftest.py: ``SCALE`` times its
-``max_examples`` (30 by default, 300 with HYPOTHESIS_PROFILE=thorough).
+Example counts follow the hypothesis profile of tests/conftest.py: ten times its
+``max_examples`` up to 3000 (300 by default, 3000 with HYPOTHESIS_PROFILE=thorough), or the
+profile's own count when larger (HYPOTHESIS_PROFILE=fuzz).
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ import rope_ref as rr
 from rope_ref._presets import preset_default_layer
 from rope_ref.testing._vectors import parse_safetensors, read_npz, write_safetensors
 
-SCALE = 10  # each example is cheap (well under 10 ms): ten times the profile's count
-EXAMPLES = hypothesis.settings().max_examples * SCALE
+# each example is cheap (about 10 ms): ten times the profile's count, at most 3000 (the long
+# "fuzz" profile's own count is used as it is)
+_BASE = hypothesis.settings().max_examples
+EXAMPLES = max(_BASE, min(10 * _BASE, 3000))
 SETTINGS = hypothesis.settings(
     max_examples=EXAMPLES,
     deadline=None,
