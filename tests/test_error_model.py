@@ -370,3 +370,27 @@ def test_exact_angle_kernels_are_in_the_exact_class(dtype):
         assert r.passed and r.accuracy_class == "exact", r.message
         worst = max(worst, r.worst_ratio)
     assert worst < 0.6  # measured about 0.3-0.4 of K_out u rho
+
+
+def test_partial_blind_spots_are_reported_without_a_warning():
+    # near 2**20 with base 5e5 the low-frequency pairs cannot see a one-position error,
+    # but pair 0 and the other fast pairs of every token still do: listed, no warning
+    rope = rr.Rope(128, base=5e5)
+    pos = 2**20 + np.arange(16)
+    x = RNG.standard_normal((16, 128)).astype(np.float32)
+    want = rr.apply_rope(x, pos, rope)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = assert_close(kernel(x, pos, rope, "reciprocal"), want, rope=rope, positions=pos)
+    assert not report.vacuous
+    assert len(report.blind_spots) == 1 and "other pairs of the same tokens" in (
+        report.blind_spots[0])
+    # listed pairs: those whose threshold (computed here) lies below 2**20 + 15
+    theta = rope.inv_freq()
+    thr = (2 * np.sin(theta / 2) - 4 * 2.0**-24 - 8 * 2.0**-24) / (
+        theta * (np.abs(np.log(theta)) + 6) * 2.0**-24)
+    blind = np.flatnonzero(thr <= pos.max())
+    assert blind.size and report.blind_spots[0].startswith(f"pairs {blind[0]}-{blind[-1]} ")
+    assert blind[-1] == 63 and blind[0] > 0  # the slowest pairs, never pair 0
+    # a shift still fails here
+    assert not compare(rr.apply_rope(x, pos + 1, rope), want, rope=rope, positions=pos).passed
