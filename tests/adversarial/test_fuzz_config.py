@@ -11,11 +11,13 @@ profile's own count when larger (HYPOTHESIS_PROFILE=fuzz).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import io
 import json
 import math
+import shutil
 import signal
 import struct
 import zipfile
@@ -348,3 +350,50 @@ def test_fuzz_npy_headers(tmp_path, member):
     with np.load(path, allow_pickle=False) as ref:
         np.testing.assert_array_equal(out["x"], ref["x"])
         assert out["x"].dtype == ref["x"].dtype
+
+
+def _vectors_dir():
+    import tempfile
+    from pathlib import Path
+
+    from rope_ref.testing import cases
+    from rope_ref.testing._vectors import write_vectors
+
+    d = Path(tempfile.mkdtemp(prefix="rr-fuzz-vectors-"))
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
+    return d, write_vectors(cases(presets=False)[:1], d)
+
+
+@st.composite
+def mutated_manifests(draw, manifest):
+    m = copy.deepcopy(manifest)
+    for _ in range(draw(st.integers(1, 3))):
+        cases = m.get("cases") if isinstance(m.get("cases"), list) else []
+        target = draw(st.sampled_from(_dicts(m) + [c for c in cases if isinstance(c, dict)]))
+        keys = sorted(target, key=str)
+        if keys and draw(st.booleans()):
+            target[draw(st.sampled_from(keys))] = draw(HOSTILE)
+        elif keys:
+            del target[draw(st.sampled_from(keys))]
+    return m
+
+
+VEC_DIR, VEC_MANIFEST = _vectors_dir()
+
+
+@SETTINGS
+@given(m=mutated_manifests(VEC_MANIFEST))
+def test_fuzz_manifests(m):
+    from rope_ref.testing._vectors import read_manifest
+
+    (VEC_DIR / "manifest.json").write_text(json.dumps(m, default=str))
+    with no_hang():
+        try:
+            out = read_manifest(VEC_DIR)
+        except rr.RopeError:
+            hypothesis.event("error")
+            return
+    hypothesis.event("read")
+    # accepted only when every listed file still has its recorded hash
+    for entry in out["cases"]:
+        assert set(entry["files"].values()) <= set(entry["sha256"])
