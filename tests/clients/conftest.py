@@ -7,13 +7,9 @@ skipped with the reason when missing."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-os.environ.setdefault("KERAS_BACKEND", "torch")  # keras-hub on PyTorch (before keras loads)
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
 
 
 def _targeted(config) -> bool:
@@ -27,6 +23,9 @@ def _targeted(config) -> bool:
 
 
 def pytest_ignore_collect(collection_path, config):
-    if collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+    if collection_path.suffix == ".py" and collection_path.name not in (
+        "conftest.py",
+        "__init__.py",
+    ):
         return None if _targeted(config) else True
     return None

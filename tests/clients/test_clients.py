@@ -12,8 +12,9 @@ docs page instead.
 
 from __future__ import annotations
 
-import _impls as I
 import pytest
+
+from . import _impls as I
 
 ROWS = I.registry()
 SHIPPED = [r for r in ROWS if r.bug is None]

@@ -1,0 +1,1 @@
+"""Conformance suite on public implementations (see conftest.py)."""
