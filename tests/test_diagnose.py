@@ -341,3 +341,12 @@ def test_xpos_role_swapped_is_named():
     assert not r.passed and r.diagnosis[0].params == {"family": "role", "role": "query"}
     right = rotate(x, c / mag, s / mag, rope)
     assert compare(right, want, rope=rope, positions=pos, x=x, role="key").passed
+
+
+def test_legacy_diagnose_returns_the_explaining_texts():
+    from rope_ref.testing._assert import diagnose
+
+    x = np.random.default_rng(6).standard_normal((12, 96))
+    found = diagnose(rr.apply_rope(x, FAR - 1, PLAIN), x, FAR, PLAIN, rtol=0, atol=0, error=1)
+    assert found and found[0].startswith("positions shifted by -1 (explains")
+    assert diagnose(rr.apply_rope(x, FAR, PLAIN), x, FAR, PLAIN) == []
