@@ -58,12 +58,12 @@ class _Exit(Exception):
 class _Parser(argparse.ArgumentParser):
     """argparse without ``sys.exit`` and with one-line errors."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         raise _UsageError(
             f"{self.prog}: error: {message} (see {self.prog} --help)", formatted=True
         )
 
-    def exit(self, status: int = 0, message: str | None = None) -> Any:  # type: ignore[override]
+    def exit(self, status: int = 0, message: str | None = None) -> Any:
         if message:
             print(message.rstrip("\n"), file=sys.stderr)
         raise _Exit(status)
@@ -607,7 +607,7 @@ def _hf_objects(target: Any, config: dict[str, Any] | None, where: str) -> dict[
              and v is not base]
     prefix = getattr(target, "__name__", "").replace("RotaryEmbedding", "")
     preferred = [v for v in found if v.__name__ == f"{prefix}Config"]
-    cfg_cls: Any = (preferred or found or [None])[0]
+    cfg_cls: Any = (preferred or found)[0] if (preferred or found) else None
     try:
         if cfg_cls is None and isinstance(config.get("model_type"), str):
             obj = transformers.AutoConfig.for_model(config["model_type"], **config)
@@ -672,6 +672,7 @@ def _judge(got: np.ndarray, want: np.ndarray, *, dtype: str, rope: Any, pos: Any
            role: str, strict: bool) -> _Verdict:
     """The verdict on one output: ``rope_ref.testing.compare`` (per-element error model,
     accuracy class, diagnosis by fitting); the older tolerance if compare is unavailable."""
+    compare: Any
     try:
         from .testing._compare import compare
     except ImportError:  # pragma: no cover - older layouts
@@ -833,8 +834,9 @@ def _check(args: argparse.Namespace) -> int:
                                     strict=args.strict)
         failing = set(problems) | {n for n, v in verdicts.items() if not v.passed}
         bad = [n for n in conv.outputs if n in failing]
+        shown_name = {"q": "x"} if conv.outputs == ("q",) else {}  # one output: "x"
         row["outputs"] = {
-            n: {"passed": v.passed, "class": v.cls, "max_abs_err": v.max_abs,
+            shown_name.get(n, n): {"passed": v.passed, "class": v.cls, "max_abs_err": v.max_abs,
                 "max_ulp": v.max_ulp, "allowance": v.allowance, "worst_ratio": v.ratio,
                 "diagnosis": v.diagnosis, "phase_error": v.phase_error}
             for n, v in verdicts.items()
@@ -850,14 +852,14 @@ def _check(args: argparse.Namespace) -> int:
                                                  _CLASS_ORDER.get(verdicts[n].cls, 2),
                                                  verdicts[n].ratio))
             v = verdicts[shown]
-            line = (f"{shown:<3}  {v.max_abs:>11.3e}  {v.max_ulp:>9.3g}  {v.allowance:>9.2e}  "
-                    f"{v.cls:<22}  ")
+            line = (f"{shown_name.get(shown, shown):<3}  {v.max_abs:>11.3e}  "
+                    f"{v.max_ulp:>9.3g}  {v.allowance:>9.2e}  {v.cls:<22}  ")
         else:
             shown, v, line = "", None, f"{'':<3}  {'':>11}  {'':>9}  {'':>9}  {'':<22}  "
         if not bad:
             line += "ok"
         else:
-            line += "FAIL " + ",".join(bad)
+            line += "FAIL " + ",".join(shown_name.get(n, n) for n in bad)
             first = bad[0]
             if first in problems:
                 line += f": {problems[first]}"

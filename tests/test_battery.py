@@ -122,7 +122,7 @@ def test_cli_check_examples_json(tmp_path, capsys):
     data = json.loads(report.read_text())
     assert [r["case"] for r in data["cases"]] == few
     assert all(r["result"] == "fail" for r in data["cases"])
-    assert all(r["outputs"]["q"]["class"] == "fail" for r in data["cases"])
+    assert all(r["outputs"]["x"]["class"] == "fail" for r in data["cases"])
     assert data["summary"]["exit_code"] == 1
 
 

@@ -180,7 +180,7 @@ def positions_from_cu_seqlens(cu_seqlens: Any, offsets: Any = None) -> Any:
     pos = _widen(xp, pos, device)  # small integer dtypes would wrap when offsets are added
     if not _compat.is_array(offsets):
         return pos + offsets
-    return pos + xp.take(_widen(xp, offsets, device), seg, axis=0)
+    return pos + xp.take(_widen(xp, offsets, device), _widen(xp, seg, device), axis=0)
 
 
 def positions_from_padding_mask(mask: Any, side: str | None = "left", *, pad_value: int = 0) -> Any:

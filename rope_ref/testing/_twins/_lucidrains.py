@@ -33,7 +33,7 @@ def lucidrains_prepare(cls: Any, ci: Any) -> Any:
     xp = ci.xp
     kw: dict[str, Any] = {"dim": ci.rope.rotary_dim, "theta": ci.rope.base}
     if ci.rope.scaling is not None:  # Linear(factor): positions / factor
-        kw["interpolate_factor"] = float(ci.rope.scaling.factor)  # type: ignore[attr-defined]
+        kw["interpolate_factor"] = float(ci.rope.scaling.factor)
     x = to_layout(ci, ci.x, "interleaved")
     unfit = f"{who} takes positions offset + arange(seq) per call"
     if ci.family == "thd":
