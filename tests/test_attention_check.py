@@ -194,6 +194,22 @@ def test_torch_sdpa_passes(dtype, sk, sq):
     assert report.accuracy_class == "exact"
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_torch_sdpa_half_passes(dtype):
+    """Half-precision SDPA: values stored in the half dtype, sums in float32 (the default
+    model); a kernel declared to accumulate in the half dtype gets a wider allowance."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(21)
+    tdt = getattr(torch, dtype)
+    q = torch.from_numpy(rng.standard_normal((1, 2, 1, 64))).to(tdt)
+    k, v = (torch.from_numpy(rng.standard_normal((1, 2, 4096, 64))).to(tdt) for _ in range(2))
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    report = assert_attention_close(out, q, k, v)
+    assert report.passed
+    wide = attention_tolerance(q, k, v, dtype=dtype, accumulate_dtype=dtype)
+    assert np.all(wide.out > report.allowance_out)
+
+
 def test_torch_sdpa_gqa_causal_rope_decode_passes():
     """Decode (one query) over 4096 keys: rotated q/k (exact tables rounded to float32),
     grouped heads repeated for SDPA, bottom-right causal mask passed as a boolean mask."""

@@ -698,6 +698,7 @@ def assert_attention_close(
     dtype: Any = None,
     strict: bool = False,
     diagnose: bool = True,
+    accumulate_dtype: Any = None,
 ) -> AttentionReport:
     """Check an attention kernel's output (and lse) against ``rope_ref.attention``.
 
@@ -724,6 +725,8 @@ def assert_attention_close(
         Only the accuracy class "exact" passes (no phase budget for angles formed in float32).
     diagnose : bool
         On failure, fit the common attention mistakes and name the one that explains the data.
+    accumulate_dtype : dtype, optional
+        Where the kernel accumulates its sums (default: ``dtype``, float32 for half dtypes).
 
     Returns
     -------
@@ -801,7 +804,7 @@ def assert_attention_close(
         lse_np = lse_np.astype(np.float64)
     out_np = out_np.astype(np.float64)
 
-    exact = _rounding(out_dtype, None, True, lse_dtype)
+    exact = _rounding(out_dtype, accumulate_dtype, True, lse_dtype)
     loose = replace(exact, u_a=max(exact.u_c, _U32))
     models = [exact] + ([loose] if (rope is not None and not strict) else [])
     allowances = _allowances(p, models, ref_out, ref_lse)
