@@ -8,6 +8,13 @@ of shape (..., Hk, 1, Sk, D): query head h uses key/value head h // (Hq/Hk) (Hug
 
 Everything is computed in the widest float dtype of the namespace (float64 here) and the output
 is rounded once to q.dtype.
+
+How the pieces fit (the VJP in ``_vjp.py`` uses the same three):
+
+* :func:`_prepare` validates every argument once and returns a frozen :class:`_Spec`.
+* :func:`_absorb` adds a block of keys to the running softmax statistics of a block of
+  queries (:class:`_Rows`); the one-shot path is one block, the chunked path many.
+* :func:`_finish` turns the statistics into the output and the log-sum-exp.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ __all__ = ["DEFAULT_MEMORY_BUDGET", "attention", "packed_positions"]
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 _TEMPS = 4  # score-sized float64 temporaries alive at once (scores, keep mask, p, a spare)
 _AUTO_BLOCK = 256  # widest automatic block
+_FLOAT_MAX = 1.7976931348623157e308
 
 
 def _is_array(x: Any) -> bool:
@@ -41,25 +49,7 @@ def _prod(shape: tuple[int, ...]) -> int:
     return n
 
 
-def _check_window(window: Any) -> tuple[float | None, float | None] | None:
-    if window is None:
-        return None
-    if not isinstance(window, (tuple, list)) or len(window) != 2:
-        raise RopeTypeError(f"window must be a pair (left, right), got {window!r}")
-    out: list[float | None] = []
-    for side, w in zip(("left", "right"), window, strict=True):
-        if w is None or (isinstance(w, (int, float)) and not isinstance(w, bool) and w == math.inf):
-            out.append(None)
-            continue
-        if isinstance(w, bool) or not isinstance(w, (int, float)):
-            raise RopeTypeError(f"window {side} must be a number or None, got {w!r}")
-        if not w >= 0:
-            raise RopeValueError(
-                f"window {side} must be >= 0 (None for unbounded), got {w!r}; flash-attn's -1 "
-                "for 'unbounded' is None here"
-            )
-        out.append(float(w))
-    return (out[0], out[1])
+# ------------------------------------------------------------------------- the specification
 
 
 class _MaskView:
@@ -82,9 +72,13 @@ class _MaskView:
         return self.xp.reshape(blk, (*blk.shape[:-3], self.hk, self.g, *blk.shape[-2:]))
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class _Spec:
-    """Validated inputs, in the working dtype and grouped for GQA."""
+    """Every argument of :func:`attention` (and :func:`rope_ref.attention_vjp`), validated once.
+
+    Arrays are in the working dtype ``wd``, q and k already rotated, and grouped for GQA:
+    q (..., Hk, G, Sq, D), k and v (..., Hk, 1, Sk, *). Built only by :func:`_prepare`.
+    """
 
     xp: Any
     wd: Any
@@ -99,54 +93,74 @@ class _Spec:
     dv: int
     qg: Any  # (..., Hk, G, Sq, D), rotated
     kg: Any  # (..., Hk, 1, Sk, D), rotated
-    vg: Any  # (..., Hk, 1, Sk, Dv)
-    qp: Any  # query positions (..., Hk, G, Sq) or None
-    kp: Any  # key positions (..., Hk, 1, Sk) or None
+    vg: Any  # (..., Hk, 1, Sk, Dv), non-finite entries replaced by 0 (counted in v_up/v_down)
+    v_up: Any  # 1.0 where v is +inf or NaN, else 0.0; None when v is known to be finite
+    v_down: Any  # 1.0 where v is -inf or NaN
+    qp: Any  # query positions (..., Hk, G, Sq) in wd, for causal/window; else None
+    kp: Any  # key positions (..., Hk, 1, Sk)
     qs: Any  # query segment ids (..., 1, 1, Sq) or None
-    ks: Any
-    keep_mask: Any
-    add_mask: Any
-    sink: Any
+    ks: Any  # key segment ids (..., 1, 1, Sk) or None
+    keep_mask: _MaskView | None
+    add_mask: _MaskView | None
+    sink: Any  # (..., Hk, G, 1) in wd, or None
+    sinks_shape: tuple[int, ...] | None
     scale: float
     softcap: float | None
     causal: bool
     window: tuple[float | None, float | None] | None
-    out_dtype: Any
+    rope: Rope | None
+    q_pos: Any  # the positions q and k were rotated at (defaults filled in)
+    k_pos: Any
+    seq_len: int | None
+    dtypes: tuple[Any, Any, Any]  # q, k, v dtypes (the output takes q's)
+
+    @property
+    def rows_shape(self) -> tuple[int, ...]:
+        return (*self.batch, self.hk, self.g, self.sq)
 
 
-def _prepare(
-    q: Any,
-    k: Any,
-    v: Any,
-    rope: Rope | None,
-    q_positions: Any,
-    k_positions: Any,
-    causal: bool,
-    mask: Any,
-    scale: Any,
-    window: Any,
-    softcap: Any,
-    segment_ids: Any,
-    sinks: Any,
-    seq_len: int | None,
-) -> _Spec:
-    for name, arr in (("q", q), ("k", k), ("v", v)):
+def _check_window(window: Any) -> tuple[float | None, float | None] | None:
+    if window is None:
+        return None
+    if not isinstance(window, (tuple, list)) or len(window) != 2:
+        raise RopeTypeError(f"window must be a pair (left, right), got {window!r}")
+    out: list[float | None] = []
+    for side, w in zip(("left", "right"), window, strict=True):
+        if w is None:
+            out.append(None)
+            continue
+        value = _validate.as_real(w, f"window {side}", finite=False)
+        if not value >= 0:
+            raise RopeValueError(
+                f"window {side} must be >= 0 (None for unbounded), got {w!r}; flash-attn's -1 "
+                "for 'unbounded' is None here"
+            )
+        out.append(None if value == math.inf else value)
+    return (out[0], out[1])
+
+
+def _check_arrays(**named: Any) -> tuple[Any, Any]:
+    """(namespace, device) of q, k, v and the optional arrays; q, k, v must be float arrays."""
+    for name in ("q", "k", "v"):
+        arr = named[name]
         if not _is_array(arr):
             raise RopeTypeError(f"{name} must be an array, got {type(arr).__name__}")
-    xp = _compat.array_namespace(
-        q=q, k=k, v=v, q_positions=q_positions, k_positions=k_positions, mask=mask, sinks=sinks
-    )
-    device = _compat.check_same_device(
-        q=q, k=k, v=v, q_positions=q_positions, k_positions=k_positions, mask=mask, sinks=sinks
-    )
-    for name, arr in (("q", q), ("k", k), ("v", v)):
+    xp = _compat.array_namespace(**named)
+    device = _compat.check_same_device(**named)
+    for name in ("q", "k", "v"):
+        arr = named[name]
         if not _compat.is_real_floating(xp, arr.dtype):
             raise RopeTypeError(f"{name} must have a real floating dtype, got {arr.dtype}")
         if arr.ndim < 3:
             raise RopeValueError(
                 f"{name} must be (..., heads, seq, dim), got shape {tuple(arr.shape)}"
             )
-    batch = tuple(q.shape[:-3])
+    return xp, device
+
+
+def _check_shapes(q: Any, k: Any, v: Any) -> tuple[tuple[int, ...], int, int, int, int, int, int]:
+    """(batch, Hq, Hk, Sq, Sk, D, Dv) after checking that q, k and v fit together."""
+    batch = tuple(int(s) for s in q.shape[:-3])
     hq, sq, d = (int(s) for s in q.shape[-3:])
     hk, sk, dk = (int(s) for s in k.shape[-3:])
     if tuple(k.shape[:-3]) != batch or tuple(v.shape[:-3]) != batch:
@@ -156,6 +170,10 @@ def _prepare(
         )
     if dk != d:
         raise RopeValueError(f"q and k must have the same last axis (head_dim): {d} vs {dk}")
+    if d == 0:
+        raise RopeValueError(
+            f"head_dim (the last axis of q and k) must be >= 1, got shape {tuple(q.shape)}"
+        )
     if tuple(v.shape[-3:-1]) != (hk, sk):
         raise RopeValueError(
             f"v must have k's heads and length (..., {hk}, {sk}, Dv), got {tuple(v.shape)}"
@@ -164,124 +182,207 @@ def _prepare(
         raise RopeValueError(
             f"the number of query heads ({hq}) must be a multiple of the key/value heads ({hk})"
         )
-    if not isinstance(causal, bool):
-        raise RopeTypeError(f"causal must be a bool, got {causal!r}")
+    return batch, hq, hk, sq, sk, d, int(v.shape[-1])
+
+
+def _check_scalars(
+    *, rope: Any, d: int, causal: Any, scale: Any, softcap: Any
+) -> tuple[bool, float, float | None]:
+    """(causal, scale, softcap): numbers and flags of any library, as Python values."""
+    causal = _validate.as_bool(causal, "causal")
     if rope is not None and not isinstance(rope, Rope):
         raise RopeTypeError(f"rope must be None or a rope_ref.Rope, got {type(rope).__name__}")
     if rope is not None and rope.head_dim != d:
         raise RopeValueError(f"rope.head_dim={rope.head_dim} but q and k have head_dim {d}")
-    if scale is None:
-        scale = d**-0.5
-    elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise RopeTypeError(f"scale must be a finite real number, got {scale!r}")
+    scale = d**-0.5 if scale is None else _validate.as_real(scale, "scale")
     if softcap is not None:
-        if isinstance(softcap, bool) or not isinstance(softcap, (int, float)):
-            raise RopeTypeError(f"softcap must be a real number or None, got {softcap!r}")
+        softcap = _validate.as_real(softcap, "softcap", finite=False)
         if not (softcap > 0 and math.isfinite(softcap)):
             raise RopeValueError(f"softcap must be finite and > 0, got {softcap!r}")
-    win = _check_window(window)
+    return causal, scale, softcap
 
+
+def _is_multi_axis(rope: Rope | None) -> bool:
+    return rope is not None and rope.scaling is not None and rope.scaling.axis_position is not None
+
+
+def _positions(
+    xp: Any,
+    device: Any,
+    arr: Any,
+    *,
+    name: str,
+    rope: Rope | None,
+    target: tuple[int, ...],
+    start: int,
+) -> Any:
+    """Validated positions (default: start .. start + target[-1] - 1)."""
+    if arr is None:
+        return xp.arange(start, start + target[-1], device=device)
+    arr = _validate.to_positions(arr, xp, device, name=name)
+    _validate.check_positions(xp, arr, name=name)
+    shape = tuple(arr.shape)
+    tokens = rope.token_shape(shape, name=name) if (rope and _is_multi_axis(rope)) else shape
+    _validate.broadcast_positions(tokens, target, name=name, target_name=f"{target}")
+    return arr
+
+
+def _segments(
+    xp: Any, q: Any, segment_ids: Any, batch: tuple[int, ...], sq: int, sk: int
+) -> tuple[Any, Any]:
+    """Segment ids of queries (..., 1, 1, Sq) and keys (..., 1, 1, Sk), or (None, None)."""
+    if segment_ids is None:
+        return None, None
+    if not isinstance(segment_ids, (tuple, list)) or len(segment_ids) != 2:
+        raise RopeTypeError("segment_ids must be a pair (q_segment_ids, k_segment_ids)")
+    out = []
+    for name, arr, n in (
+        ("segment_ids[0]", segment_ids[0], sq),
+        ("segment_ids[1]", segment_ids[1], sk),
+    ):
+        if not _is_array(arr):
+            raise RopeTypeError(f"{name} must be an array, got {type(arr).__name__}")
+        _compat.array_namespace(q=q, **{name: arr})
+        _compat.check_same_device(q=q, **{name: arr})
+        if tuple(arr.shape) not in ((*batch, n), (n,)):
+            raise RopeValueError(
+                f"{name} must have shape {(*batch, n)} (batch axes, then the sequence), "
+                f"got {tuple(arr.shape)}"
+            )
+        if not _compat.is_integral(xp, arr.dtype):
+            raise RopeTypeError(f"{name} must have an integer dtype, got {arr.dtype}")
+        out.append(xp.reshape(xp.broadcast_to(arr, (*batch, n)), (*batch, 1, 1, n)))
+    return out[0], out[1]
+
+
+def _no_plus_inf(xp: Any, arr: Any, name: str, why: str) -> None:
+    """Reject +inf entries where the values can be read (not under jit, not lazy)."""
+    if _compat.is_concrete(arr) and _prod(tuple(arr.shape)) and bool(xp.any(arr == xp.inf)):
+        raise RopeValueError(f"{name} has +inf entries; {why}")
+
+
+def _masks(
+    xp: Any, mask: Any, wd: Any, target: tuple[int, ...], hk: int, g: int
+) -> tuple[_MaskView | None, _MaskView | None]:
+    """(boolean keep-mask, additive mask) views; at most one of them is set."""
+    if mask is None:
+        return None, None
+    if not _is_array(mask):
+        raise RopeTypeError(f"mask must be an array, got {type(mask).__name__}")
+    _validate.broadcast_positions(
+        tuple(mask.shape), target, name="mask", target_name="(..., Hq, Sq, Sk)"
+    )
+    if _compat.is_bool(xp, mask.dtype):
+        return _MaskView(xp, mask, target, hk, g), None
+    if not _compat.is_real_floating(xp, mask.dtype):
+        raise RopeTypeError(f"mask must be boolean (True = keep) or real float, got {mask.dtype}")
+    _no_plus_inf(
+        xp,
+        mask,
+        "mask",
+        "an additive mask adds to the scores, and a +inf score has no finite softmax (use "
+        "-inf or False to drop a key, a finite value to favour one)",
+    )
+    return None, _MaskView(xp, xp.astype(mask, wd), target, hk, g)
+
+
+def _sinks(xp: Any, sinks: Any, wd: Any, batch: tuple[int, ...], hq: int, hk: int, g: int) -> Any:
+    """Sink logits as (..., Hk, G, 1) in the working dtype, or None."""
+    if sinks is None:
+        return None
+    if not _is_array(sinks):
+        raise RopeTypeError(f"sinks must be an array, got {type(sinks).__name__}")
+    if not (_compat.is_real_floating(xp, sinks.dtype) or _compat.is_integral(xp, sinks.dtype)):
+        raise RopeTypeError(f"sinks must have a real (integer or float) dtype, got {sinks.dtype}")
+    _validate.broadcast_positions(
+        tuple(sinks.shape), (*batch, hq), name="sinks", target_name=f"(..., Hq) = {(*batch, hq)}"
+    )
+    return xp.reshape(xp.broadcast_to(xp.astype(sinks, wd), (*batch, hq)), (*batch, hk, g, 1))
+
+
+def _values(xp: Any, v: Any, wd: Any) -> tuple[Any, Any, Any]:
+    """(v with non-finite entries zeroed, +inf/NaN indicator, -inf/NaN indicator).
+
+    The indicators let a masked key's inf contribute nothing (instead of 0 * inf = NaN) while a
+    kept key's inf still reaches the output. They are None when v is concrete and finite.
+    """
+    vw = xp.astype(v, wd)
+    if _compat.is_concrete(vw) and bool(xp.all(xp.isfinite(vw))):
+        return vw, None, None
+    nan = xp.isnan(vw)
+    up = xp.astype(xp.logical_or(vw == xp.inf, nan), wd)
+    down = xp.astype(xp.logical_or(vw == -xp.inf, nan), wd)
+    return xp.where(xp.isfinite(vw), vw, xp.zeros_like(vw)), up, down
+
+
+def _prepare(
+    q: Any,
+    k: Any,
+    v: Any,
+    /,
+    *,
+    rope: Rope | None = None,
+    q_positions: Any = None,
+    k_positions: Any = None,
+    causal: Any = False,
+    mask: Any = None,
+    scale: Any = None,
+    window: Any = None,
+    softcap: Any = None,
+    segment_ids: Any = None,
+    sinks: Any = None,
+    seq_len: int | None = None,
+) -> _Spec:
+    """Validate every argument of :func:`attention` once; rotate q and k; group for GQA."""
+    xp, device = _check_arrays(
+        q=q, k=k, v=v, q_positions=q_positions, k_positions=k_positions, mask=mask, sinks=sinks
+    )
+    batch, hq, hk, sq, sk, d, dv = _check_shapes(q, k, v)
+    causal, scale, softcap = _check_scalars(
+        rope=rope, d=d, causal=causal, scale=scale, softcap=softcap
+    )
+    win = _check_window(window)
     wd = _compat.work_dtype(xp, device)
     g = hq // hk
-    multi_axis = (
-        rope is not None and rope.scaling is not None and (rope.scaling.axis_position is not None)
-    )
-
-    # positions: default keys 0..Sk-1, queries Sk-Sq..Sk-1 (bottom-right, the decode case)
-    def positions(arr: Any, name: str, target: tuple[int, ...], default_start: int, n: int) -> Any:
-        if arr is None:
-            return xp.arange(default_start, default_start + n, device=device)
-        arr = _validate.to_positions(arr, xp, device, name=name)
-        _validate.check_positions(xp, arr, name=name)
-        shape = tuple(arr.shape)
-        tokens = rope.token_shape(shape, name=name) if (multi_axis and rope) else shape
-        _validate.broadcast_positions(tokens, target, name=name, target_name=f"{target}")
-        return arr
-
-    needs_pos_mask = causal or win is not None
-    if multi_axis:
+    positional = causal or win is not None
+    if _is_multi_axis(rope):
         if q_positions is None or k_positions is None:
             raise RopeValueError(
                 "multi-axis RoPE needs explicit q_positions and k_positions (one position per "
                 "axis for every token)"
             )
-        if needs_pos_mask:
+        if positional:
             raise RopeValueError(
                 "causal and window masks compare 1-D positions; with multi-axis RoPE pass a "
                 "boolean mask= instead"
             )
-    q_pos = positions(q_positions, "q_positions", (*batch, hq, sq), sk - sq, sq)
-    k_pos = positions(k_positions, "k_positions", (*batch, hk, sk), 0, sk)
+    # default positions: keys 0..Sk-1, queries Sk-Sq..Sk-1 (bottom-right, the decode case)
+    q_pos = _positions(
+        xp,
+        device,
+        q_positions,
+        name="q_positions",
+        rope=rope,
+        target=(*batch, hq, sq),
+        start=sk - sq,
+    )
+    k_pos = _positions(
+        xp, device, k_positions, name="k_positions", rope=rope, target=(*batch, hk, sk), start=0
+    )
+    qs, ks = _segments(xp, q, segment_ids, batch, sq, sk)
+    keep_mask, add_mask = _masks(xp, mask, wd, (*batch, hq, sq, sk), hk, g)
+    sink = _sinks(xp, sinks, wd, batch, hq, hk, g)
 
     # rotation first, in the working dtype (q and k rounded to nothing until the output)
-    qw, kw_, vw = xp.astype(q, wd), xp.astype(k, wd), xp.astype(v, wd)
+    qw, kw = xp.astype(q, wd), xp.astype(k, wd)
     if rope is not None:
         qw = apply_rope(qw, q_pos, rope, seq_len=seq_len, role="query")
-        kw_ = apply_rope(kw_, k_pos, rope, seq_len=seq_len, role="key")
+        kw = apply_rope(kw, k_pos, rope, seq_len=seq_len, role="key")
+    vg, v_up, v_down = _values(xp, v, wd)
 
-    # grouped views: q (..., Hk, G, Sq, D); k, v (..., Hk, 1, Sk, *)
-    qg = xp.reshape(qw, (*batch, hk, g, sq, d))
-    kg = xp.expand_dims(kw_, axis=-3)
-    vg = xp.expand_dims(vw, axis=-3)
-
-    def grouped_pos(p: Any, heads: int, n: int, is_q: bool) -> Any:
-        p = xp.astype(p, wd)
-        full = xp.broadcast_to(p, (*batch, heads, n))
-        if is_q:
-            return xp.reshape(full, (*batch, hk, g, n))
-        return xp.expand_dims(full, axis=-2)
-
-    qp = grouped_pos(q_pos, hq, sq, True) if needs_pos_mask else None
-    kp = grouped_pos(k_pos, hk, sk, False) if needs_pos_mask else None
-
-    # segment ids (packed sequences)
-    qs = ks = None
-    if segment_ids is not None:
-        if not isinstance(segment_ids, (tuple, list)) or len(segment_ids) != 2:
-            raise RopeTypeError("segment_ids must be a pair (q_segment_ids, k_segment_ids)")
-        q_seg, k_seg = segment_ids
-        for name, arr, n in (("segment_ids[0]", q_seg, sq), ("segment_ids[1]", k_seg, sk)):
-            if not _is_array(arr):
-                raise RopeTypeError(f"{name} must be an array, got {type(arr).__name__}")
-            if tuple(arr.shape) not in ((*batch, n), (n,)):
-                raise RopeValueError(
-                    f"{name} must have shape {(*batch, n)} (batch axes, then the sequence), "
-                    f"got {tuple(arr.shape)}"
-                )
-        _compat.array_namespace(q=q, segment_ids=q_seg)
-        _compat.array_namespace(q=q, segment_ids=k_seg)
-        qs = xp.reshape(xp.broadcast_to(q_seg, (*batch, sq)), (*batch, 1, 1, sq))
-        ks = xp.reshape(xp.broadcast_to(k_seg, (*batch, sk)), (*batch, 1, 1, sk))
-
-    # mask: boolean keep-mask or additive float, broadcast to (..., Hq, Sq, Sk)
-    keep_mask = add_mask = None
-    if mask is not None:
-        if not _is_array(mask):
-            raise RopeTypeError(f"mask must be an array, got {type(mask).__name__}")
-        target = (*batch, hq, sq, sk)
-        _validate.broadcast_positions(
-            tuple(mask.shape), target, name="mask", target_name="(..., Hq, Sq, Sk)"
-        )
-        if _compat.is_bool(xp, mask.dtype):
-            keep_mask = _MaskView(xp, mask, target, hk, g)
-        elif _compat.is_real_floating(xp, mask.dtype):
-            add_mask = _MaskView(xp, xp.astype(mask, wd), target, hk, g)
-        else:
-            raise RopeTypeError(
-                f"mask must be boolean (True = keep) or real float, got {mask.dtype}"
-            )
-
-    sink = None
-    if sinks is not None:
-        if not _is_array(sinks):
-            raise RopeTypeError(f"sinks must be an array, got {type(sinks).__name__}")
-        _validate.broadcast_positions(
-            tuple(sinks.shape),
-            (*batch, hq),
-            name="sinks",
-            target_name=f"(..., Hq) = {(*batch, hq)}",
-        )
-        sink = xp.reshape(xp.broadcast_to(xp.astype(sinks, wd), (*batch, hq)), (*batch, hk, g, 1))
+    def grouped(p: Any, heads: int, n: int, is_q: bool) -> Any:
+        full = xp.broadcast_to(xp.astype(p, wd), (*batch, heads, n))
+        return xp.reshape(full, (*batch, hk, g, n)) if is_q else xp.expand_dims(full, axis=-2)
 
     return _Spec(
         xp=xp,
@@ -294,27 +395,41 @@ def _prepare(
         sq=sq,
         sk=sk,
         d=d,
-        dv=int(v.shape[-1]),
-        qg=qg,
-        kg=kg,
-        vg=vg,
-        qp=qp,
-        kp=kp,
+        dv=dv,
+        qg=xp.reshape(qw, (*batch, hk, g, sq, d)),
+        kg=xp.expand_dims(kw, axis=-3),
+        vg=xp.expand_dims(vg, axis=-3),
+        v_up=None if v_up is None else xp.expand_dims(v_up, axis=-3),
+        v_down=None if v_down is None else xp.expand_dims(v_down, axis=-3),
+        qp=grouped(q_pos, hq, sq, True) if positional else None,
+        kp=grouped(k_pos, hk, sk, False) if positional else None,
         qs=qs,
         ks=ks,
         keep_mask=keep_mask,
         add_mask=add_mask,
         sink=sink,
-        scale=float(scale),
-        softcap=None if softcap is None else float(softcap),
+        sinks_shape=None if sinks is None else tuple(sinks.shape),
+        scale=scale,
+        softcap=softcap,
         causal=causal,
         window=win,
-        out_dtype=q.dtype,
+        rope=rope,
+        q_pos=q_pos,
+        k_pos=k_pos,
+        seq_len=seq_len,
+        dtypes=(q.dtype, k.dtype, v.dtype),
     )
 
 
+# ------------------------------------------------------------------------------ the softmax
+
+
 def _keep(sp: _Spec, qsl: slice, ksl: slice, positional: bool = True) -> Any:
-    """Boolean keep-mask for a block of queries x keys (None when everything is kept)."""
+    """Boolean keep-mask for a block of queries x keys (None when everything is kept).
+
+    A key is dropped by causal/window (by position), segments, a False in a boolean mask or a
+    -inf in an additive mask.
+    """
     xp = sp.xp
     keep = None
 
@@ -337,57 +452,205 @@ def _keep(sp: _Spec, qsl: slice, ksl: slice, positional: bool = True) -> Any:
         both(sp.qs[..., qsl][..., :, None] == sp.ks[..., ksl][..., None, :])
     if sp.keep_mask is not None:
         both(sp.keep_mask.block(qsl, ksl))
+    if sp.add_mask is not None:
+        both(sp.add_mask.block(qsl, ksl) != -xp.inf)  # NaN is kept (and spreads)
     return keep
 
 
-def _scores(sp: _Spec, qsl: slice, ksl: slice, positional: bool = True) -> tuple[Any, Any]:
-    """Masked scores of a block (-inf where dropped) and the keep mask (or None).
+def _times(xp: Any, x: Any, a: float) -> Any:
+    """``a * x`` for a Python float ``a >= 0`` (inf allowed) without a floating-point
+    overflow: products beyond the float range come out as +-inf, 0 * anything is 0."""
+    if a <= 1.0:
+        return x * a
+    cap = _FLOAT_MAX / a * (1.0 - 2.0**-50)  # 0 when a is inf
+    y = xp.clip(x, min=-cap, max=cap) * (a if cap > 0 else 1.0)
+    return xp.where(x > cap, xp.inf, xp.where(x < -cap, -xp.inf, y))
 
+
+def _reference(xp: Any, m: Any) -> Any:
+    """The value subtracted from a row: its maximum m, 0 for an empty row (m = -inf) and NaN
+    where m is +inf or NaN (such a row is NaN: non-finite q, k or mask entries)."""
+    m = xp.where(m == xp.inf, xp.nan, m)
+    return xp.where(m == -xp.inf, xp.zeros_like(m), m)
+
+
+def _row_max(xp: Any, s: Any) -> Any:
+    if s.shape[-1] == 0:
+        return xp.full(s.shape[:-1], -xp.inf, dtype=s.dtype, device=_compat.device_of(s))
+    return xp.max(s, axis=-1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Rows:
+    """Running softmax statistics of a block of query rows (the online softmax).
+
+    The row maximum is kept in two parts, ``|scale| * shift + m``: the raw products q.k are
+    shifted by their maximum before they are scaled, so that a huge scale cannot overflow
+    the scores (with a softcap the scores are bounded and ``shift`` stays -inf, i.e. 0).
+    """
+
+    shift: Any  # max of sign(scale) * q.k over the kept keys so far (-inf: none; None: softcap)
+    m: Any  # max of the shifted scores (-inf: none yet)
+    denom: Any  # sum of exp(s - m) over the kept keys
+    acc: Any  # sum of exp(s - m) * v (v's non-finite entries left out)
+    up: Any  # kept keys with v = +inf or NaN, per value channel (None: v is finite)
+    down: Any  # kept keys with v = -inf or NaN
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Logits:
+    """The scores of one block, in the units of the statistics they were absorbed into."""
+
+    s: Any  # shifted scores, -inf where dropped
+    keep: Any  # boolean keep-mask (None: every key kept)
+    t: Any  # tanh of the softcap (None without softcap)
+
+
+def _start(sp: _Spec, nq: int) -> _Rows:
+    """Statistics of rows that have seen no key (every key block skipped)."""
+    xp = sp.xp
+    shape = (*sp.batch, sp.hk, sp.g, nq)
+    counts = None if sp.v_up is None else xp.zeros((*shape, sp.dv), dtype=sp.wd, device=sp.device)
+    return _Rows(
+        shift=xp.full(shape, -xp.inf, dtype=sp.wd, device=sp.device),
+        m=xp.full(shape, -xp.inf, dtype=sp.wd, device=sp.device),
+        denom=xp.zeros(shape, dtype=sp.wd, device=sp.device),
+        acc=xp.zeros((*shape, sp.dv), dtype=sp.wd, device=sp.device),
+        up=counts,
+        down=counts,
+    )
+
+
+def _scores(
+    sp: _Spec, rows: _Rows | None, qsl: slice, ksl: slice, positional: bool
+) -> tuple[_Logits, Any, Any]:
+    """The block's scores relative to the new shift: (logits, new shift, old m in its units);
+    ``rows`` None for the first block (no statistics yet: shift and old m are None).
+
+    s = softcap * tanh(scale * q.k / softcap) or scale * (q.k - shift), plus the additive mask.
     ``positional=False`` leaves out the causal/window test (a block known to be inside it).
     """
     xp = sp.xp
-    s = xp.matmul(sp.qg[..., qsl, :], xp.matrix_transpose(sp.kg[..., ksl, :]))
-    s *= sp.scale  # a temporary of ours: in place where the library allows it
-    if sp.softcap is not None:
-        s = xp.tanh(s / sp.softcap) * sp.softcap
+    r = xp.matmul(sp.qg[..., qsl, :], xp.matrix_transpose(sp.kg[..., ksl, :]))
+    if sp.scale < 0:
+        r = -r  # |scale| * (-q.k): the maximum below is that of the scores
+    a = abs(sp.scale)
+    keep = _keep(sp, qsl, ksl, positional)
+    shift, m_old, t = (None, None, None) if rows is None else (rows.shift, rows.m, None)
+    if sp.softcap is None:
+        rk = r if keep is None else xp.where(keep, r, -xp.inf)
+        shift = _row_max(xp, rk) if rows is None else xp.maximum(shift, _row_max(xp, rk))
+        r0 = _reference(xp, shift)
+        if rows is not None:  # the old statistics move to the new shift (by <= 0)
+            old = xp.where(rows.shift == -xp.inf, r0, _reference(xp, rows.shift))
+            m_old = xp.where(m_old == -xp.inf, m_old, m_old + _times(xp, old - r0, a))
+        masked = sp.add_mask is None and a > 0  # then dropped keys stay -inf in s
+        s = _times(xp, (rk if masked else r) - r0[..., None], a)
+    else:
+        t = xp.tanh(_times(xp, r, a / sp.softcap))
+        s, masked = t * sp.softcap, False
     if sp.add_mask is not None:
         s = s + sp.add_mask.block(qsl, ksl)
-    keep = _keep(sp, qsl, ksl, positional)
-    if keep is not None:
+    if keep is not None and not masked:
         s = xp.where(keep, s, -xp.inf)
-    return s, keep
+    return _Logits(s=s, keep=keep, t=t), shift, m_old
 
 
-def _safe_log(xp: Any, x: Any) -> Any:
-    pos = x > 0
-    return xp.where(pos, xp.log(xp.where(pos, x, xp.ones_like(x))), -xp.inf)
+def _absorb(
+    sp: _Spec, rows: _Rows | None, qsl: slice, ksl: slice, positional: bool = True
+) -> tuple[_Rows, _Logits]:
+    """Add the keys ``ksl`` to the statistics ``rows`` of the queries ``qsl`` (None: the
+    first block; the one-shot path is one block of every key)."""
+    xp = sp.xp
+    lg, shift, m_old = _scores(sp, rows, qsl, ksl, positional)
+    m = _row_max(xp, lg.s) if m_old is None else xp.maximum(m_old, _row_max(xp, lg.s))
+    m0 = _reference(xp, m)
+    p = xp.exp(lg.s - m0[..., None])  # exp(-inf) = 0 for dropped keys
+    denom, acc = xp.sum(p, axis=-1), xp.matmul(p, sp.vg[..., ksl, :])
+    up = down = None
+    if sp.v_up is not None:  # count the non-finite v entries of the kept keys
+        kept = (
+            xp.ones(lg.s.shape, dtype=sp.wd, device=sp.device)
+            if lg.keep is None
+            else xp.astype(lg.keep, sp.wd)
+        )
+        up, down = xp.matmul(kept, sp.v_up[..., ksl, :]), xp.matmul(kept, sp.v_down[..., ksl, :])
+    if rows is not None:
+        alpha = xp.exp(m_old - m0)  # 0 while nothing was accumulated (m_old = -inf)
+        denom, acc = rows.denom * alpha + denom, rows.acc * alpha[..., None] + acc
+        if up is not None:
+            up, down = rows.up + up, rows.down + down
+    return _Rows(shift=shift, m=m, denom=denom, acc=acc, up=up, down=down), lg
 
 
-def _finite_or_zero(xp: Any, m: Any) -> Any:
-    return xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+@dataclass(frozen=True, kw_only=True)
+class _Stats:
+    """Final statistics of a row: softmax weight of key n is exp(s_n - m0) / denom (s in the
+    units of ``shift``), of the sink exp(sig - m0) / denom; ``sink_wins`` rows put all the
+    weight on the sink (the keys' scores are below it by more than the float range)."""
+
+    m0: Any
+    denom: Any
+    sig: Any  # the sink logit in the units of s (None without sinks)
+    sink_wins: Any
+
+
+def _finish(sp: _Spec, rows: _Rows) -> tuple[Any, Any, _Stats]:
+    """(out, lse, statistics) of the rows: sinks join the normalizer, empty rows give 0 and
+    lse -inf (or the sink), NaN spreads to the rows it touches."""
+    xp = sp.xp
+    base = (
+        xp.zeros_like(rows.m)
+        if rows.shift is None  # softcap: no shift
+        else _times(xp, _reference(xp, rows.shift), abs(sp.scale))
+    )
+    m, denom, acc, sig, wins = rows.m, rows.denom, rows.acc, None, None
+    if sp.sink is not None:
+        sink = xp.broadcast_to(sp.sink, m.shape)
+        sig = sink - xp.where(xp.isinf(sink), xp.zeros_like(base), base)
+        wins = sig == xp.inf
+        sig = xp.where(wins, xp.zeros_like(sig), sig)
+        m_new = xp.maximum(m, sig)
+        m0 = _reference(xp, m_new)
+        alpha = xp.exp(m - m0)
+        denom = denom * alpha + xp.exp(sig - m0)
+        acc = acc * alpha[..., None]
+        m = m_new
+    m0 = _reference(xp, m)
+    empty = denom == 0
+    safe = xp.where(empty, xp.ones_like(denom), denom)
+    out = xp.where(empty[..., None], xp.zeros_like(acc), acc / safe[..., None])
+    lse = xp.where(empty, -xp.inf, base + m0 + xp.log(safe))
+    if rows.up is not None:
+        up, down = rows.up > 0, rows.down > 0
+        out = xp.where(up, xp.inf, xp.where(down, -xp.inf, out))
+        out = xp.where(xp.logical_and(up, down), xp.nan, out)
+    if wins is not None:
+        out = xp.where(wins[..., None], xp.zeros_like(out), out)
+        lse = xp.where(wins, sink, lse)
+    return out, lse, _Stats(m0=m0, denom=denom, sig=sig, sink_wins=wins)
+
+
+def _weights(sp: _Spec, lg: _Logits, st: _Stats) -> tuple[Any, Any]:
+    """The softmax weights P of the keys and of the sink (or None) for statistics of one
+    block of all the keys (what the VJP needs). Dropped keys and empty rows have weight 0."""
+    xp = sp.xp
+    empty = st.denom == 0
+    safe = xp.where(empty, xp.ones_like(st.denom), st.denom)
+    inv = xp.where(empty, xp.zeros_like(safe), 1.0 / safe)
+    p = xp.exp(lg.s - st.m0[..., None]) * inv[..., None]
+    if lg.keep is not None:  # also in a NaN row: dropped keys stay out of it
+        p = xp.where(lg.keep, p, xp.zeros_like(p))
+    if st.sig is None:
+        return p, None
+    p_sink = xp.where(st.sink_wins, xp.ones_like(inv), xp.exp(st.sig - st.m0) * inv)
+    return xp.where(st.sink_wins[..., None], xp.zeros_like(p), p), p_sink
 
 
 def _one_shot(sp: _Spec) -> tuple[Any, Any]:
-    xp = sp.xp
-    s, _ = _scores(sp, slice(None), slice(None))
-    m = xp.max(s, axis=-1)
-    if sp.sink is not None:
-        m = xp.maximum(m, sp.sink)
-    m0 = _finite_or_zero(xp, m)
-    p = xp.exp(s - m0[..., None])  # exp(-inf) = 0 for dropped keys
-    denom = xp.sum(p, axis=-1)
-    if sp.sink is not None:
-        denom = denom + xp.exp(sp.sink - m0)
-    num = xp.matmul(p, sp.vg)
-    return _normalise(sp, num, denom, m0)
-
-
-def _normalise(sp: _Spec, num: Any, denom: Any, m0: Any) -> tuple[Any, Any]:
-    xp = sp.xp
-    pos = denom > 0
-    safe = xp.where(pos, denom, xp.ones_like(denom))
-    out = xp.where(pos[..., None], num / safe[..., None], xp.zeros_like(num))
-    lse = m0 + _safe_log(xp, denom)
+    everything = slice(None)
+    rows, _ = _absorb(sp, None, everything, everything)
+    out, lse, _ = _finish(sp, rows)
     return out, lse
 
 
@@ -401,32 +664,12 @@ def _chunked(sp: _Spec, chunk: int) -> tuple[Any, Any]:
     skip = _block_skipper(sp)
     outs, lses = [], []
     for qsl in _blocks(sp.sq, chunk):
-        nq = qsl.stop - qsl.start
-        shape = (*sp.batch, sp.hk, sp.g, nq)
-        m = xp.full(shape, -xp.inf, dtype=sp.wd, device=sp.device)
-        denom = xp.zeros(shape, dtype=sp.wd, device=sp.device)
-        acc = xp.zeros((*shape, sp.dv), dtype=sp.wd, device=sp.device)
+        rows = None
         for ksl in _blocks(sp.sk, chunk):
             state = "partial" if skip is None else skip(qsl, ksl)
-            if state == "skip":
-                continue
-            s, _ = _scores(sp, qsl, ksl, positional=state != "full")
-            m_new = xp.maximum(m, xp.max(s, axis=-1))
-            m0 = _finite_or_zero(xp, m_new)
-            alpha = xp.exp(m - m0)  # 0 while m is -inf (nothing accumulated yet)
-            s -= m0[..., None]  # our temporary: in place where the library allows it
-            p = xp.exp(s)
-            denom = denom * alpha + xp.sum(p, axis=-1)
-            acc = acc * alpha[..., None] + xp.matmul(p, sp.vg[..., ksl, :])
-            m = m_new
-        if sp.sink is not None:
-            m_new = xp.maximum(m, sp.sink)
-            m0 = _finite_or_zero(xp, m_new)
-            alpha = xp.exp(m - m0)
-            denom = denom * alpha + xp.exp(sp.sink - m0)
-            acc = acc * alpha[..., None]
-            m = m_new
-        out, lse = _normalise(sp, acc, denom, _finite_or_zero(xp, m))
+            if state != "skip":
+                rows, _ = _absorb(sp, rows, qsl, ksl, positional=state != "full")
+        out, lse, _ = _finish(sp, rows or _start(sp, qsl.stop - qsl.start))
         outs.append(out)
         lses.append(lse)
     return xp.concat(outs, axis=-2), xp.concat(lses, axis=-1)
@@ -473,6 +716,29 @@ def _block_skipper(sp: _Spec) -> Any:
     return skip
 
 
+def _chunk_for(sp: _Spec, chunk_size: Any, memory_budget: Any) -> int:
+    """Block size of the chunked path, or 0 for one shot."""
+    if chunk_size is not None:
+        chunk = _validate.as_int(chunk_size, "chunk_size", minimum=1)
+    else:
+        budget = (
+            DEFAULT_MEMORY_BUDGET
+            if memory_budget is None
+            else _validate.as_int(memory_budget, "memory_budget", minimum=1)
+        )
+        rows = _prod(sp.batch) * sp.hq
+        need = _TEMPS * 8 * rows * sp.sq * sp.sk
+        if need <= budget:
+            return 0
+        # blocks that fit the budget, at most _AUTO_BLOCK wide: score blocks of a few MiB
+        # stay in cache and let causal/window masks skip more (measured 2x faster on
+        # (1, 8, 4096, 128) than 1024-wide blocks; 256 and 512 are close)
+        side = math.isqrt(max(1, budget // (_TEMPS * 8 * rows)))
+        chunk = max(16, min(_AUTO_BLOCK, side))
+    empty = _prod((*sp.batch, sp.hq, sp.sq, sp.sk)) == 0
+    return 0 if empty or (chunk >= sp.sq and chunk >= sp.sk) else chunk
+
+
 def attention(
     q: Any,
     k: Any,
@@ -504,7 +770,8 @@ def attention(
     Parameters
     ----------
     q, k, v : arrays (..., Hq, Sq, D), (..., Hk, Sk, D), (..., Hk, Sk, Dv)
-        Hq a multiple of Hk (grouped-query / multi-query attention, by grouping).
+        Hq a multiple of Hk (grouped-query / multi-query attention, by grouping); D >= 1.
+        Any of Sq, Sk, Dv and the batch axes may be 0 (empty results of the right shape).
     rope : Rope, optional
         When given, q and k are rotated at their positions first (keys with ``role="key"``).
     q_positions, k_positions : arrays, optional
@@ -516,22 +783,29 @@ def attention(
         Keep key position <= query position (by position, not index).
     mask : array, optional
         Boolean keep-mask (True = keep) or additive float mask, broadcastable to
-        (..., Hq, Sq, Sk).
+        (..., Hq, Sq, Sk). An additive -inf drops the key exactly like False (it contributes
+        nothing, even where v is infinite). A +inf entry has no finite softmax and raises
+        RopeValueError (under ``jax.jit`` or on Dask, where values cannot be read, such rows
+        come out NaN).
     window : (left, right), optional
-        Keep q_pos - left <= k_pos <= q_pos + right; None on a side means unbounded.
+        Keep q_pos - left <= k_pos <= q_pos + right; None (or inf) on a side means unbounded.
     softcap : float, optional
         s -> softcap * tanh(s / softcap), after the scale (flash-attn, Gemma 2).
     segment_ids : (q_segment_ids, k_segment_ids), optional
-        Shapes (..., Sq) and (..., Sk): packed sequences attend only within their segment
-        (see :func:`packed_positions` to build them from cu_seqlens).
+        Integer arrays of shapes (..., Sq) and (..., Sk): packed sequences attend only within
+        their segment (see :func:`packed_positions` to build them from cu_seqlens).
     sinks : array, optional
-        Per-head sink logits, broadcastable to (..., Hq): each adds exp(sink) to its head's
-        softmax normalizer without a value (gpt-oss, StreamingLLM-style sinks).
+        Per-head sink logits (integer or real), broadcastable to (..., Hq): each adds
+        exp(sink) to its head's softmax normalizer without a value (gpt-oss, StreamingLLM-style
+        sinks). A -inf sink is no sink; a +inf sink takes all the weight (output 0, lse +inf).
     scale : float, optional
-        Defaults to D ** -0.5.
+        Defaults to D ** -0.5. Any finite real number: the products q.k are shifted by their
+        row maximum before they are scaled, so a huge scale (1e308) gives the limit
+        (the weight on the best keys), never an overflow.
     return_lse : bool
         Also return the log-sum-exp of each row, shape (..., Hq, Sq), natural log, in the
         working dtype (float64); sinks count in it. A row with nothing kept has lse -inf.
+        (An lse beyond the float range is +-inf.)
     chunk_size : int, optional
         Process queries and keys in blocks of this size with an online softmax (bounded
         memory; equal to the one-shot result to a few float64 ulps). Without it the chunked
@@ -544,7 +818,15 @@ def attention(
     Returns
     -------
     out : array (..., Hq, Sq, Dv) of q.dtype; with ``return_lse``, ``(out, lse)``.
-    Rows with no key kept give output 0 and lse -inf (never NaN).
+    Rows with no key kept give output 0 and lse -inf (never NaN). NaN in q, k, v, an additive
+    mask or sinks makes exactly the rows it reaches NaN (a row that drops the key is
+    unaffected); infinite v entries reach the rows that keep the key.
+
+    Raises
+    ------
+    RopeTypeError, RopeValueError
+        For arrays of the wrong kind, shape, library or device, and for bad options (each
+        message names the argument).
 
     Examples
     --------
@@ -563,52 +845,27 @@ def attention(
         q,
         k,
         v,
-        rope,
-        q_positions,
-        k_positions,
-        causal,
-        mask,
-        scale,
-        window,
-        softcap,
-        segment_ids,
-        sinks,
-        seq_len,
+        rope=rope,
+        q_positions=q_positions,
+        k_positions=k_positions,
+        causal=causal,
+        mask=mask,
+        scale=scale,
+        window=window,
+        softcap=softcap,
+        segment_ids=segment_ids,
+        sinks=sinks,
+        seq_len=seq_len,
     )
+    want_lse = _validate.as_bool(return_lse, "return_lse")
+    chunk = _chunk_for(sp, chunk_size, memory_budget)
+    out, lse = _chunked(sp, chunk) if chunk else _one_shot(sp)
     xp = sp.xp
-    if chunk_size is not None:
-        chunk = _validate.check_int("chunk_size", chunk_size, minimum=1)
-    else:
-        budget = (
-            DEFAULT_MEMORY_BUDGET
-            if memory_budget is None
-            else _validate.check_int("memory_budget", memory_budget, minimum=1)
-        )
-        rows = _prod(sp.batch) * sp.hq
-        need = _TEMPS * 8 * rows * sp.sq * sp.sk
-        if need <= budget:
-            chunk = 0
-        else:
-            # blocks that fit the budget, at most _AUTO_BLOCK wide: score blocks of a few MiB
-            # stay in cache and let causal/window masks skip more (measured 2x faster on
-            # (1, 8, 4096, 128) than 1024-wide blocks; 256 and 512 are close)
-            side = math.isqrt(max(1, budget // (_TEMPS * 8 * rows)))
-            chunk = max(16, min(_AUTO_BLOCK, side))
-    if sp.sk == 0:  # no keys at all: every row is empty (sinks alone set the lse)
-        shape = (*sp.batch, sp.hk, sp.g, sp.sq)
-        out = xp.zeros((*shape, sp.dv), dtype=sp.wd, device=sp.device)
-        lse = xp.full(shape, -xp.inf, dtype=sp.wd, device=sp.device)
-        if sp.sink is not None:
-            lse = xp.broadcast_to(sp.sink, shape)
-    elif chunk == 0 or (chunk >= sp.sq and chunk >= sp.sk):
-        out, lse = _one_shot(sp)
-    else:
-        out, lse = _chunked(sp, chunk)
     out = xp.reshape(out, (*sp.batch, sp.hq, sp.sq, sp.dv))
     lse = xp.reshape(lse, (*sp.batch, sp.hq, sp.sq))
-    if out.dtype != sp.out_dtype:
-        out = xp.astype(out, sp.out_dtype)
-    return (out, lse) if return_lse else out
+    if out.dtype != sp.dtypes[0]:
+        out = xp.astype(out, sp.dtypes[0])
+    return (out, lse) if want_lse else out
 
 
 def packed_positions(cu_seqlens: Any, /) -> tuple[Any, Any]:

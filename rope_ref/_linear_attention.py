@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from . import _compat, _validate
+from . import _attention, _compat, _validate
 from ._apply import apply_rope
 from ._errors import RopeTypeError, RopeValueError
 from ._rope import Rope
@@ -18,15 +18,32 @@ DEFAULT_CHUNK = 256
 
 def _feature(xp: Any, x: Any, feature_map: str | Callable[[Any], Any]) -> Any:
     if callable(feature_map):
-        out = feature_map(x)
-        if not _compat.is_array(out) or tuple(out.shape) != tuple(x.shape):
-            raise RopeValueError(
-                f"feature_map must return an array of the input's shape {tuple(x.shape)}"
-            )
-        return xp.astype(out, x.dtype)
+        return _checked_feature(xp, x, feature_map(x))
     if feature_map == "elu1":  # elu(x) + 1 = x + 1 for x > 0, exp(x) otherwise (> 0 always)
         return xp.where(x > 0, x + 1.0, xp.exp(xp.minimum(x, xp.zeros_like(x))))
     return xp.maximum(x, xp.zeros_like(x))
+
+
+def _checked_feature(xp: Any, x: Any, out: Any) -> Any:
+    """A callable feature map's result: an array of x's library, shape and kind, >= 0."""
+    if not _compat.is_array(out):
+        raise RopeTypeError(f"feature_map must return an array, got {type(out).__name__}")
+    _compat.array_namespace(input=x, feature_map=out)  # names both libraries if they differ
+    if tuple(out.shape) != tuple(x.shape):
+        raise RopeValueError(
+            f"feature_map must return an array of the input's shape {tuple(x.shape)}, got "
+            f"{tuple(out.shape)}"
+        )
+    if not (_compat.is_real_floating(xp, out.dtype) or _compat.is_integral(xp, out.dtype)):
+        raise RopeTypeError(f"feature_map must return real values, got dtype {out.dtype}")
+    out = xp.astype(out, x.dtype)
+    # negative features can make the normalizer 0 or negative (no longer an average of v)
+    if _compat.is_concrete(out) and bool(xp.any(out < 0)):
+        raise RopeValueError(
+            "feature_map must return non-negative values (phi(x) >= 0 keeps the normalizer "
+            f"positive, RoFormer eq. 18); got a minimum of {float(xp.min(out))!r}"
+        )
+    return out
 
 
 def _rotator(
@@ -55,7 +72,7 @@ def _rotator(
         )
     trailing = rope.scaling is not None and rope.scaling.axis_position == "trailing"
     sliced = len(tokens) > 0 and tokens[-1] == s
-    if seq_len is None and rope.scaling is not None and rope.scaling.dynamic:
+    if seq_len is None and rope.scaling is not None and rope.scaling.dynamic and s > 0:
         if not _compat.is_concrete(pos):
             raise RopeValueError("seq_len is required with a dynamic scaling and lazy positions")
         seq_len = int(float(xp.max(pos))) + 1  # one length for every block
@@ -105,39 +122,19 @@ def linear_attention(
         modes work in blocks of ``chunk_size`` (default 256) tokens.
     feature_map : "elu1" (default, elu(x) + 1), "relu", or a callable
         A callable receives an array of the working dtype in the caller's namespace and must
-        return a non-negative array of the same shape.
+        return a non-negative array of the same shape and library (else RopeTypeError /
+        RopeValueError naming ``feature_map``; negative values are caught where they can be
+        read, not under jit or on Dask).
 
     Returns
     -------
-    array (..., Hq, S, Dv) of q.dtype, computed in float64 where available. A row whose
-    normalizer is 0 (possible with relu) gives 0.
+    array (..., Hq, S, Dv) of q.dtype, computed in float64 where available (S may be 0;
+    D must be >= 1). A row whose normalizer is 0 (possible with relu) gives 0; NaN inputs
+    give NaN in the rows they reach.
     """
-    for name, arr in (("q", q), ("k", k), ("v", v)):
-        if not _compat.is_array(arr):
-            raise RopeTypeError(f"{name} must be an array, got {type(arr).__name__}")
-    xp = _compat.array_namespace(q=q, k=k, v=v, positions=positions)
-    device = _compat.check_same_device(q=q, k=k, v=v, positions=positions)
-    for name, arr in (("q", q), ("k", k), ("v", v)):
-        if not _compat.is_real_floating(xp, arr.dtype):
-            raise RopeTypeError(f"{name} must have a real floating dtype, got {arr.dtype}")
-        if arr.ndim < 3:
-            raise RopeValueError(f"{name} must be (..., heads, seq, dim), got {tuple(arr.shape)}")
-    batch = tuple(q.shape[:-3])
-    hq, s, d = (int(x) for x in q.shape[-3:])
-    hk = int(k.shape[-3])
-    if tuple(k.shape) != (*batch, hk, s, d):
-        raise RopeValueError(
-            f"k must have shape (..., Hk, S, D) with q's batch axes, length and head_dim: "
-            f"q {tuple(q.shape)}, k {tuple(k.shape)}"
-        )
-    if tuple(v.shape[:-1]) != (*batch, hk, s):
-        raise RopeValueError(f"v must have shape (..., {hk}, {s}, Dv), got {tuple(v.shape)}")
-    if hk == 0 or hq % hk:
-        raise RopeValueError(
-            f"the number of query heads ({hq}) must be a multiple of the key/value heads ({hk})"
-        )
-    if not isinstance(causal, bool):
-        raise RopeTypeError(f"causal must be a bool, got {causal!r}")
+    xp, device = _attention._check_arrays(q=q, k=k, v=v, positions=positions)
+    batch, hq, hk, s, d, dv = _check_shapes(q, k, v)
+    causal = _validate.as_bool(causal, "causal")
     if not callable(feature_map) and feature_map not in FEATURE_MAPS:
         raise RopeValueError(
             f"feature_map must be one of {FEATURE_MAPS} or a callable, got {feature_map!r}"
@@ -147,16 +144,17 @@ def linear_attention(
     chunk = (
         DEFAULT_CHUNK
         if chunk_size is None
-        else _validate.check_int("chunk_size", chunk_size, minimum=1)
+        else _validate.as_int(chunk_size, "chunk_size", minimum=1)
     )
     wd = _compat.work_dtype(xp, device)
     g = hq // hk
-    dv = int(v.shape[-1])
+    rotate = _rotator(xp, rope, positions, seq_len, batch, hq, hk, s, device)
+    if s == 0:
+        return xp.zeros((*batch, hq, 0, dv), dtype=q.dtype, device=device)
 
     fq_all = _feature(xp, xp.astype(q, wd), feature_map)
     fk_all = _feature(xp, xp.astype(k, wd), feature_map)
     vw = xp.expand_dims(xp.astype(v, wd), axis=-3)  # (..., Hk, 1, S, Dv)
-    rotate = _rotator(xp, rope, positions, seq_len, batch, hq, hk, s, device)
 
     def block(sl: slice) -> tuple[Any, Any, Any, Any]:
         """Feature-mapped and rotated q, k of a block, grouped: q (..., Hk, G, n, D)."""
@@ -198,8 +196,31 @@ def linear_attention(
             zsum = zsum + xp.sum(fk_b, axis=-2)
     num = xp.concat(nums, axis=-2)
     den = xp.concat(dens, axis=-1)
-    pos_den = den > 0
-    safe = xp.where(pos_den, den, xp.ones_like(den))
-    out = xp.where(pos_den[..., None], num / safe[..., None], xp.zeros_like(num))
+    zero = den == 0  # (NaN is not 0: it spreads)
+    safe = xp.where(zero, xp.ones_like(den), den)
+    out = xp.where(zero[..., None], xp.zeros_like(num), num / safe[..., None])
     out = xp.reshape(out, (*batch, hq, s, dv))
     return xp.astype(out, q.dtype) if out.dtype != q.dtype else out
+
+
+def _check_shapes(q: Any, k: Any, v: Any) -> tuple[tuple[int, ...], int, int, int, int, int]:
+    """(batch, Hq, Hk, S, D, Dv) after checking that q, k and v fit together."""
+    batch = tuple(int(n) for n in q.shape[:-3])
+    hq, s, d = (int(n) for n in q.shape[-3:])
+    hk = int(k.shape[-3])
+    if tuple(k.shape) != (*batch, hk, s, d):
+        raise RopeValueError(
+            f"k must have shape (..., Hk, S, D) with q's batch axes, length and head_dim: "
+            f"q {tuple(q.shape)}, k {tuple(k.shape)}"
+        )
+    if d == 0:
+        raise RopeValueError(
+            f"head_dim (the last axis of q and k) must be >= 1, got shape {tuple(q.shape)}"
+        )
+    if tuple(v.shape[:-1]) != (*batch, hk, s):
+        raise RopeValueError(f"v must have shape (..., {hk}, {s}, Dv), got {tuple(v.shape)}")
+    if hk == 0 or hq % hk:
+        raise RopeValueError(
+            f"the number of query heads ({hq}) must be a multiple of the key/value heads ({hk})"
+        )
+    return batch, hq, hk, s, d, int(v.shape[-1])

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _attention, _compat, _tables, _validate
-from ._apply import ROLES, _check_rope
+from . import _apply, _attention, _compat, _validate
+from ._apply import _check_rope
 from ._errors import RopeTypeError, RopeValueError
 from ._rope import Rope
 
@@ -67,40 +67,11 @@ def apply_rope_vjp(
         raise RopeTypeError(f"cotangent must be an array, got {type(cotangent).__name__}")
     xp = _compat.array_namespace(cotangent=cotangent, positions=positions)
     _validate.check_x(xp, cotangent, rope.head_dim, name="cotangent")
-    device = _compat.device_of(cotangent)
-    positions = _validate.to_positions(positions, xp, device)
-    xp = _compat.array_namespace(cotangent=cotangent, positions=positions)
-    _compat.check_same_device(cotangent=cotangent, positions=positions)
-    integral = _validate.check_positions(xp, positions)
-    tokens = rope.token_shape(tuple(positions.shape))
-    _validate.broadcast_positions(
-        tokens, tuple(cotangent.shape[:-1]), target_name="cotangent.shape[:-1]"
-    )
-    if role not in ROLES:
-        raise RopeValueError(f"role must be one of {ROLES}, got {role!r}")
-    wd = _compat.work_dtype(xp, device)
-    # The very tables apply_rope uses (factor and xPos magnitude included), so forward and
-    # backward agree to the last bit of the tables.
-    cos, sin = _tables.tables(
-        rope, xp, positions, wd, integral=integral, seq_len=seq_len, role=role
-    )
-    # astype copies (also a zero-stride broadcast view), so nothing below can touch the input
-    gw = xp.astype(cotangent, wd)
-    r = rope.rotary_dim
-    h = r // 2
-    if rope.layout == "half":
-        g1, g2 = gw[..., :h], gw[..., h:r]
-        dx = xp.concat([g1 * cos + g2 * sin, g2 * cos - g1 * sin], axis=-1)
-    else:
-        g1, g2 = gw[..., 0:r:2], gw[..., 1:r:2]
-        d1 = g1 * cos + g2 * sin
-        d2 = g2 * cos - g1 * sin
-        dx = xp.reshape(xp.stack([d1, d2], axis=-1), (*d1.shape[:-1], r))
-    if r != rope.head_dim:
-        dx = xp.concat([dx, gw[..., r:]], axis=-1)
-    if dx.dtype != cotangent.dtype:
-        dx = xp.astype(dx, cotangent.dtype)
-    return dx
+    # the forward's own validation and tables (xPos magnitude and attention factor included),
+    # so forward and backward agree to the last bit of the tables
+    xp, wd, cos, sin = _apply._prepare(cotangent, positions, rope, seq_len, role)
+    # the forward's rotation kernel with -sin: R^T g (it never writes to the cotangent)
+    return _apply._rotate(xp, cotangent, cos, -sin, rope, wd)
 
 
 def _check_cotangent(xp: Any, arr: Any, name: str, shape: tuple[int, ...], what: str) -> None:
@@ -185,7 +156,9 @@ def attention_vjp(
     ``(dq, dk, dv)`` of the shapes and dtypes of q, k, v (in their namespace and on their
     device); ``(dq, dk, dv, d_sinks)`` when ``sinks`` is given (``d_sinks`` of ``sinks``'
     shape, in its dtype if real floating, else float64). Computed in float64 and rounded
-    once. Rows with no key kept contribute nothing (never NaN).
+    once. Rows with no key kept contribute nothing (never NaN). NaN in the inputs reaches
+    exactly the gradients of the rows and keys it touches (a dropped pair adds 0, not
+    0 * NaN); rows whose output is infinite (inf in a kept v) have NaN gradients.
 
     Memory: one shot, no chunking: about six float64 temporaries of the score shape
     (..., Hq, Sq, Sk) are alive at once (scores, tanh, keep mask, P, dP, dS), i.e.
@@ -195,94 +168,69 @@ def attention_vjp(
         q,
         k,
         v,
-        rope,
-        q_positions,
-        k_positions,
-        causal,
-        mask,
-        scale,
-        window,
-        softcap,
-        segment_ids,
-        sinks,
-        seq_len,
+        rope=rope,
+        q_positions=q_positions,
+        k_positions=k_positions,
+        causal=causal,
+        mask=mask,
+        scale=scale,
+        window=window,
+        softcap=softcap,
+        segment_ids=segment_ids,
+        sinks=sinks,
+        seq_len=seq_len,
     )
     xp, wd = sp.xp, sp.wd
-    batch, hq, hk, g, sq, sk, d, dv = sp.batch, sp.hq, sp.hk, sp.g, sp.sq, sp.sk, sp.d, sp.dv
+    batch, hq, hk, g, sq, d, dv = sp.batch, sp.hq, sp.hk, sp.g, sp.sq, sp.d, sp.dv
     xp = _compat.array_namespace(q=q, d_out=d_out, d_lse=d_lse)
     _compat.check_same_device(q=q, d_out=d_out, d_lse=d_lse)
     _check_cotangent(xp, d_out, "d_out", (*batch, hq, sq, dv), "the output (..., Hq, Sq, Dv)")
     if d_lse is not None:
         _check_cotangent(xp, d_lse, "d_lse", (*batch, hq, sq), "lse (..., Hq, Sq)")
 
-    # ---- forward, kept: raw scores, the softcap's tanh, P (grouped: (..., Hk, G, Sq, Sk))
+    # ---- forward, the one-shot softmax of attention itself: scores, statistics, weights
     everything = slice(None)
-    s0 = xp.matmul(sp.qg, xp.matrix_transpose(sp.kg)) * sp.scale
-    t = None
-    if sp.softcap is not None:
-        t = xp.tanh(s0 / sp.softcap)
-        s = t * sp.softcap
-    else:
-        s = s0
-    if sp.add_mask is not None:
-        s = s + sp.add_mask.block(everything, everything)
-    keep = _attention._keep(sp, everything, everything)
-    if keep is not None:
-        s = xp.where(keep, s, -xp.inf)
-    m = xp.max(s, axis=-1)
-    if sp.sink is not None:
-        m = xp.maximum(m, sp.sink)
-    m0 = _attention._finite_or_zero(xp, m)
-    p = xp.exp(s - m0[..., None])  # exp(-inf) = 0 for dropped keys
-    denom = xp.sum(p, axis=-1)
-    if sp.sink is not None:
-        denom = denom + xp.exp(sp.sink - m0)
-    # a row with nothing kept (and no sink) has denom 0: P = 0 there, so it adds nothing
-    has = denom > 0
-    inv = xp.where(has, 1.0 / xp.where(has, denom, xp.ones_like(denom)), xp.zeros_like(denom))
-    p = p * inv[..., None]
-    out = xp.matmul(p, sp.vg)  # (..., Hk, G, Sq, Dv)
+    rows, lg = _attention._absorb(sp, None, everything, everything)
+    out, _, stats = _attention._finish(sp, rows)
+    p, p_sink = _attention._weights(sp, lg, stats)  # (..., Hk, G, Sq, Sk)
 
-    # ---- backward
+    # ---- backward (q, k with non-finite entries zeroed: a dropped pair adds 0, not 0 * NaN)
     dog = xp.reshape(xp.astype(d_out, wd), (*batch, hk, g, sq, dv))
     delta = xp.sum(dog * out, axis=-1)  # rowsum(dO * O) = sum_n P_mn dP_mn
     dp = xp.matmul(dog, xp.matrix_transpose(sp.vg))
     row = -delta
     if d_lse is not None:
         # d lse / d S_mn = P_mn, the same weights as the softmax
-        dlg = xp.reshape(xp.astype(d_lse, wd), (*batch, hk, g, sq))
-        row = row + dlg
+        row = row + xp.reshape(xp.astype(d_lse, wd), (*batch, hk, g, sq))
     ds = p * (dp + row[..., None])
-    if t is not None:
-        ds = ds * (1.0 - t * t)  # d(c tanh(x / c)) / dx; dropped keys already have P = 0
+    if lg.t is not None:
+        ds = ds * (1.0 - lg.t * lg.t)  # d(c tanh(x / c)) / dx
+    # an infinite ds comes from an infinite output (inf in v): its gradient is undefined, NaN
+    ds = xp.where(xp.isinf(ds), xp.nan, ds)
+    if lg.keep is not None:
+        ds = xp.where(lg.keep, ds, xp.zeros_like(ds))
     dv_g = xp.sum(xp.matmul(xp.matrix_transpose(p), dog), axis=-3)  # sum over the group
-    dq_rot = xp.matmul(ds, sp.kg) * sp.scale
-    dk_rot = xp.sum(xp.matmul(xp.matrix_transpose(ds), sp.qg), axis=-3) * sp.scale
+    dq_rot = xp.matmul(ds, _finite(xp, sp.kg)) * sp.scale
+    dk_rot = xp.sum(xp.matmul(xp.matrix_transpose(ds), _finite(xp, sp.qg)), axis=-3) * sp.scale
     dq_rot = xp.reshape(dq_rot, (*batch, hq, sq, d))
+    if rope is not None:  # back through the rotation, at the positions the forward used
+        dq_rot = apply_rope_vjp(dq_rot, sp.q_pos, rope, seq_len=seq_len, role="query")
+        dk_rot = apply_rope_vjp(dk_rot, sp.k_pos, rope, seq_len=seq_len, role="key")
+    grads = tuple(
+        grad if grad.dtype == dtype else xp.astype(grad, dtype)
+        for grad, dtype in zip((dq_rot, dk_rot, dv_g), sp.dtypes, strict=True)
+    )
+    if p_sink is None or sp.sinks_shape is None:
+        return grads
 
-    if rope is not None:
-        device = sp.device
-        q_pos = q_positions
-        k_pos = k_positions
-        # the same defaults as attention: keys 0..Sk-1, queries the last Sq positions
-        if q_pos is None:
-            q_pos = xp.arange(sk - sq, sk, device=device)
-        if k_pos is None:
-            k_pos = xp.arange(0, sk, device=device)
-        dq_rot = apply_rope_vjp(dq_rot, q_pos, rope, seq_len=seq_len, role="query")
-        dk_rot = apply_rope_vjp(dk_rot, k_pos, rope, seq_len=seq_len, role="key")
-
-    dq = dq_rot if dq_rot.dtype == q.dtype else xp.astype(dq_rot, q.dtype)
-    dk = dk_rot if dk_rot.dtype == k.dtype else xp.astype(dk_rot, k.dtype)
-    dvv = dv_g if dv_g.dtype == v.dtype else xp.astype(dv_g, v.dtype)
-    if sp.sink is None:
-        return dq, dk, dvv
-
-    # sink: P_sink = e^(sigma - m0) / denom; dO/dsigma = -P_sink O, dlse/dsigma = P_sink
-    p_sink = xp.exp(sp.sink - m0) * inv
+    # sink: dO/dsigma = -P_sink O, dlse/dsigma = P_sink
     d_sink = xp.sum(p_sink * row, axis=-1)  # (..., Hk, G)
-    d_sink = _reduce_to(xp, xp.reshape(d_sink, (*batch, hq)), tuple(sinks.shape))
+    d_sink = _reduce_to(xp, xp.reshape(d_sink, (*batch, hq)), sp.sinks_shape)
     out_dtype = sinks.dtype if _compat.is_real_floating(xp, sinks.dtype) else wd
     if d_sink.dtype != out_dtype:
         d_sink = xp.astype(d_sink, out_dtype)
-    return dq, dk, dvv, d_sink
+    return (*grads, d_sink)
+
+
+def _finite(xp: Any, x: Any) -> Any:
+    return xp.where(xp.isfinite(x), x, xp.zeros_like(x))

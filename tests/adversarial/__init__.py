@@ -1,0 +1,1 @@
+"""Adversarial tests (issue #13); a package so that module names do not clash with tests/."""
