@@ -350,3 +350,16 @@ def test_legacy_diagnose_returns_the_explaining_texts():
     found = diagnose(rr.apply_rope(x, FAR - 1, PLAIN), x, FAR, PLAIN, rtol=0, atol=0, error=1)
     assert found and found[0].startswith("positions shifted by -1 (explains")
     assert diagnose(rr.apply_rope(x, FAR, PLAIN), x, FAR, PLAIN) == []
+
+
+def test_large_outputs_are_diagnosed_on_a_sample_of_tokens(monkeypatch):
+    import rope_ref.testing._diagnose as dg
+
+    monkeypatch.setattr(dg, "LIMIT", 2**10)  # force the sampled path on a small case
+    rope = rr.Rope(32, scaling=S.MRope((4, 6, 6)))
+    t = np.arange(64)
+    pos = np.stack([t, t // 8, t % 8])
+    x = np.random.default_rng(9).standard_normal((2, 64, 32))
+    want = rr.apply_rope(x, pos, rope)
+    r = compare(rr.apply_rope(x, pos - 1, rope), want, rope=rope, positions=pos, x=x)
+    assert r.diagnosis[0].name == "positions shifted by -1" and r.diagnosis[0].explained > 0.99

@@ -128,11 +128,11 @@ def to_numpy(x: Any) -> np.ndarray:
 def ulps(actual: np.ndarray, desired: np.ndarray, name: str) -> np.ndarray:
     """|actual - desired| in units of the last place of desired, in the dtype under test."""
     p = BITS.get(name, 53)
-    mag = np.abs(np.asarray(desired, dtype=np.float64))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        e = np.floor(np.log2(np.maximum(np.nan_to_num(mag, posinf=0.0), tiny(name))))
-        unit = np.exp2(e - (p - 1))
-        return np.abs(np.asarray(actual, dtype=np.float64) - desired) / unit
+    d = np.asarray(desired, dtype=np.float64)
+    mag = np.maximum(np.abs(np.where(np.isfinite(d), d, 0.0)), tiny(name))
+    _, e = np.frexp(mag)  # mag = f * 2**e, f in [0.5, 1): one ulp is 2**(e - p)
+    with np.errstate(invalid="ignore"):
+        return np.abs(np.asarray(actual, dtype=np.float64) - d) / np.ldexp(1.0, e - p)
 
 
 def _tolerance(name: str, value: Any) -> float | None:

@@ -567,6 +567,35 @@ def _schedule_candidates(D: _Data) -> Iterator[Candidate]:
                    {f.name: w}, functools.partial(D.apply, r))
 
 
+#: above this many elements the families are fitted on a sample of tokens (the worst ones
+#: and an even spread), which keeps a failure's diagnosis to a few seconds
+LIMIT = 2**18
+
+
+def _subsample(
+    a: np.ndarray, d: np.ndarray, x: np.ndarray, pos: np.ndarray, rope: Rope
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Tokens (rows of the flattened leading axes) to fit on, with their positions."""
+    width = a.shape[-1]
+    lead = a.shape[:-1]
+    a2, d2, x2 = (t.reshape(-1, width) for t in (a, d, x))
+    n = max(LIMIT // width, 1)
+    err = np.max(np.where(np.isfinite(a2 - d2), np.abs(a2 - d2), np.inf), axis=1)
+    worst = np.argsort(-err, kind="stable")[: n // 2]
+    spread = np.linspace(0, a2.shape[0] - 1, n - worst.size).astype(np.int64)
+    rows = np.unique(np.concatenate([worst, spread]))
+    scheme = _scheme(rope)
+    if scheme is None:
+        p = np.broadcast_to(pos, lead).reshape(-1)[rows]
+    elif scheme.axis_position == "leading":
+        k = pos.shape[0]
+        p = np.broadcast_to(pos, (k, *lead)).reshape(k, -1)[:, rows]
+    else:
+        k = pos.shape[-1]
+        p = np.broadcast_to(pos, (*lead, k)).reshape(-1, k)[rows]
+    return a2[rows], d2[rows], x2[rows], p
+
+
 def fit_hypotheses(
     actual: np.ndarray,
     desired: np.ndarray,
@@ -586,8 +615,11 @@ def fit_hypotheses(
     x = np.asarray(x, dtype=np.float64)
     if x.shape != a.shape:
         return ()
-    D = _Data(a, np.asarray(desired, dtype=np.float64), x, np.asarray(positions), rope,
-              seq_len, role, dtype)
+    d = np.asarray(desired, dtype=np.float64)
+    pos = np.asarray(positions)
+    if a.size > LIMIT:
+        a, d, x, pos = _subsample(a, d, x, pos, rope)
+    D = _Data(a, d, x, pos, rope, seq_len, role, dtype)
     if D.e0 == 0 or not math.isfinite(D.e0):
         return ()
     results: list[tuple[float, int, str, dict, np.ndarray]] = []
