@@ -588,8 +588,9 @@ def _subsample(
     if scheme is None:
         p = np.broadcast_to(pos, lead).reshape(-1)[rows]
     elif scheme.axis_position == "leading":
-        k = pos.shape[0]
-        p = np.broadcast_to(pos, (k, *lead)).reshape(k, -1)[:, rows]
+        k, tok = pos.shape[0], pos.shape[1:]
+        aligned = pos.reshape((k,) + (1,) * (len(lead) - len(tok)) + tok)
+        p = np.broadcast_to(aligned, (k, *lead)).reshape(k, -1)[:, rows]
     else:
         k = pos.shape[-1]
         p = np.broadcast_to(pos, (*lead, k)).reshape(-1, k)[rows]
