@@ -3,6 +3,10 @@
 * ``assert_close`` compares any Array-API arrays with tolerances from an error model of the
   dtype under test and explains failures (worst element, position and rotary pair, ulps,
   errors by position range, and which common RoPE mistake explains the data).
+  ``compare`` returns the same verdict as a ``Report``: pass or fail, the accuracy class
+  ("exact", "lower-precision angles", "fail"), the phase error per position range, the
+  allowance's blind spots and the fitted diagnoses; ``RopeToleranceWarning`` flags a pass
+  whose allowance is vacuous somewhere.
 * ``cases`` / ``case``: a named, deterministic battery; each case rebuilt from its name.
 * Signature twins of flash-attn, Hugging Face, vLLM and MLX, computing with exact numerics.
 * Position helpers (offsets, cu_seqlens, padding masks, multi-axis grids).
@@ -60,13 +64,13 @@ __all__ = [
     "AttentionMismatch",
     "AttentionReport",
     "AttentionTolerance",
-    "assert_attention_close",
-    "attention_tolerance",
     "Case",
     "Hypothesis",
     "Report",
     "RopeToleranceWarning",
+    "assert_attention_close",
     "assert_close",
+    "attention_tolerance",
     "axial_grid",
     "case",
     "cases",
@@ -89,9 +93,9 @@ __all__ = [
     "read_manifest",
     "read_npz",
     "read_safetensors",
-    "to_numpy",
     "te_apply_rotary_pos_emb",
     "te_thd_positions",
+    "to_numpy",
     "unit_roundoff",
     "vllm_cos_sin_cache",
     "vllm_rotary",
