@@ -161,12 +161,9 @@ def _yarn_magnitudes(inp: ScheduleInput) -> dict[str, float]:
 
 def _read_yarn(inp: ScheduleInput) -> S.Scaling:
     l0 = inp.original_max()
-    if not inp.params.has("factor"):
-        # transformers 5 raises KeyError without `factor` (and only warns, inferring
-        # max / original max, when it is null): a reference does not guess.
-        inp.params.require(
-            "factor", inp.why() + "; transformers 5 refuses a YaRN config without it"
-        )
+    # transformers 5 raises KeyError without `factor` (and only warns, inferring max /
+    # original max, when it is null): a reference does not guess.
+    inp.params.require("factor", inp.why() + "; transformers 5 refuses a YaRN config without it")
     factor = inp.need("factor")
     kw: dict[str, Any] = {**_yarn_betas(inp), **_yarn_magnitudes(inp)}
     kw["truncate"] = inp.params.flag("truncate", True)
