@@ -75,7 +75,7 @@ def test_every_page_is_in_a_toctree():
 
 def test_no_citation_of_documents_outside_the_repository():
     files = [*PAGES, ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "CHANGELOG.md"]
-    files += sorted((DOCS / "_ext").glob("*.py")) + [DOCS / "conf.py"]
+    files += [*sorted((DOCS / "_ext").glob("*.py")), DOCS / "conf.py"]
     bad = []
     for f in files:
         for n, line in enumerate(f.read_text().splitlines(), 1):

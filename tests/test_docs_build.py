@@ -35,7 +35,12 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # every page with math, and the four a reader meets first: the landing page, a schedule with
 # its plot, the formulation and one API page
 PAGES_WITH_MATH = [
-    "index", "formulation", "scaling/index", "scaling/yarn", "precision", "accuracy",
+    "index",
+    "formulation",
+    "scaling/index",
+    "scaling/yarn",
+    "precision",
+    "accuracy",
     "attention",
 ]
 BROWSER_PAGES = [*PAGES_WITH_MATH, "generated/rope_ref.apply_rope", "api"]
@@ -52,9 +57,22 @@ def built(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess | None]:
     pytest.importorskip("myst_parser")
     out = tmp_path_factory.mktemp("docs") / "html"
     proc = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-         str(DOCS), str(out)],
-        capture_output=True, text=True, timeout=1200, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-q",
+            "-b",
+            "html",
+            str(DOCS),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=ROOT,
     )
     return out, proc
 
@@ -74,8 +92,11 @@ def test_every_page_check_ran(built):
     assert not record.get("skipped"), "built with RR_CHECKS_SKIP: the pages' blocks did not run"
     assert record["total"]["failed"] == 0
     # every .md page that has python blocks was executed during the build
-    pages = {str(p.relative_to(DOCS).with_suffix("")) for p in DOCS.rglob("*.md")
-             if "_build" not in p.parts and "```python\n" in p.read_text()}
+    pages = {
+        str(p.relative_to(DOCS).with_suffix(""))
+        for p in DOCS.rglob("*.md")
+        if "_build" not in p.parts and "```python\n" in p.read_text()
+    }
     assert pages == set(record["pages"])
     assert all(r["blocks"] > 0 for r in record["pages"].values())
     assert record["total"]["asserts"] >= 60
@@ -128,8 +149,7 @@ def test_no_page_loads_anything_from_outside(built):
     pages = sorted(out.rglob("*.html"))
     assert len(pages) > 20
     for page in pages:
-        bad = [u for u in _parse(page).loads
-               if EXTERNAL.match(u) or u.startswith("data:text/html")]
+        bad = [u for u in _parse(page).loads if EXTERNAL.match(u) or u.startswith("data:text/html")]
         assert not bad, f"{page.relative_to(out)} loads {bad}"
     for css in out.rglob("*.css"):
         bad = re.findall(r"(?:url\(|@import)\s*['\"]?((?:https?:)?//[^'\")\s]+)", css.read_text())
@@ -163,9 +183,13 @@ def test_every_internal_link_resolves(built):
             checked += 1
             if not target.exists():
                 broken.append(f"{page.relative_to(out)} -> {href}")
-            elif parts.fragment and target.suffix == ".html" and target != page:
-                if unquote(parts.fragment) not in anchors(target):
-                    broken.append(f"{page.relative_to(out)} -> {href} (no such anchor)")
+            elif (
+                parts.fragment
+                and target.suffix == ".html"
+                and target != page
+                and unquote(parts.fragment) not in anchors(target)
+            ):
+                broken.append(f"{page.relative_to(out)} -> {href} (no such anchor)")
     assert checked > 500
     assert not broken, "\n".join(broken[:40])
 
@@ -216,11 +240,20 @@ window.addEventListener("load", function () {
 
 
 def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}",
-             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-             "--virtual-time-budget=15000", "--hide-scrollbars"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        "--virtual-time-budget=15000",
+        "--hide-scrollbars",
+    ]
     return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
 
 
@@ -257,13 +290,20 @@ def test_page_in_chromium(served, page, tmp_path):
     base = served
     dom = _chromium(["--dump-dom", base + f"{page}_probe.html"], tmp_path / "profile1")
     shot = tmp_path / "page.png"
-    _chromium([f"--screenshot={shot}", "--window-size=1280,2000", base + f"{page}.html"],
-              tmp_path / "profile2")
+    _chromium(
+        [f"--screenshot={shot}", "--window-size=1280,2000", base + f"{page}.html"],
+        tmp_path / "profile2",
+    )
     # (the theme's script adds attributes such as tabindex to every <pre>)
     found = re.search(r'<pre id="rr-probe"[^>]*>(.*?)</pre>', dom.stdout, flags=re.S)
     assert found, dom.stderr[-3000:]
-    report = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&")
-                        .replace("&lt;", "<").replace("&gt;", ">"))
+    report = json.loads(
+        found.group(1)
+        .replace("&quot;", '"')
+        .replace("&amp;", "&")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+    )
     outside = [u for u in report["resources"] if not u.startswith(base)]
     assert not outside, f"{page} fetched from outside the build: {outside}"
     assert report["h1"].strip(), report  # the page has its title

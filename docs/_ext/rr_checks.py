@@ -53,8 +53,10 @@ def _run_page(app: Any, docname: str, source: list[str]) -> None:
         except Exception:
             record["failed"] += 1
             logger.warning(
-                "python block failed:\n%s", traceback.format_exc(limit=-3),
-                location=(docname, line), type="rr_checks",
+                "python block failed:\n%s",
+                traceback.format_exc(limit=-3),
+                location=(docname, line),
+                type="rr_checks",
             )
     app.env.rr_checks = getattr(app.env, "rr_checks", {})
     app.env.rr_checks[docname] = record
@@ -73,8 +75,9 @@ def _write(app: Any, exc: Exception | None) -> None:
     out = Path(app.outdir) / "_checks.json"
     record = {"pages": checks, "total": total, "skipped": skipped}
     out.write_text(json.dumps(record, indent=1) + "\n")
-    logger.info("rr_checks: %(blocks)d python blocks, %(asserts)d asserts, %(failed)d failed",
-                total)
+    logger.info(
+        "rr_checks: %(blocks)d python blocks, %(asserts)d asserts, %(failed)d failed", total
+    )
 
 
 def setup(app: Any) -> dict[str, Any]:

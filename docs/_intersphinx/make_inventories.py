@@ -4,8 +4,8 @@ on the real sites. Run after adding a reference to a new outside object::
 
     python docs/_intersphinx/make_inventories.py
 
-Each entry: (name, domain:role, path on the site with "$" for the name, display name or "-"). The format is Sphinx's
-inventory version 2 (a four-line header, then zlib-compressed lines).
+Each entry: (name, domain:role, path on the site with "$" for the name, display name or "-").
+The format is Sphinx's inventory version 2 (a four-line header, then zlib-compressed lines).
 """
 
 from __future__ import annotations
@@ -81,7 +81,12 @@ INVENTORIES: dict[str, tuple[str, str, list[tuple[str, str, str, str]]]] = {
         "NumPy",
         "2",
         [
-            ("arrays.scalars", "std:label", "reference/arrays.scalars.html#arrays-scalars", "Scalars"),
+            (
+                "arrays.scalars",
+                "std:label",
+                "reference/arrays.scalars.html#arrays-scalars",
+                "Scalars",
+            ),
             ("numpy.ndarray", "py:class", "reference/generated/$.html#$", "-"),
             ("numpy.dtype", "py:class", "reference/generated/$.html#$", "-"),
             ("numpy.float16", "py:class", "reference/arrays.scalars.html#$", "-"),
