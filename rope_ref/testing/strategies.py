@@ -170,7 +170,7 @@ def _synthetic_rope(draw: st.DrawFn, schedules: tuple[str, ...], max_head_dim: i
         if n_pairs % 2 and rotary_dim + 2 <= head_dim:
             rotary_dim += 2
     base = draw(st.sampled_from([100.0, 10_000.0, 500_000.0, 1e6]) | st.floats(2.0, 1e7))
-    layout = draw(st.sampled_from(["half", "interleaved"]))
+    layout: Any = draw(st.sampled_from(["half", "interleaved"]))
     scaling = draw(_scaling(kind, rotary_dim, head_dim))
     return Rope(head_dim, base=base, rotary_dim=rotary_dim, layout=layout, scaling=scaling)
 
@@ -247,14 +247,14 @@ def _positions(draw: st.DrawFn, n: int, kinds: tuple[str, ...], max_position: in
         vals = draw(st.lists(st.integers(lo, max_position), min_size=n, max_size=n))
         return np.asarray(vals, dtype=np.int64)
     if kind == "float":  # real positions (fractional strides, interpolated positions)
-        vals = draw(
+        reals = draw(
             st.lists(
                 st.floats(0.0, float(max_position), allow_nan=False, allow_infinity=False),
                 min_size=n,
                 max_size=n,
             )
         )
-        return np.asarray(vals, dtype=np.float64)
+        return np.asarray(reals, dtype=np.float64)
     raise AssertionError(kind)
 
 
