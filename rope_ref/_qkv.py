@@ -7,7 +7,7 @@ from typing import Any
 from . import _compat, _validate
 from ._apply import apply_rope
 from ._errors import RopeTypeError, RopeValueError
-from ._rope import Rope
+from ._rope import MAX_HEAD_DIM, Rope
 
 __all__ = ["qkv", "sinusoidal_embedding"]
 
@@ -71,6 +71,8 @@ def sinusoidal_embedding(
     dim = _validate.check_int("dim", dim, minimum=2)
     if dim % 2:
         raise RopeValueError(f"dim must be even, got {dim}")
+    if dim > MAX_HEAD_DIM:
+        raise RopeValueError(f"dim must be <= {MAX_HEAD_DIM} (2**16), got {dim}")
     rope = Rope(dim, base=base, layout="interleaved")
     xp = _compat.array_namespace(positions=positions)
     positions = _validate.to_positions(positions, xp, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import math
 import numbers
 import operator
@@ -47,7 +48,7 @@ def _scalar_kind(value: Any, name: str, expected: str) -> tuple[str, Any]:
         return "bool", value
     if isinstance(value, numbers.Integral):
         return "int", operator.index(value)
-    if isinstance(value, numbers.Real):
+    if isinstance(value, (numbers.Real, decimal.Decimal)):
         return "real", value
     if isinstance(value, (str, bytes, complex, numbers.Complex)) or value is None:
         raise RopeTypeError(f"{name} must be {expected}, got {_describe(value)}")
@@ -101,6 +102,8 @@ def as_real(
         raise RopeTypeError(f"{name} must be a real number, got the bool {value!r}")
     try:
         out = float(v)
+    except ValueError:  # a signalling NaN Decimal
+        raise RopeValueError(f"{name} must be finite, got {_describe(value)}") from None
     except OverflowError:
         raise RopeValueError(
             f"{name} must be a finite real number, got {_describe(value)} (too large for a float64)"

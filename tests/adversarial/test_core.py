@@ -548,3 +548,20 @@ def test_custom_schedules_returning_floats_are_accepted_or_rejected_by_method():
             rr.Rope(8, scaling=cls()).cos_sin(pos)
         with pytest.raises(error, match=pattern):
             rr.apply_rope(np.ones((2, 8)), pos, rr.Rope(8, scaling=cls()))
+
+
+def test_exact_python_reals_are_accepted_as_numbers():
+    from decimal import Decimal
+    from fractions import Fraction
+
+    want = rr.Rope(8, base=10_000.0)
+    assert rr.Rope(8, base=Decimal("10000")) == want == rr.Rope(8, base=Fraction(10_000))
+    with pytest.raises(rr.RopeValueError, match="base must be finite"):
+        rr.Rope(8, base=Decimal("sNaN"))
+    with pytest.raises(rr.RopeValueError, match="base must be finite"):
+        rr.Rope(8, base=Decimal("Infinity"))
+
+
+def test_sinusoidal_dim_is_bounded_and_named():
+    with pytest.raises(rr.RopeValueError, match=r"^dim must be <= 65536 \(2\*\*16\), got 10{9}$"):
+        rr.sinusoidal_embedding([1], 10**9)
