@@ -47,7 +47,14 @@ def default_tolerance(
 
     rtol = 8u; atol = (min(2 M theta_1 u_angle, 2) + 8u) in units of max|desired|, with M
     the largest |position|, theta_1 the largest frequency after theta_0 and
-    u_angle = min(u, 2**-24).
+    u_angle = min(u, 2**-24); the rule is ``|a - d| <= atol * max|d| + rtol * |d|``.
+
+    This is a scalar summary of the error model, used for the ``tolerance`` of golden-file
+    manifests; it is not what :func:`assert_close` applies. It leaves pair 0 out (exact
+    only while theta_0 = 1): under a schedule that changes theta_0 (linear, NTK, YaRN) it
+    does not bound pair 0's phase error, and it is narrower than the per-element allowance
+    for the fast pairs and wider for the slow ones. Without ``rope`` it equals
+    ``assert_close``'s own allowance (8u |d| + 8u max|d|).
 
     Parameters
     ----------
