@@ -790,6 +790,12 @@ def _check(args: argparse.Namespace) -> int:
                 call = conv.prepare(target, ci)
             except Unfit as unfit:
                 why_skip = f"{conv.name} convention: {unfit}"
+            except Exception as exc:  # rope_ref could not build this call: say so, go on
+                counts["errors"] += 1
+                text = f"preparing the call failed: {type(exc).__name__}: {_one_line(exc)}"
+                row["result"], row["why"] = "error", text
+                print(f"{item.label:<{width}}  ERROR {text}")
+                continue
         if why_skip is not None or call is None:
             row["result"], row["why"] = "skipped", why_skip
             skipped.setdefault(str(why_skip), []).append(item.label)
@@ -852,6 +858,9 @@ def _check(args: argparse.Namespace) -> int:
                                                  _CLASS_ORDER.get(verdicts[n].cls, 2),
                                                  verdicts[n].ratio))
             v = verdicts[shown]
+            # the worst output's numbers at the row level too (the report's earlier fields)
+            row.update({"max_abs_err": v.max_abs, "max_ulp": v.max_ulp, "atol": v.allowance,
+                        "class": v.cls, "diagnosis": v.diagnosis})
             line = (f"{shown_name.get(shown, shown):<3}  {v.max_abs:>11.3e}  "
                     f"{v.max_ulp:>9.3g}  {v.allowance:>9.2e}  {v.cls:<22}  ")
         else:

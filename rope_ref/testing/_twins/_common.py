@@ -222,12 +222,30 @@ def table_window(ci: CaseInputs, who: str, rebase: bool) -> tuple[int, int]:
 
 
 def cos_sin_rows(ci: CaseInputs, p0: int, p1: int, dtype: Any) -> tuple[Any, Any]:
-    """Exact (cos, sin) of rows p0 .. p1 - 1 (a dynamic schedule with the length the
-    reference uses for the case: max(positions) + 1), rounded once to ``dtype``."""
+    """(cos, sin) tables of rows p0 .. p1 - 1 (a dynamic schedule with the length the
+    reference uses for the case: max(positions) + 1), rounded once to ``dtype``.
+
+    The rows of the case's positions (the only rows a correct kernel reads) are rope_ref's
+    exact values; the others, read only by a kernel that gathers the wrong rows, hold plain
+    float64 ``cos(p * theta_j)`` (close to exact: such a kernel still fails as it should).
+    Exact tables of 2**17 rows would cost seconds per case."""
+    if type(ci.rope.scaling).__name__ == "XPos":
+        raise Unfit("one table serves q and k here (no xPos cases)")
     seq_len = int(ci.tok.max()) + 1
-    pos = ci.xp.arange(p0, p1, device=ci.device)
     dyn = ci.rope.scaling is not None and ci.rope.scaling.dynamic
-    return ci.rope.cos_sin(pos, dtype=dtype, seq_len=seq_len if dyn else None)
+    sl = seq_len if dyn else None
+    inv = np.asarray(ci.rope.inv_freq(seq_len=sl), dtype=np.float64)
+    factor = ci.rope._attention_factor(sl)
+    ang = np.arange(p0, p1, dtype=np.float64)[:, None] * inv[None, :]
+    cos, sin = np.cos(ang) * factor, np.sin(ang) * factor
+    used = np.unique(ci.tok)
+    c_used, s_used = ci.rope.cos_sin(used, seq_len=sl)
+    cos[used - p0], sin[used - p0] = c_used, s_used
+    xp = ci.xp
+    return (
+        xp.astype(xp.asarray(cos, device=ci.device), dtype),
+        xp.astype(xp.asarray(sin, device=ci.device), dtype),
+    )
 
 
 def rope_ref_prepare(fn: Any, ci: CaseInputs) -> Call:

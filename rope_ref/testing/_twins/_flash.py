@@ -195,6 +195,8 @@ def flash_prepare(fn: Any, ci: Any) -> Any:
     kw: dict[str, Any] = {"interleaved": ci.rope.layout == "interleaved"}
     x = ci.x
     if ci.family == "thd":
+        if not _compat.is_concrete(x):
+            raise Unfit(f"{who}'s packed path reads cu_seqlens: not on a lazy backend")
         segs = segment_offsets(ci)
         if segs is None:
             raise Unfit(f"{who} takes positions offset + arange(seqlen) per sequence")

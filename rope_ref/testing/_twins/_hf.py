@@ -192,8 +192,10 @@ def hf_prepare(fn: Any, ci: Any) -> Any:
     ``apply_rotary_pos_emb`` with the exact tables of ``RotaryEmbedding.forward``
     (:func:`hf_cos_sin`, M-RoPE assembled per token); unsqueeze_dim passed only when not 1."""
     from .._cases import with_axes
-    from ._common import Call
+    from ._common import Call, Unfit
 
+    if type(ci.rope.scaling).__name__ == "XPos":
+        raise Unfit("one cos/sin pair serves q and k here (no xPos cases)")
     q, k, tok, ud = _hf_layout(ci)
     cos, sin = hf_cos_sin(ci.rope, q, ci.xp.asarray(with_axes(tok, ci.rope), device=ci.device))
     kw = {} if ud == 1 else {"unsqueeze_dim": ud}

@@ -40,7 +40,7 @@ def lucidrains_prepare(cls: Any, ci: Any) -> Any:
         segs = segment_offsets(ci)
         if segs is None:
             raise Unfit(unfit)
-        parts = [(x[a:b], off) for a, b, off in segs]
+        parts = [(x[a:b, ...], off) for a, b, off in segs]
         seq_dim = -3
     else:
         off = row_offsets(ci.tok)
@@ -50,7 +50,7 @@ def lucidrains_prepare(cls: Any, ci: Any) -> Any:
         if len(set(off.tolist())) == 1:
             parts = [(x, int(off[0]))]
         else:
-            parts = [(x[i : i + 1], int(o)) for i, o in enumerate(off)]
+            parts = [(x[i : i + 1, ...], int(o)) for i, o in enumerate(off)]
 
     def run() -> Any:
         emb = cls(**kw)

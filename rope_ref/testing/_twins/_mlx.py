@@ -179,7 +179,7 @@ def mlx_prepare(fn: Any, ci: Any) -> Any:
         segs = segment_offsets(ci)
         if segs is None:
             raise Unfit(unfit)
-        parts = [(swap_12(xp, ci.x[a:b][None, ...]), off) for a, b, off in segs]
+        parts = [(swap_12(xp, ci.x[a:b, ...][None, ...]), off) for a, b, off in segs]
 
         def run() -> Any:
             return [fn(xs, dims, offset=off, **kw) for xs, off in parts]
