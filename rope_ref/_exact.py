@@ -605,12 +605,13 @@ def _ln2(p: int) -> tuple[float, float, float]:
     return inv, hi, lo
 
 
-def _pow2(xp: Any, k: Any) -> Any:
-    """2**k for integer-valued k with |k| <= 1022, by exact products of powers of two."""
+def _pow2(xp: Any, k: Any, p: int = 53) -> Any:
+    """2**k for integer-valued k with |k| <= 1022 (float64; 126 for float32), by exact products
+    of powers of two."""
     kabs = xp.abs(k)
     neg = k < 0
     out = xp.ones_like(k)
-    for b in range(10):
+    for b in range(10 if p == 53 else 7):
         bit = xp.floor(kabs * (0.5**b)) - 2.0 * xp.floor(kabs * (0.5 ** (b + 1)))
         up, down = 2.0 ** (2**b), 2.0 ** -(2**b)
         factor = xp.where(neg, xp.full_like(k, down), xp.full_like(k, up))
@@ -634,4 +635,4 @@ def exp_dd(xp: Any, hi: Any, lo: Any, p: int = 53) -> Any:
     t = r * r
     c = r - t * (_P1 + t * (_P2 + t * (_P3 + t * (_P4 + t * _P5))))
     y = 1.0 - ((r_lo - (r * c) / (2.0 - c)) - r_hi)
-    return y * _pow2(xp, k)
+    return y * _pow2(xp, k, p)

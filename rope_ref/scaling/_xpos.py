@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._errors import RopeValueError
-from .._exact import EXP_LIMIT, _const, _head_tail, _split_hi_lo, _two_prod_split, exp_dd
+from .._exact import (
+    EXP_LIMIT,
+    _const,
+    _head_tail,
+    _split_hi_lo,
+    _two_prod_split,
+    exp_dd,
+    format_for_bits,
+)
 from ._base import Scaling
 from ._common import ctx, dec, flag, positive
 
@@ -73,11 +81,17 @@ class XPos(Scaling):
     ) -> Any:
         from .._compat import is_concrete, significand_bits
 
-        rates = self.rates(rope)
+        bits = significand_bits(xp, dtype)
+        fmt_bits = 53 if bits == 53 else 24
+        veltkamp = format_for_bits(fmt_bits).veltkamp
         hi, lo, a, b = [], [], [], []
-        for r in rates:
+        for r in self.rates(rope):
+            # the rate as head + tail in the working format, the head split for a two-product
             h, l_ = _split_hi_lo(r)
-            hh, ht = _head_tail(h, 26)
+            if fmt_bits != 53:
+                h = float(np.float32(h))
+                l_ = float(np.float32(float(ctx().subtract(r, Decimal(h)))))
+            hh, ht = _head_tail(h, fmt_bits - veltkamp)
             hi.append(h)
             lo.append(l_)
             a.append(hh)
@@ -86,8 +100,6 @@ class XPos(Scaling):
         cst = [_const(xp, np.asarray(v), dtype, device) for v in (hi, lo, a, b)]
         shift = float(seq_len // 2) if (self.center and seq_len is not None) else 0.0
         mm = (m - shift)[..., None]
-        bits = significand_bits(xp, dtype)
-        fmt_bits = 53 if bits == 53 else 24
         if is_concrete(m) and all(int(n) > 0 for n in m.shape):
             top = float(xp.max(xp.abs(m - shift)))
             if top > self.max_offset(rope, fmt_bits):
@@ -104,7 +116,7 @@ class XPos(Scaling):
         # Unchecked (traced, lazy) positions beyond the limit, or NaN: NaN in the whole row.
         inside = xp.abs(mm) <= float(self.max_offset(rope, fmt_bits))
         mm = xp.where(inside, mm, xp.zeros_like(mm))
-        p, e = _two_prod_split(mm, cst[0], cst[2], cst[3], 27)
+        p, e = _two_prod_split(mm, cst[0], cst[2], cst[3], veltkamp)
         e = e + mm * cst[1]
         if role == "key":
             p, e = -p, -e

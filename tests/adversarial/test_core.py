@@ -565,3 +565,21 @@ def test_exact_python_reals_are_accepted_as_numbers():
 def test_sinusoidal_dim_is_bounded_and_named():
     with pytest.raises(rr.RopeValueError, match=r"^dim must be <= 65536 \(2\*\*16\), got 10{9}$"):
         rr.sinusoidal_embedding([1], 10**9)
+
+
+def test_xpos_factor_in_a_float32_working_format():
+    # namespaces without float64 (JAX without x64, PyTorch on MPS) compute in float32: the
+    # constants and the error-free split follow the format (checked here through NumPy float32)
+    import array_api_compat
+
+    xp = array_api_compat.array_namespace(np.zeros(1))
+    rope = rr.Rope(16, scaling=sc.XPos())
+    limit = rope.scaling.max_offset(rope, 24)
+    assert limit == int(60 * 512 / -np.log(0.4 / 1.4))
+    pos = np.array([0, 1, 100, 12345, limit, -limit], dtype=np.float32)
+    for role in ("query", "key"):
+        got = rope.scaling.magnitude(xp, pos, rope, role=role, seq_len=None, dtype=np.float32)
+        assert got.dtype == np.float32 and np.all(np.isfinite(got))
+        want = _xpos_factor_mp(rope, pos, role)
+        # a float32 exp of a double-float argument: a few float32 ulps
+        assert np.max(np.abs(got - want) / want) <= 4 * 2.0**-24
