@@ -583,3 +583,21 @@ def test_xpos_factor_in_a_float32_working_format():
         want = _xpos_factor_mp(rope, pos, role)
         # a float32 exp of a double-float argument: a few float32 ulps
         assert np.max(np.abs(got - want) / want) <= 4 * 2.0**-24
+
+
+@pytest.mark.parametrize(("base", "factor"), [(1e30, None), (1e60, None), (1e300, 1e10)])
+def test_small_frequencies_in_a_float32_working_format(base, factor):
+    import array_api_compat
+
+    from rope_ref import _exact
+
+    xp = array_api_compat.array_namespace(np.zeros(1))
+    rope = rr.Rope(16, base=base, scaling=None if factor is None else sc.Linear(factor))
+    table = _exact.angle_table(rope.thetas(), 24)
+    assert table.small is not None  # the direct-angle columns are exercised
+    m = np.array([1, 3, 1000, 2**23 - 1, -(2**23 - 1)], dtype=np.float32)
+    c, s = _exact.exact_cos_sin(xp, m, table, dtype=np.float32, device=None, integral=True)
+    wc, ws = _mp_tables(rope, m)
+    for got, want in ((c, wc), (s, ws)):
+        ulp = np.maximum(np.spacing(np.abs(want).astype(np.float32)), np.float32(2.0**-149))
+        assert np.all(np.abs(got.astype(np.float64) - want) <= ulp)
