@@ -36,6 +36,12 @@ class Scaling:
     * :meth:`attention_scaling` - the factor on cos and sin (YaRN, LongRoPE);
     * :meth:`pair_axes` - multi-axis schemes: which position axis drives each pair;
     * :meth:`magnitude` - per-position, per-pair factors on cos and sin (xPos).
+
+    ``Rope`` checks what a subclass returns: ``thetas`` n_pairs real numbers >= 0 (Decimals;
+    ints and floats are taken at their exact value), at most 2**16; ``attention_scaling`` a
+    real number > 0; ``magnitude`` None, a real number or an array of the positions' library
+    that broadcasts to the tables; ``pair_axes`` None or one axis index per pair. Anything
+    else is a ``RopeTypeError`` / ``RopeValueError`` naming the method.
     """
 
     #: True when the frequencies depend on the sequence length (``seq_len``).
