@@ -5,6 +5,28 @@ failures (``check``: a case failed, raised or timed out); 2 usage errors (bad op
 that cannot be read or written, a target that cannot be loaded, ``check`` with no case run),
 printed as one line on stderr; 3 an internal error of rope_ref (one line; set
 ``ROPE_REF_DEBUG=1`` for the traceback); 130 interrupted.
+
+``rope-ref check`` calls the target in one of the conventions of
+``rope_ref.testing._twins._conventions`` (``rope-ref check --help`` prints each signature),
+runs each call in a worker thread under ``--timeout``, and judges every output (q and k)
+with ``rope_ref.testing.compare``. A target (function or class) can declare what it
+supports, so that the cases outside it are skipped with that reason instead of failing::
+
+    def my_rope(x, positions, rope): ...
+
+    my_rope.rope_ref_supports = {
+        "dtypes": ("float32", "bfloat16"),  # battery dtypes it takes
+        "layouts": ("half",),               # "half" and/or "interleaved" pairs
+        "families": ("bshd", "bhsd"),       # x shapes: "bshd", "bhsd", "thd" (packed)
+        "positions": "1d",                  # "1d": no multi-axis (M-RoPE, axial) cases
+        "forms": ("arange", "offset"),      # arange, offset, perseq, random, large
+        "max_position": 65535,              # the largest position it takes
+        "scaling": ("none", "Linear"),      # schedule class names; "none": plain RoPE
+        "partial": False,                   # rotary_dim < head_dim
+        "backend": "torch",                 # the array library to run it on
+    }
+
+Every key is optional; an unknown key or a value of the wrong kind is a usage error.
 """
 
 from __future__ import annotations
@@ -19,6 +41,7 @@ import math
 import os
 import platform
 import sys
+import textwrap
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -1033,14 +1056,16 @@ def _parser() -> argparse.ArgumentParser:
     vec.set_defaults(func=_vectors)
 
     conv_lines = "\n".join(
-        f"  {c.name:<11} {c.signature}" + (f"\n  {'':<11} e.g. {c.example}" if c.example else "")
+        textwrap.fill(c.signature, width=92, initial_indent=f"  {c.name:<11} ",
+                      subsequent_indent=" " * 14, break_on_hyphens=False)
+        + (f"\n  {'':<11} e.g. {c.example}" if c.example else "")
         for c in CONVENTIONS.values()
     )
     chk = sub.add_parser(
         "check",
         help="run the battery against an implementation",
-        description="Run the battery of cases against an implementation and judge every output "
-        "against the exact reference.",
+        description="Run the battery of cases against an implementation and judge every\n"
+        "output against the exact reference.",
         epilog=_CHECK_EPILOG.format(conventions=conv_lines),
         formatter_class=fmt,
     )
