@@ -11,7 +11,8 @@
 * Signature twins of flash-attn, Hugging Face, vLLM and MLX, computing with exact numerics.
 * Position helpers (offsets, cu_seqlens, padding masks, multi-axis grids).
 * ``write_vectors``: golden files (safetensors, npz, manifest) for non-Python projects (at
-  millions of tokens on a Dask cluster: ``backends/dask_vectors.py`` in the repository).
+  millions of tokens on a Dask cluster: ``write_vectors_dask`` / ``read_vectors_dask``,
+  which import Dask only when called: ``pip install rope-ref[dask]``).
 """
 
 from ._assert import assert_close, default_tolerance, to_numpy, unit_roundoff
@@ -25,6 +26,7 @@ from ._attention_check import (
 )
 from ._cases import Case, case, cases
 from ._compare import Report, RopeToleranceWarning, compare
+from ._dask_vectors import DaskUnavailableError, read_vectors_dask, write_vectors_dask
 from ._diagnose import Hypothesis
 from ._positions import (
     axial_grid,
@@ -65,6 +67,7 @@ __all__ = [
     "AttentionReport",
     "AttentionTolerance",
     "Case",
+    "DaskUnavailableError",
     "Hypothesis",
     "Report",
     "RopeToleranceWarning",
@@ -93,6 +96,7 @@ __all__ = [
     "read_manifest",
     "read_npz",
     "read_safetensors",
+    "read_vectors_dask",
     "te_apply_rotary_pos_emb",
     "te_thd_positions",
     "to_numpy",
@@ -101,4 +105,5 @@ __all__ = [
     "vllm_rotary",
     "write_safetensors",
     "write_vectors",
+    "write_vectors_dask",
 ]
