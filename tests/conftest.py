@@ -60,6 +60,38 @@ hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default")
 DATA = ROOT / "tests" / "data"
 
 
+# ---------------------------------------------------------------------------- slow tests
+# The default run (the README's test command) must stay a few minutes on two cores; CI runs
+# the tests marked slow as a step of their own (`pytest -m slow`). Two rules, applied at
+# collection so that the marker is visible in `pytest --collect-only -m slow`:
+#
+# 1. Tests over the ``bk`` fixture run on NumPy (plain and read-only), array-api-strict and
+#    PyTorch by default; their JAX and Dask instances (a jit compilation or a task graph per
+#    call: 5-50x slower) are slow. The modules about those two libraries keep their fast
+#    instances: tests/test_lazy_jit.py and tests/test_backends.py.
+# 2. Individual tests measured at more than ~10 s (see --durations): listed in SLOW_TESTS,
+#    as node-id prefixes.
+SLOW_BACKENDS = {"jax", "dask"}
+FAST_ON_EVERY_BACKEND = {"test_lazy_jit.py", "test_backends.py"}
+SLOW_TESTS = (
+    "tests/test_battery.py::test_cli_check_conventions",
+    "tests/test_dask_vectors.py::test_local_cluster_two_workers",
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    slow = pytest.mark.slow
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("bk") if callspec is not None else None
+        name = getattr(backend, "name", None)
+        if name in SLOW_BACKENDS and item.path.name not in FAST_ON_EVERY_BACKEND:
+            item.add_marker(slow)
+        elif item.nodeid.startswith(SLOW_TESTS):
+            item.add_marker(slow)
+
+
 def _backend_params():
     return [pytest.param(b, id=b.name) for b in backends.selected()]
 
