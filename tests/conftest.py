@@ -86,9 +86,8 @@ def pytest_collection_modifyitems(config, items):
         callspec = getattr(item, "callspec", None)
         backend = callspec.params.get("bk") if callspec is not None else None
         name = getattr(backend, "name", None)
-        if name in SLOW_BACKENDS and item.path.name not in FAST_ON_EVERY_BACKEND:
-            item.add_marker(slow)
-        elif item.nodeid.startswith(SLOW_TESTS):
+        by_backend = name in SLOW_BACKENDS and item.path.name not in FAST_ON_EVERY_BACKEND
+        if by_backend or item.nodeid.startswith(SLOW_TESTS):
             item.add_marker(slow)
 
 
