@@ -1,10 +1,11 @@
 """Golden outputs for 1,048,576 tokens x 32 heads x 128 on a dask.distributed LocalCluster.
 
     python benchmarks/dask_scale.py [--tokens 1048576] [--heads 32] [--chunk 1024]
-        [--workers 2] [--out DIR] [--scheduler tcp://HOST:PORT] [--keep] [--json]
+        [--workers 2] [--out DIR] [--scheduler tcp://HOST:PORT] [--keep] [--json] [--progress]
 
-Runs ``backends.dask_vectors.write_vectors_dask`` (rr.apply_rope on chunked Dask arrays, streamed
-into x.npy / y.npy plus a manifest) on a LocalCluster of ``--workers`` single-threaded worker
+Runs ``rope_ref.testing.write_vectors_dask`` (rr.apply_rope on chunked Dask arrays, streamed
+into x.npy / y.npy plus a manifest, each block's sha256 taken on the worker that wrote it) on a
+LocalCluster of ``--workers`` single-threaded worker
 processes, sampling the resident memory of this process and every child (scheduler, nannies,
 workers) ten times a second; the peak of their sum is reported. With ``--scheduler`` the same
 call runs on an existing cluster instead (then ``--out`` must be visible to every worker);
@@ -18,7 +19,6 @@ import argparse
 import contextlib
 import json
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -27,11 +27,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import rope_ref as rr  # noqa: E402
-from backends.dask_vectors import write_vectors_dask  # noqa: E402
+import rope_ref as rr
+from rope_ref.testing import write_vectors_dask
 
 
 class PeakMemory(threading.Thread):
@@ -68,6 +65,7 @@ def main() -> None:
     p.add_argument("--out", help="output directory (default: a temporary one, removed after)")
     p.add_argument("--keep", action="store_true", help="keep the temporary output")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line last")
+    p.add_argument("--progress", action="store_true", help="print blocks done/total to stderr")
     a = p.parse_args()
 
     from dask.distributed import Client, LocalCluster
@@ -86,7 +84,7 @@ def main() -> None:
         client = Client(cluster)
     t1 = time.perf_counter()
     manifest = write_vectors_dask(out, rope=rope, tokens=a.tokens, heads=a.heads,
-                                  chunk_tokens=a.chunk, client=client)
+                                  chunk_tokens=a.chunk, client=client, progress=a.progress)
     t2 = time.perf_counter()
     client.close()
     if cluster is not None:
