@@ -64,10 +64,16 @@ def _prepare(
 
 
 def _finish(xp: Any, x: Any, y_rot: Any, x_work: Any, rope: Rope) -> Any:
-    """Append the pass-through channels and round once to x.dtype."""
-    r = rope.rotary_dim
+    """Put the pass-through channels before and after the rotated ones and round once to
+    x.dtype."""
+    o, r = rope.rotary_offset, rope.rotary_dim
     if r != rope.head_dim:
-        y_rot = xp.concat([y_rot, xp.astype(x_work[..., r:], y_rot.dtype)], axis=-1)
+        parts = [y_rot]
+        if o:
+            parts.insert(0, xp.astype(x_work[..., :o], y_rot.dtype))
+        if o + r != rope.head_dim:
+            parts.append(xp.astype(x_work[..., o + r :], y_rot.dtype))
+        y_rot = xp.concat(parts, axis=-1)
     if y_rot.dtype != x.dtype:
         y_rot = xp.astype(y_rot, x.dtype)
     return y_rot
@@ -82,7 +88,10 @@ def apply_rope(
     seq_len: int | None = None,
     role: str = "query",
 ) -> Any:
-    """Rotate ``x[..., :rotary_dim]`` by the angles m * theta_j (RoFormer eq. 34).
+    """Rotate the rotary channels of ``x`` by the angles m * theta_j (RoFormer eq. 34).
+
+    The rotary channels are ``x[..., o:o + rotary_dim]`` with ``o = rope.rotary_offset`` (0 by
+    default; DeepSeek's MLA rotates the trailing channels of a head); the others pass through.
 
     Parameters
     ----------
@@ -164,15 +173,15 @@ def _rotated_pairs(
     x is promoted to the working dtype by the products themselves where that is exact and
     fast (float32 * float64 is float64 in the Array API's promotion rules), else cast once.
     """
-    r = rope.rotary_dim
+    o, r = rope.rotary_offset, rope.rotary_dim
     h = r // 2
     xw = x
     if x.dtype != wd and not _compat.promotes_exactly(xp, x.dtype, wd):
         xw = xp.astype(x, wd)
     if rope.layout == "half":
-        a, b = slice(0, h), slice(h, r)
+        a, b = slice(o, o + h), slice(o + h, o + r)
     else:
-        a, b = slice(0, r, 2), slice(1, r, 2)
+        a, b = slice(o, o + r, 2), slice(o + 1, o + r, 2)
     x1, x2 = xw[..., a], xw[..., b]
     if not _zero_terms_matter(xp, x, cos, sin):
         return xw, a, b, x1 * cos - x2 * sin, x2 * cos + x1 * sin
@@ -232,8 +241,11 @@ def _rotate_into(
     lead = key[:-1]  # key ends with an Ellipsis
     out[(*lead, ..., a)] = xp.astype(y1, out.dtype, copy=False)
     out[(*lead, ..., b)] = xp.astype(y2, out.dtype, copy=False)
-    if rope.rotary_dim != rope.head_dim:
-        out[(*lead, ..., slice(rope.rotary_dim, None))] = x[..., rope.rotary_dim :]
+    o, r = rope.rotary_offset, rope.rotary_dim
+    if o:
+        out[(*lead, ..., slice(0, o))] = x[..., :o]
+    if o + r != rope.head_dim:
+        out[(*lead, ..., slice(o + r, None))] = x[..., o + r :]
 
 
 def _apply_blocked(
@@ -278,11 +290,12 @@ def _apply_blocked(
 
 
 def _pair_channels(rope: Rope) -> tuple[list[int], list[int]]:
-    """Channel indices (a_j, b_j) of pair j: y_a = c x_a - s x_b, y_b = c x_b + s x_a."""
-    h = rope.n_pairs
+    """Channel indices (a_j, b_j) of pair j: y_a = c x_a - s x_b, y_b = c x_b + s x_a (the
+    rope's layout, from channel ``rotary_offset``)."""
+    h, o = rope.n_pairs, rope.rotary_offset
     if rope.layout == "half":
-        return list(range(h)), list(range(h, 2 * h))
-    return list(range(0, 2 * h, 2)), list(range(1, 2 * h, 2))
+        return list(range(o, o + h)), list(range(o + h, o + 2 * h))
+    return list(range(o, o + 2 * h, 2)), list(range(o + 1, o + 2 * h, 2))
 
 
 def _index(xp: Any, values: list[int], device: Any) -> Any:
@@ -329,7 +342,7 @@ def apply_rope_complex(
     order = a_idx + b_idx
     inverse = [0] * len(order)
     for k, ch in enumerate(order):
-        inverse[ch] = k
+        inverse[ch - rope.rotary_offset] = k
     y = xp.take(xp.concat([re, im], axis=-1), _index(xp, inverse, device), axis=-1)
     return _finish(xp, x, y, xw, rope)
 

@@ -36,19 +36,27 @@ def layout_permutation(
     src: str = "interleaved",
     dst: str = "half",
     rotary_dim: int | None = None,
+    rotary_offset: int = 0,
 ) -> tuple[int, ...]:
     """Channel permutation ``perm`` with ``x_dst = x_src[..., perm]`` for one head.
 
-    Only the first ``rotary_dim`` channels move; the pass-through channels stay in place.
-    ``src="interleaved", dst="half"`` is the Meta -> Hugging Face direction.
+    Only the ``rotary_dim`` channels from ``rotary_offset`` (as in ``Rope``) move; the
+    pass-through channels stay in place. ``src="interleaved", dst="half"`` is the Meta ->
+    Hugging Face direction.
     """
     head_dim = _validate.check_int("head_dim", head_dim, minimum=1)
     src = _check_layout("src", src)
     dst = _check_layout("dst", dst)
-    r = head_dim if rotary_dim is None else _validate.check_int("rotary_dim", rotary_dim)
-    if r <= 0 or r % 2 or r > head_dim:
+    o = _validate.check_int("rotary_offset", rotary_offset, minimum=0)
+    if o >= head_dim:
         raise RopeValueError(
-            f"rotary_dim must be even, positive and <= head_dim={head_dim}, got {r}"
+            f"rotary_offset must be an integer in [0, head_dim={head_dim}), got {o}"
+        )
+    r = head_dim - o if rotary_dim is None else _validate.check_int("rotary_dim", rotary_dim)
+    if r <= 0 or r % 2 or r > head_dim - o:
+        raise RopeValueError(
+            f"rotary_dim must be even, positive and <= head_dim - rotary_offset = "
+            f"{head_dim - o}, got {r}"
         )
     h = r // 2
     if src == dst:
@@ -57,17 +65,21 @@ def layout_permutation(
         rot = [2 * k if k < h else 2 * (k - h) + 1 for k in range(r)]
     else:  # half -> interleaved: channel 2j + c comes from c * h + j
         rot = [(k % 2) * h + k // 2 for k in range(r)]
-    return tuple(rot + list(range(r, head_dim)))
+    return tuple(list(range(o)) + [o + k for k in rot] + list(range(o + r, head_dim)))
 
 
-def convert_layout(x: Any, /, *, src: str, dst: str, rotary_dim: int | None = None) -> Any:
+def convert_layout(
+    x: Any, /, *, src: str, dst: str, rotary_dim: int | None = None, rotary_offset: int = 0
+) -> Any:
     """Reorder the last axis of ``x`` (one head of size x.shape[-1]) from ``src`` to ``dst``."""
     if not _compat.is_array(x):
         raise RopeTypeError(f"x must be an array, got {type(x).__name__}")
     xp = _compat.array_namespace(x=x)
     if x.ndim < 1:
         raise RopeValueError("x must have at least one axis (the head channels)")
-    perm = layout_permutation(x.shape[-1], src=src, dst=dst, rotary_dim=rotary_dim)
+    perm = layout_permutation(
+        x.shape[-1], src=src, dst=dst, rotary_dim=rotary_dim, rotary_offset=rotary_offset
+    )
     return xp.take(x, xp.asarray(list(perm), device=_compat.device_of(x)), axis=-1)
 
 
@@ -80,6 +92,7 @@ def permute_weights(
     dst: str = "half",
     rotary_dim: int | None = None,
     axis: int = -1,
+    rotary_offset: int = 0,
 ) -> Any:
     """Permute the output channels of a q or k projection, head by head.
 
@@ -102,6 +115,8 @@ def permute_weights(
             f"w has {size} channels along axis {axis}, not a multiple of n_heads={n_heads}"
         )
     head_dim = size // n_heads
-    perm = layout_permutation(head_dim, src=src, dst=dst, rotary_dim=rotary_dim)
+    perm = layout_permutation(
+        head_dim, src=src, dst=dst, rotary_dim=rotary_dim, rotary_offset=rotary_offset
+    )
     full = [h * head_dim + p for h in range(n_heads) for p in perm]
     return xp.take(w, xp.asarray(full, device=_compat.device_of(w)), axis=axis)

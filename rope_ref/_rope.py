@@ -47,6 +47,22 @@ def _scaled_thetas(rope: Rope, seq_len: int | None) -> tuple[Decimal, ...]:
     return _checked_thetas(rope, rope.scaling.thetas(rope, seq_len))
 
 
+@functools.lru_cache(maxsize=512)
+def _axes_thetas(rope: Rope, seq_len: int | None) -> tuple[Decimal, ...]:
+    assert rope.axes is not None
+    return _checked_thetas(rope, rope.axes.composed_thetas(rope, seq_len))
+
+
+def _checked_axes_thetas(rope: Rope, seq_len: int | None) -> tuple[Decimal, ...]:
+    try:
+        return _axes_thetas(rope, seq_len)
+    except TypeError as exc:  # something unhashable: no caching
+        if isinstance(exc, RopeTypeError):
+            raise
+        assert rope.axes is not None
+        return _checked_thetas(rope, rope.axes.composed_thetas(rope, seq_len))
+
+
 def _method(rope: Rope, name: str) -> str:
     return f"{type(rope.scaling).__name__}.{name}()"
 
@@ -95,7 +111,21 @@ class Rope:
         ``"interleaved"``: pairs (x0, x1), (x2, x3), ... (the paper, GPT-J, Meta's complex
         form). ``"half"``: pairs (x_i, x_{i + r/2}) (GPT-NeoX, Hugging Face ``rotate_half``).
     scaling : rope_ref.scaling.Scaling, optional
-        A frequency schedule (context extension); ``None`` for plain RoPE.
+        A frequency schedule (context extension); ``None`` for plain RoPE. The multi-axis
+        schemes ``MRope`` / ``Axial`` are also accepted here (the original spelling, kept as
+        an alias of ``axes=`` without a schedule).
+    rotary_offset : int, optional
+        First rotated channel (default 0): channels ``[rotary_offset, rotary_offset +
+        rotary_dim)`` rotate, the channels before and after pass through unchanged. DeepSeek's
+        MLA rotates the trailing ``qk_rope_head_dim`` channels of a head of
+        ``qk_nope_head_dim + qk_rope_head_dim``: ``Rope(192, rotary_dim=64,
+        rotary_offset=128)``. With ``rotary_offset`` and no ``rotary_dim``, ``rotary_dim``
+        defaults to ``head_dim - rotary_offset`` (the rest of the head).
+    axes : rope_ref.scaling.MRope or rope_ref.scaling.Axial, optional
+        A multi-axis scheme (which position axis drives each pair), composed with the
+        frequency schedule ``scaling``: ``Rope(128, scaling=YaRN(4.0), axes=MRope((16, 24,
+        24)))`` is Qwen2.5-VL's M-RoPE on YaRN's frequencies; with ``Axial(n)`` each axis is a
+        1-D RoPE of ``rotary_dim / n`` channels under the schedule.
     """
 
     head_dim: int
@@ -104,6 +134,8 @@ class Rope:
     rotary_dim: int = None  # type: ignore[assignment]  # None -> head_dim in __post_init__
     layout: Layout = "half"
     scaling: Scaling | None = None
+    rotary_offset: int = 0
+    axes: Scaling | None = None
     # what from_hf_config read (for explain()); not part of the value
     report: Any = field(default=None, compare=False, hash=False, repr=False)
 
@@ -117,19 +149,26 @@ class Rope:
                 f"exactly on the host, one 90-digit exp per pair), got {head_dim}"
             )
         base = _validate.as_real(self.base, "base", positive=True)
+        offset = _validate.check_int("rotary_offset", self.rotary_offset)
+        if not 0 <= offset < head_dim:
+            raise RopeValueError(
+                f"rotary_offset must be an integer in [0, head_dim={head_dim}), got {offset}"
+            )
         if self.rotary_dim is None:
-            rotary_dim = head_dim
+            rotary_dim = head_dim - offset
             if rotary_dim % 2:
                 raise RopeValueError(
-                    f"head_dim={head_dim} is odd: give an even rotary_dim < head_dim "
-                    "(the rotation acts on pairs of channels)"
+                    f"head_dim - rotary_offset = {head_dim} - {offset} = {rotary_dim} is odd: "
+                    "give an even rotary_dim (the rotation acts on pairs of channels)"
                 )
         else:
             rotary_dim = _validate.check_int("rotary_dim", self.rotary_dim)
-            if rotary_dim <= 0 or rotary_dim % 2 or rotary_dim > head_dim:
+            if rotary_dim <= 0 or rotary_dim % 2 or rotary_dim > head_dim - offset:
+                room = f"head_dim - rotary_offset = {head_dim - offset}" if offset else (
+                    f"head_dim={head_dim}"
+                )
                 raise RopeValueError(
-                    f"rotary_dim must be even, positive and <= head_dim={head_dim}, "
-                    f"got {rotary_dim}"
+                    f"rotary_dim must be even, positive and <= {room}, got {rotary_dim}"
                 )
         if not isinstance(self.layout, str):
             raise RopeTypeError(f"layout must be a string, got {type(self.layout).__name__}")
@@ -153,8 +192,66 @@ class Rope:
         object.__setattr__(self, "head_dim", head_dim)
         object.__setattr__(self, "base", base)
         object.__setattr__(self, "rotary_dim", rotary_dim)
-        if self.scaling is not None:
+        object.__setattr__(self, "rotary_offset", offset)
+        self._check_axes()
+        if self.scaling is not None and self.axes is None:
             self.scaling.check(self)
+        elif self.axes is not None:
+            self.axes.check(self)
+            self.axes.check_schedule(self)
+
+    def _check_axes(self) -> None:
+        axes = self.axes
+        if axes is None:
+            return
+        if not isinstance(axes, Scaling) or axes.axis_position is None:
+            raise RopeTypeError(
+                "axes must be None or a multi-axis scheme (rope_ref.scaling.MRope or "
+                f"rope_ref.scaling.Axial), got {type(axes).__name__}"
+            )
+        sc = self.scaling
+        if sc is not None and sc.axis_position is not None:
+            raise RopeValueError(
+                f"scaling={type(sc).__name__}(...) is a multi-axis scheme and axes="
+                f"{type(axes).__name__}(...) is given too: pass the scheme once, as axes=, "
+                "and a frequency schedule (or None) as scaling="
+            )
+        if sc is not None and type(sc).magnitude is not Scaling.magnitude:
+            raise RopeValueError(
+                f"scaling={type(sc).__name__}(...) scales magnitudes per position and does not "
+                f"compose with axes={type(axes).__name__}(...)"
+            )
+
+    @property
+    def axis_scheme(self) -> Scaling | None:
+        """The multi-axis scheme (``axes``, or the older ``scaling=MRope(...)`` spelling), or
+        None for 1-D positions."""
+        if self.axes is not None:
+            return self.axes
+        if self.scaling is not None and self.scaling.axis_position is not None:
+            return self.scaling
+        return None
+
+    @property
+    def schedule(self) -> Scaling | None:
+        """The frequency schedule: ``scaling`` unless that is a multi-axis scheme (None)."""
+        if self.scaling is not None and self.scaling.axis_position is not None:
+            return None
+        return self.scaling
+
+    def __repr__(self) -> str:
+        parts = [
+            f"head_dim={self.head_dim!r}",
+            f"base={self.base!r}",
+            f"rotary_dim={self.rotary_dim!r}",
+            f"layout={self.layout!r}",
+            f"scaling={self.scaling!r}",
+        ]
+        if self.rotary_offset:
+            parts.append(f"rotary_offset={self.rotary_offset!r}")
+        if self.axes is not None:
+            parts.append(f"axes={self.axes!r}")
+        return f"Rope({', '.join(parts)})"
 
     # ---------------------------------------------------------------- configs and presets
     @classmethod
@@ -192,8 +289,8 @@ class Rope:
         """The RoPE of a real model, from its published config values (``rr.presets()``)."""
         from ._presets import load_preset
 
-        config, default_layer = load_preset(name)
-        return cls.from_hf_config(config, layer_type=layer_type or default_layer)
+        config, layer = load_preset(name, layer_type=layer_type)
+        return cls.from_hf_config(config, layer_type=layer)
 
     def explain(self) -> str:
         """What this Rope is and, for one read from a config, every key used, defaulted or
@@ -215,6 +312,8 @@ class Rope:
     def thetas(self, *, seq_len: int | None = None) -> tuple[Decimal, ...]:
         """The frequencies after scaling, as exact Decimals (90 significant digits)."""
         seq_len = self._check_seq_len(seq_len)
+        if self.axes is not None:
+            return _checked_axes_thetas(self, seq_len)
         if self.scaling is None:
             return self.unscaled_thetas()
         try:
@@ -321,11 +420,12 @@ class Rope:
         1-D schemes: the positions' own shape. Multi-axis schemes drop the axis that holds
         the per-axis positions (leading for M-RoPE, trailing for axial RoPE).
         """
-        where = None if self.scaling is None else self.scaling.axis_position
-        if where is None:
+        scheme = self.axis_scheme
+        if scheme is None:
             return tuple(positions_shape)
-        n = self.scaling.n_axes  # type: ignore[union-attr]
-        kind = type(self.scaling).__name__
+        where = scheme.axis_position
+        n = scheme.n_axes
+        kind = type(scheme).__name__
         if where == "leading":
             if len(positions_shape) < 1 or positions_shape[0] != n:
                 raise RopeValueError(
@@ -371,7 +471,7 @@ class Rope:
         thetas = self.thetas(seq_len=seq_len)
         m = xp.astype(positions, wd)
         blocks = _compat.prefers_blocks(positions)
-        axes = None if scaling is None else self._pair_axes()
+        axes = self._pair_axes()
         if axes is None:
             table = _exact.angle_table(thetas, p)
             cos, sin = _exact.exact_cos_sin_blocked(
@@ -395,13 +495,15 @@ class Rope:
         return cos, sin
 
     def _pair_axes(self) -> tuple[int, ...] | None:
-        """The schedule's pair_axes(), checked: None, or one axis index per pair."""
-        assert self.scaling is not None
-        axes = self.scaling.pair_axes(self)
+        """The axis scheme's pair_axes(), checked: None, or one axis index per pair."""
+        scheme = self.axis_scheme if self.axes is not None else self.scaling
+        if scheme is None:
+            return None
+        axes = scheme.pair_axes(self)
         if axes is None:
             return None
-        where = _method(self, "pair_axes")
-        n = self.scaling.n_axes
+        where = f"{type(scheme).__name__}.pair_axes()"
+        n = scheme.n_axes
         if isinstance(axes, (str, bytes)) or not hasattr(axes, "__iter__"):
             raise RopeTypeError(
                 f"{where} must return None or {self.n_pairs} axis indices, got "
@@ -433,7 +535,8 @@ class Rope:
         return mag
 
     def _leading_axes(self) -> str | None:
-        return None if self.scaling is None else self.scaling.axis_position
+        scheme = self.axis_scheme
+        return None if scheme is None else scheme.axis_position
 
     def _multi_axis(
         self,
@@ -448,10 +551,12 @@ class Rope:
         blocks: bool,
     ) -> tuple[Any, Any]:
         """Each axis' pairs from that axis' positions, reassembled in pair order."""
-        leading = self.scaling.axis_position == "leading"  # type: ignore[union-attr]
+        scheme = self.axis_scheme
+        assert scheme is not None
+        leading = scheme.axis_position == "leading"
         order: list[int] = []
         cos_parts, sin_parts = [], []
-        for k in range(self.scaling.n_axes):  # type: ignore[union-attr]
+        for k in range(scheme.n_axes):
             pairs = [j for j, a in enumerate(axes) if a == k]
             if not pairs:
                 continue

@@ -122,7 +122,7 @@ def _distinct(
 ) -> tuple[Any, Any]:
     """The table, computed on the distinct positions only when that saves work."""
     scaling = rope.scaling
-    single_axis = scaling is None or rope._pair_axes() is None
+    single_axis = rope._pair_axes() is None
     size = 1
     for s_ in positions.shape:
         size *= int(s_)

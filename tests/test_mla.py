@@ -5,6 +5,7 @@ mscale included."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -60,7 +61,11 @@ def _mscale(factor: float, m: float) -> float:
 
 
 def rr_mla(hidden, positions, w, eps, rope, *, absorbed, mscale=True):
-    """MLA with rope_ref: rotary on the trailing R channels of each 192-wide head."""
+    """MLA with rope_ref: rotary on the trailing R channels of each 192-wide head.
+
+    ``rope`` is the R-wide rope read from the config. The naive form hands the unrotated
+    192-wide heads to ``rr.attention`` with the full-head rope (``rotary_offset=NOPE``); the
+    absorbed form rotates the R-wide parts itself (MQA over the 512 + 64 latent)."""
     s = hidden.shape[0]
     q = (hidden @ w["q_proj.weight"].T).reshape(s, H, NOPE + R).transpose(1, 0, 2)
     ckv = hidden @ w["kv_a_proj_with_mqa.weight"].T
@@ -70,16 +75,17 @@ def rr_mla(hidden, positions, w, eps, rope, *, absorbed, mscale=True):
     w_uk, w_uv = wkv[:, :NOPE], wkv[:, NOPE:]
     scale = (NOPE + R) ** -0.5 * (_mscale(40.0, 1.0) ** 2 if mscale else 1.0)
     q_nope = q[..., :NOPE]
-    q_pe = rr.apply_rope(q[..., NOPE:], positions, rope)        # (H, S, R)
-    k_pe = rr.apply_rope(k_pe, positions, rope, role="key")      # (S, R), shared by heads
     if not absorbed:
+        full = dataclasses.replace(rope, head_dim=NOPE + R, rotary_offset=NOPE)
+        assert full.rotary_dim == R and full.thetas() == rope.thetas()
         k_nope = np.einsum("sl,hnl->hsn", c, w_uk)
         v = np.einsum("sl,hvl->hsv", c, w_uv)
-        qq = np.concatenate([q_nope, q_pe], axis=-1)
         kk = np.concatenate([k_nope, np.broadcast_to(k_pe, (H, s, R))], axis=-1)
-        out = rr.attention(qq, kk, v, causal=True, q_positions=positions,
+        out = rr.attention(q, kk, v, rope=full, causal=True, q_positions=positions,
                            k_positions=positions, scale=scale)  # fmt: skip
     else:
+        q_pe = rr.apply_rope(q[..., NOPE:], positions, rope)        # (H, S, R)
+        k_pe = rr.apply_rope(k_pe, positions, rope, role="key")      # (S, R), shared by heads
         # absorbed: MQA over the latent (512 + 64), values = the latent
         q_lat = np.einsum("hsn,hnl->hsl", q_nope, w_uk)
         qq = np.concatenate([q_lat, q_pe], axis=-1)              # (H, S, 576)

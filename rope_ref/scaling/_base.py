@@ -74,3 +74,18 @@ class Scaling:
     ) -> Any:
         """Per-position, per-pair factor on cos and sin (shape m.shape + (n_pairs,)), or None."""
         return None
+
+    # ------------------------------------------------ multi-axis schemes given as Rope(axes=)
+    def check_schedule(self, rope: Rope) -> None:
+        """Multi-axis schemes: raise if ``rope.scaling`` cannot serve this scheme (``Rope``
+        calls it at construction when ``axes`` is given)."""
+        if rope.scaling is not None:
+            rope.scaling.check(rope)
+
+    def composed_thetas(self, rope: Rope, seq_len: int | None) -> tuple[Decimal, ...]:
+        """Multi-axis schemes: the frequencies of ``rope`` (which has ``axes=self``) under its
+        schedule ``rope.scaling``. By default the schedule's frequencies over the whole
+        rotary_dim (M-RoPE, as transformers builds Qwen-VL's inv_freq)."""
+        if rope.scaling is None:
+            return rope.unscaled_thetas()
+        return rope.scaling.thetas(rope, seq_len)

@@ -30,6 +30,10 @@ class MRope(Scaling):
     j < n * s_k, axis 0 the rest. This interleaves *frequencies* between axes; it is unrelated
     to the channel layout, which stays ``Rope.layout`` (half for Qwen). Text tokens have equal
     positions on every axis, where M-RoPE is ordinary RoPE.
+
+    Given as ``Rope(..., scaling=S, axes=MRope(...))``, the frequencies are the schedule S's
+    over the full rotary_dim (as transformers builds them for Qwen2.5-VL / Qwen3-VL configs
+    with a ``rope_type`` and an ``mrope_section``), then split between the axes as above.
     """
 
     sections: tuple[int, ...] = (16, 24, 24)
@@ -81,6 +85,10 @@ class Axial(Scaling):
     ladder of a head of size rotary_dim / n_axes, repeated per axis (Qwen2-VL's vision tower,
     rope-vit "RoPE-Axial", torchtune's vision RoPE; their position conventions, such as
     1-based or class-token rows, are the caller's positions).
+
+    Given as ``Rope(..., scaling=S, axes=Axial(n))``, each axis is the 1-D RoPE of
+    ``rotary_dim / n`` channels under the schedule S (e.g. ``Linear(f)`` divides every
+    axis' ladder by f).
     """
 
     n_axes: int = 2
@@ -96,6 +104,18 @@ class Axial(Scaling):
                 f"Axial(n_axes={self.n_axes}) needs rotary_dim // 2 = {rope.n_pairs} to be a "
                 "multiple of n_axes"
             )
+
+    def _axis_rope(self, rope: Rope) -> Rope:
+        """One axis: a 1-D RoPE of rotary_dim / n_axes channels under rope's schedule."""
+        from .._rope import Rope
+
+        return Rope(rope.rotary_dim // self.n_axes, base=rope.base, scaling=rope.scaling)
+
+    def check_schedule(self, rope: Rope) -> None:
+        self._axis_rope(rope)  # the schedule checks itself against one axis' rope
+
+    def composed_thetas(self, rope: Rope, seq_len: int | None) -> tuple[Decimal, ...]:
+        return self._axis_rope(rope).thetas(seq_len=seq_len) * self.n_axes
 
     def thetas(self, rope: Rope, seq_len: int | None) -> tuple[Decimal, ...]:
         per_axis = rope.rotary_dim // self.n_axes

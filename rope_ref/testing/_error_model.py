@@ -121,10 +121,11 @@ def tiny(dtype: Any) -> float:
 def pair_channels(rope: Rope) -> tuple[np.ndarray, np.ndarray]:
     """Channel indices (a_j, b_j) of each rotary pair j, in the rope's layout."""
     h = rope.rotary_dim // 2
+    o = getattr(rope, "rotary_offset", 0)  # first rotated channel (MLA: the trailing ones)
     j = np.arange(h)
     if rope.layout == "half":
-        return j, j + h
-    return 2 * j, 2 * j + 1
+        return o + j, o + j + h
+    return o + 2 * j, o + 2 * j + 1
 
 
 def _scheme(rope: Rope) -> Any:
