@@ -75,17 +75,38 @@ def test_cli_streams_the_curve_across_chunks(tmp_path, capsys):
     assert printed == rows[:10]
 
 
-def test_cli_bounds_the_number_of_points(capsys):
-    # --max 1e9 used to end in MemoryError: a usage error naming the limit, immediately
-    import time
+def _peak_bytes(fn):
+    """fn's result and the peak of traced allocations while it ran (NumPy reports its
+    buffers to tracemalloc), measured without any clock."""
+    import tracemalloc
 
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1] - base
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+
+
+def test_cli_bounds_the_number_of_points(capsys):
+    # --max 1e9 used to end in MemoryError: a usage error naming the limit, before anything
+    # is allocated: less than one float64 curve at the limit (the request would need 8 GB)
     from rope_ref._cli import DECAY_MAX_POINTS, main
 
-    t0 = time.monotonic()
-    assert main(["decay", "--max", "1e9"]) == 2
+    code, peak = _peak_bytes(lambda: main(["decay", "--max", "1e9"]))
+    assert code == 2 and peak < 8 * DECAY_MAX_POINTS
     err = capsys.readouterr().err
-    assert time.monotonic() - t0 < 1.0
     assert len(err.strip().splitlines()) == 1 and str(DECAY_MAX_POINTS) in err
-    assert main(["decay", "--max", str(DECAY_MAX_POINTS - 1), "--step", "1", "--head-dim",
-                 "3"]) == 2  # the head_dim check comes first, still cheap
+    # the head_dim check comes first, still cheap
+    code, peak = _peak_bytes(lambda: main(["decay", "--max", str(DECAY_MAX_POINTS - 1),
+                                           "--step", "1", "--head-dim", "3"]))
+    assert code == 2 and peak < 8 * DECAY_MAX_POINTS
     capsys.readouterr()
+    # and the measure sees NumPy's buffers: one such curve is over the bound
+    _, peak = _peak_bytes(lambda: np.ones(DECAY_MAX_POINTS).sum())
+    assert peak >= 8 * DECAY_MAX_POINTS
