@@ -19,6 +19,7 @@ Slots and positions (as flash-attn's own test reference, ``tests/test_flash_attn
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -223,6 +224,163 @@ def kv_cache_attention(
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class _Shapes:
+    """Sizes read from the arrays, checked once."""
+
+    b: int
+    sq: int
+    hq: int
+    d: int
+    hk: int
+    dv: int
+    sn: int
+
+
+@dataclass(frozen=True)
+class _Slots:
+    """Host-side index maps: where each logical (row, slot) lives, which slots are written."""
+
+    seq_cache: int
+    flat_idx: np.ndarray  # (b, seq_cache) flat physical slot
+    written: np.ndarray  # (b, seq_cache) bool
+    seqlens: np.ndarray  # (b,)
+    leftpad: np.ndarray  # (b,)
+
+
+def _check_arrays(named: dict[str, Any], rotate: Rotator | None) -> tuple[Any, Any, _Shapes]:
+    for name, a in named.items():
+        if not _compat.is_array(a):
+            raise RopeTypeError(f"{name} must be an array, got {type(a).__name__}")
+    xp = _compat.array_namespace(**named)
+    device = _compat.check_same_device(**named)
+    for name, a in named.items():
+        _check_array(xp, a, name, 4)
+    q, k_cache, v_cache = named["q"], named["k_cache"], named["v_cache"]
+    b, sq, hq, d = (int(n) for n in q.shape)
+    hk, dv = int(k_cache.shape[2]), int(v_cache.shape[3])
+    if tuple(k_cache.shape[:3]) != tuple(v_cache.shape[:3]):
+        raise RopeValueError(
+            f"k_cache and v_cache must agree in all but the last dimension, got "
+            f"{tuple(k_cache.shape)} and {tuple(v_cache.shape)}"
+        )
+    if int(k_cache.shape[3]) != d:
+        raise RopeValueError(f"k_cache's last dimension must equal q's ({d}), got {k_cache.shape}")
+    if hk == 0 or hq % hk:
+        raise RopeValueError(f"heads of q ({hq}) must be a multiple of heads of k_cache ({hk})")
+    if d == 0:
+        raise RopeValueError("dim (the last dimension of q) must be at least 1, got 0")
+    if rotate is not None and "k_new" not in named:
+        raise RopeValueError(
+            "rotary needs k_new and v_new: flash-attn rotates only when new keys are appended "
+            "(pass rope=None to attend over an already rotated cache)"
+        )
+    sn = int(named["k_new"].shape[1]) if "k_new" in named else 0
+    if "k_new" in named:
+        k_new, v_new = named["k_new"], named["v_new"]
+        if tuple(k_new.shape) != (b, sn, hk, d) or tuple(v_new.shape) != (b, sn, hk, dv):
+            raise RopeValueError(
+                f"k_new and v_new must have shapes (batch, seq_new, heads_k, dim) = "
+                f"({b}, seq_new, {hk}, {d}) and (..., {dv}), got {tuple(k_new.shape)} and "
+                f"{tuple(v_new.shape)}"
+            )
+        for new, cache in (("k_new", "k_cache"), ("v_new", "v_cache")):
+            if named[new].dtype != named[cache].dtype:
+                raise RopeTypeError(
+                    f"{new} must have the dtype of {cache} ({named[cache].dtype}), got "
+                    f"{named[new].dtype}"
+                )
+    return xp, device, _Shapes(b, sq, hq, d, hk, dv, sn)
+
+
+def _rows_and_table(
+    k_cache: Any, sh: _Shapes, block_table: Any, cache_batch_idx: Any
+) -> tuple[np.ndarray, np.ndarray | None, int, int]:
+    """(cache rows, block table, page size, logical slots per row)."""
+    rows = np.arange(sh.b)
+    if block_table is not None:
+        if cache_batch_idx is not None:
+            raise RopeValueError("give block_table or cache_batch_idx, not both (as flash-attn)")
+        table = _host_ints(block_table, "block_table")
+        if table.ndim != 2 or table.shape[0] != sh.b:
+            raise RopeValueError(
+                f"block_table must have shape ({sh.b}, max_pages), got {table.shape}"
+            )
+        n_pages, page = int(k_cache.shape[0]), int(k_cache.shape[1])
+        if page == 0 or (table.size and (table.min() < 0 or table.max() >= n_pages)):
+            raise RopeValueError(
+                f"block_table entries must lie in [0, {n_pages}) (the pages of k_cache)"
+            )
+        return rows, table, page, int(table.shape[1]) * page
+    n_rows = int(k_cache.shape[0])
+    if cache_batch_idx is not None:
+        rows = _host_ints(cache_batch_idx, "cache_batch_idx", (sh.b,))
+        if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
+            raise RopeValueError(f"cache_batch_idx entries must lie in [0, {n_rows})")
+    elif n_rows < sh.b:
+        raise RopeValueError(
+            f"k_cache has {n_rows} rows for a batch of {sh.b}; pass cache_batch_idx or a "
+            "larger cache"
+        )
+    return rows, None, 0, int(k_cache.shape[1])
+
+
+def _slots(
+    k_cache: Any,
+    sh: _Shapes,
+    cache_seqlens: Any,
+    block_table: Any,
+    cache_batch_idx: Any,
+    cache_leftpad: Any,
+) -> _Slots:
+    seqlens = _host_ints(cache_seqlens, "cache_seqlens", (sh.b,))
+    rows, table, page, seq_cache = _rows_and_table(k_cache, sh, block_table, cache_batch_idx)
+    if seqlens.size and (seqlens.min() < 0 or (seqlens + sh.sn).max() > seq_cache):
+        raise RopeValueError(
+            f"cache_seqlens + seq_new must lie in [0, {seq_cache}] (the cache's slots), got "
+            f"cache_seqlens {seqlens.tolist()} with seq_new {sh.sn}"
+        )
+    leftpad = np.zeros(sh.b, dtype=np.int64)
+    if cache_leftpad is not None:
+        leftpad = _host_ints(cache_leftpad, "cache_leftpad", (sh.b,))
+        if leftpad.size and (leftpad.min() < 0 or np.any(leftpad > seqlens + sh.sn)):
+            raise RopeValueError("cache_leftpad must lie in [0, cache_seqlens + seq_new]")
+    flat_idx = _logical_index(sh.b, seq_cache, table, page, rows)
+    s = np.arange(seq_cache)[None, :]
+    written = (s >= seqlens[:, None]) & (s < (seqlens + sh.sn)[:, None])
+    w_phys = flat_idx[written]
+    if np.unique(w_phys).size != w_phys.size:
+        raise RopeValueError(
+            "two batch rows write the same cache slot (repeated cache_batch_idx, or pages "
+            "shared in block_table): the result would depend on the order of writes"
+        )
+    return _Slots(seq_cache, flat_idx, written, seqlens, leftpad)
+
+
+def _update(
+    xp: Any, device: Any, cache: Any, new: Any, sl: _Slots, sh: _Shapes
+) -> tuple[Any, Any]:
+    """The cache with ``new`` at the written slots (physical layout), and its logical view
+    (batch, seq_cache, ...); gathers only, so every backend (immutable ones too) works."""
+    tail = tuple(int(n) for n in cache.shape[2:])
+    phys = xp.reshape(cache, (-1, *tail))
+
+    def index(a: np.ndarray) -> Any:
+        return xp.asarray(a.reshape(-1), device=device)
+
+    def logical(flat: Any) -> Any:
+        return xp.reshape(xp.take(flat, index(sl.flat_idx), axis=0), (sh.b, sl.seq_cache, *tail))
+
+    if new is None or not np.any(sl.written):
+        return cache, logical(phys)
+    src = np.arange(phys.shape[0]) + sh.b * sh.sn  # default: the old value
+    bb, ss = np.nonzero(sl.written)
+    src[sl.flat_idx[bb, ss]] = bb * sh.sn + (ss - sl.seqlens[bb])
+    new_flat = xp.reshape(new, (-1, *tail))  # (b * sn, ...)
+    merged = xp.take(xp.concat([new_flat, phys], axis=0), index(src), axis=0)
+    return xp.reshape(merged, tuple(cache.shape)), logical(merged)
+
+
 def _kv_cache(
     q: Any,
     k_cache: Any,
@@ -251,140 +409,33 @@ def _kv_cache(
     named = {"q": q, "k_cache": k_cache, "v_cache": v_cache}
     if k_new is not None:
         named |= {"k_new": k_new, "v_new": v_new}
-    for name, a in named.items():
-        if not _compat.is_array(a):
-            raise RopeTypeError(f"{name} must be an array, got {type(a).__name__}")
-    xp = _compat.array_namespace(**named)
-    device = _compat.check_same_device(**named)
-    for name, a in named.items():
-        _check_array(xp, a, name, 4)
-    b, sq, hq, d = (int(n) for n in q.shape)
-    hk, dv = int(k_cache.shape[2]), int(v_cache.shape[3])
-    if tuple(k_cache.shape[:3]) != tuple(v_cache.shape[:3]):
-        raise RopeValueError(
-            f"k_cache and v_cache must agree in all but the last dimension, got "
-            f"{tuple(k_cache.shape)} and {tuple(v_cache.shape)}"
-        )
-    if int(k_cache.shape[3]) != d:
-        raise RopeValueError(f"k_cache's last dimension must equal q's ({d}), got {k_cache.shape}")
-    if hk == 0 or hq % hk:
-        raise RopeValueError(f"heads of q ({hq}) must be a multiple of heads of k_cache ({hk})")
-    if d == 0:
-        raise RopeValueError("dim (the last dimension of q) must be at least 1, got 0")
-    if rotate is not None and k_new is None:
-        raise RopeValueError(
-            "rotary needs k_new and v_new: flash-attn rotates only when new keys are appended "
-            "(pass rope=None to attend over an already rotated cache)"
-        )
-    sn = 0
-    if k_new is not None:
-        sn = int(k_new.shape[1])
-        if tuple(k_new.shape) != (b, sn, hk, d) or tuple(v_new.shape) != (b, sn, hk, dv):
-            raise RopeValueError(
-                f"k_new and v_new must have shapes (batch, seq_new, heads_k, dim) = "
-                f"({b}, seq_new, {hk}, {d}) and (..., {dv}), got {tuple(k_new.shape)} and "
-                f"{tuple(v_new.shape)}"
-            )
-        for new, cache in (("k_new", "k_cache"), ("v_new", "v_cache")):
-            if named[new].dtype != named[cache].dtype:
-                raise RopeTypeError(
-                    f"{new} must have the dtype of {cache} ({named[cache].dtype}), got "
-                    f"{named[new].dtype}"
-                )
-
-    seqlens = _host_ints(cache_seqlens, "cache_seqlens", (b,))
-    if block_table is not None:
-        if cache_batch_idx is not None:
-            raise RopeValueError("give block_table or cache_batch_idx, not both (as flash-attn)")
-        table = _host_ints(block_table, "block_table")
-        if table.ndim != 2 or table.shape[0] != b:
-            raise RopeValueError(f"block_table must have shape ({b}, max_pages), got {table.shape}")
-        n_pages, page = int(k_cache.shape[0]), int(k_cache.shape[1])
-        if page == 0 or (table.size and (table.min() < 0 or table.max() >= n_pages)):
-            raise RopeValueError(
-                f"block_table entries must lie in [0, {n_pages}) (the pages of k_cache)"
-            )
-        seq_cache = int(table.shape[1]) * page
-        rows = np.arange(b)
-    else:
-        table, page = None, 0
-        seq_cache = int(k_cache.shape[1])
-        rows = np.arange(b)
-        if cache_batch_idx is not None:
-            rows = _host_ints(cache_batch_idx, "cache_batch_idx", (b,))
-            if rows.size and (rows.min() < 0 or rows.max() >= int(k_cache.shape[0])):
-                raise RopeValueError(
-                    f"cache_batch_idx entries must lie in [0, {int(k_cache.shape[0])})"
-                )
-        elif int(k_cache.shape[0]) < b:
-            raise RopeValueError(
-                f"k_cache has {int(k_cache.shape[0])} rows for a batch of {b}; pass "
-                "cache_batch_idx or a larger cache"
-            )
-    if seqlens.size and (seqlens.min() < 0 or (seqlens + sn).max() > seq_cache):
-        raise RopeValueError(
-            f"cache_seqlens + seq_new must lie in [0, {seq_cache}] (the cache's slots), got "
-            f"cache_seqlens {seqlens.tolist()} with seq_new {sn}"
-        )
-    leftpad = np.zeros(b, dtype=np.int64)
-    if cache_leftpad is not None:
-        leftpad = _host_ints(cache_leftpad, "cache_leftpad", (b,))
-        if leftpad.size and (leftpad.min() < 0 or np.any(leftpad > seqlens + sn)):
-            raise RopeValueError("cache_leftpad must lie in [0, cache_seqlens + seq_new]")
+    xp, device, sh = _check_arrays(named, rotate)
+    sl = _slots(k_cache, sh, cache_seqlens, block_table, cache_batch_idx, cache_leftpad)
     win = _window(window, causal)
 
-    # the logical caches (batch, seq_cache, heads_k, dim) read through the index map
-    flat_idx = _logical_index(b, seq_cache, table, page, rows)
-    slots = np.arange(seq_cache)
-    written = (slots[None, :] >= seqlens[:, None]) & (slots[None, :] < (seqlens + sn)[:, None])
-    w_phys = flat_idx[written]
-    if np.unique(w_phys).size != w_phys.size:
-        raise RopeValueError(
-            "two batch rows write the same cache slot (repeated cache_batch_idx, or pages "
-            "shared in block_table): the result would depend on the order of writes"
-        )
-
-    def as_index(a: np.ndarray) -> Any:
-        return xp.asarray(a.reshape(-1), device=device)
-
-    def update(cache: Any, new: Any) -> tuple[Any, Any]:
-        """The cache with ``new`` at the written slots (physical layout), and its logical view."""
-        tail = tuple(int(n) for n in cache.shape[2:])
-        phys = xp.reshape(cache, (-1, *tail))
-        if new is None or not w_phys.size:
-            logical = xp.reshape(xp.take(phys, as_index(flat_idx), axis=0), (b, seq_cache, *tail))
-            return cache, logical
-        new_flat = xp.reshape(new, (-1, *tail))  # (b * sn, ...)
-        src = np.arange(phys.shape[0]) + b * sn  # default: the old value
-        bb, ss = np.nonzero(written)
-        src[flat_idx[bb, ss]] = bb * sn + (ss - seqlens[bb])
-        merged = xp.take(xp.concat([new_flat, phys], axis=0), as_index(src), axis=0)
-        logical = xp.reshape(xp.take(merged, as_index(flat_idx), axis=0), (b, seq_cache, *tail))
-        return xp.reshape(merged, tuple(cache.shape)), logical
-
     wd = _compat.work_dtype(xp, device)
-    k_write = None
-    if k_new is not None:
-        k_write = k_new
-        if rotate is not None:
-            k_write = xp.astype(rotate(xp.astype(k_new, wd), seqlens, True), k_cache.dtype)
-    k_out, k_log = update(k_cache, k_write)
-    v_out, v_log = update(v_cache, v_new)
-
+    k_write = k_new
+    if k_new is not None and rotate is not None:
+        k_write = xp.astype(rotate(xp.astype(k_new, wd), sl.seqlens, True), k_cache.dtype)
+    k_out, k_log = _update(xp, device, k_cache, k_write, sl, sh)
+    v_out, v_log = _update(xp, device, v_cache, v_new, sl, sh)
     q_work = xp.astype(q, wd)
     if rotate is not None:
-        q_work = rotate(q_work, seqlens, causal or win is not None)
+        q_work = rotate(q_work, sl.seqlens, causal or win is not None)
 
     # mask by slots: valid keys, and causal/window through positions aligned bottom-right
-    valid = (slots[None, :] >= leftpad[:, None]) & (slots[None, :] < (seqlens + sn)[:, None])
-    q_slot = (seqlens + sn - sq)[:, None] + np.arange(sq)[None, :]
+    slots = np.arange(sl.seq_cache)
+    valid = (slots[None, :] >= sl.leftpad[:, None]) & (
+        slots[None, :] < (sl.seqlens + sh.sn)[:, None]
+    )
+    q_slot = (sl.seqlens + sh.sn - sh.sq)[:, None] + np.arange(sh.sq)[None, :]
+    k_slot = np.broadcast_to(slots, (sh.b, 1, sl.seq_cache)).copy()
     out = attention(
         xp.permute_dims(q_work, (0, 2, 1, 3)),
         xp.permute_dims(xp.astype(k_log, wd), (0, 2, 1, 3)),
         xp.permute_dims(xp.astype(v_log, wd), (0, 2, 1, 3)),
         q_positions=xp.asarray(q_slot[:, None, :], device=device),
-        k_positions=xp.asarray(np.broadcast_to(slots, (b, 1, seq_cache)).copy(), device=device),
-        causal=False,
+        k_positions=xp.asarray(k_slot, device=device),
         window=win,
         mask=xp.asarray(valid[:, None, None, :], device=device),
         scale=scale,

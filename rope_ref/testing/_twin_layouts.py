@@ -405,43 +405,7 @@ def te_apply_rotary_pos_emb(
     d = int(t.shape[-1])
     if d2 < 2 or d2 % 2 or d2 > d:
         raise RopeValueError(f"freqs' last dimension d2 = {d2} must be even and <= d = {d}")
-    size = as_int(cp_size, "cp_size", minimum=1)
-    rank = as_int(cp_rank, "cp_rank", minimum=0)
-    if tensor_format == "thd":
-        if cu_seqlens is None:
-            raise RopeValueError("cu_seqlens is required when tensor_format is 'thd'")
-        thd = te_thd_positions(
-            cu_seqlens, cp_size=size, cp_rank=rank, start_positions=start_positions
-        )
-        pos = _host_ints(thd, "positions")
-        if pos.size != int(t.shape[0]):
-            raise RopeValueError(
-                f"t has {t.shape[0]} tokens; cu_seqlens / cp_size gives {pos.size}"
-            )
-        tok = pos[:, None]  # (total, 1) against (total, h)
-    else:
-        if cu_seqlens is not None:
-            raise RopeValueError("cu_seqlens is only for tensor_format 'thd'")
-        seq_axis = 0 if tensor_format == "sbhd" else 1
-        s, b = int(t.shape[seq_axis]), int(t.shape[1 - seq_axis])
-        if size > 1:  # this rank's shard of a sequence of length s * cp_size
-            if start_positions is not None:
-                raise RopeValueError("start_positions needs cp_size == 1")
-            if rank >= size or s % 2:
-                raise RopeValueError(f"cp_rank < cp_size and an even local length needed, got {s}")
-            c = s // 2
-            full = s * size
-            seq = np.concatenate([np.arange(rank * c, (rank + 1) * c),
-                                  np.arange(full - (rank + 1) * c, full - rank * c)])  # fmt: skip
-        else:
-            seq = np.arange(s)
-        starts = np.zeros(b, dtype=np.int64)
-        if start_positions is not None:
-            starts = _host_ints(start_positions, "start_positions")
-            if starts.shape != (b,):
-                raise RopeValueError(f"start_positions must have shape ({b},), got {starts.shape}")
-        grid = starts[:, None] + seq[None, :]  # (b, s)
-        tok = (grid.T if tensor_format == "sbhd" else grid)[..., None]  # against (., ., h)
+    tok = _te_token_positions(t, tensor_format, start_positions, cu_seqlens, cp_size, cp_rank)
     if tok.size and (tok.min() < 0 or tok.max() >= s2):
         raise RopeValueError(
             f"positions reach {int(tok.max())}, beyond the {s2} rows of freqs"
@@ -466,3 +430,43 @@ def te_apply_rotary_pos_emb(
     else:
         rot = xp.concat([ra, rb], axis=-1)
     return xp.astype(xp.concat([rot, x[..., d2:]], axis=-1), t.dtype)
+
+
+def _te_token_positions(
+    t: Any, tensor_format: str, start_positions: Any, cu_seqlens: Any, cp_size: Any, cp_rank: Any
+) -> np.ndarray:
+    """Each token's position in TE's layouts, shaped to broadcast against t.shape[:-1]."""
+    size = as_int(cp_size, "cp_size", minimum=1)
+    rank = as_int(cp_rank, "cp_rank", minimum=0)
+    if tensor_format == "thd":
+        if cu_seqlens is None:
+            raise RopeValueError("cu_seqlens is required when tensor_format is 'thd'")
+        thd = te_thd_positions(
+            cu_seqlens, cp_size=size, cp_rank=rank, start_positions=start_positions
+        )
+        pos = _host_ints(thd, "positions")
+        if pos.size != int(t.shape[0]):
+            raise RopeValueError(
+                f"t has {t.shape[0]} tokens; cu_seqlens / cp_size gives {pos.size}"
+            )
+        return pos[:, None]  # (total, 1) against (total, h)
+    if cu_seqlens is not None:
+        raise RopeValueError("cu_seqlens is only for tensor_format 'thd'")
+    seq_axis = 0 if tensor_format == "sbhd" else 1
+    s, b = int(t.shape[seq_axis]), int(t.shape[1 - seq_axis])
+    seq = np.arange(s)
+    if size > 1:  # this rank's shard of a sequence of length s * cp_size
+        if start_positions is not None:
+            raise RopeValueError("start_positions needs cp_size == 1")
+        if rank >= size or s % 2:
+            raise RopeValueError(f"cp_rank < cp_size and an even local length needed, got {s}")
+        c, full = s // 2, s * size
+        seq = np.concatenate([np.arange(rank * c, (rank + 1) * c),
+                              np.arange(full - (rank + 1) * c, full - rank * c)])  # fmt: skip
+    starts = np.zeros(b, dtype=np.int64)
+    if start_positions is not None:
+        starts = _host_ints(start_positions, "start_positions")
+        if starts.shape != (b,):
+            raise RopeValueError(f"start_positions must have shape ({b},), got {starts.shape}")
+    grid = starts[:, None] + seq[None, :]  # (b, s)
+    return (grid.T if tensor_format == "sbhd" else grid)[..., None]  # against (., ., h)
