@@ -45,16 +45,16 @@ def default_tolerance(
     for manifests and tables (``assert_close`` itself uses a per-element allowance, see
     :func:`rope_ref.testing.compare`).
 
-    rtol = 8u; atol = (min(2 M theta_1 u_angle, 2) + 8u) in units of max|desired|, with M
-    the largest |position|, theta_1 the largest frequency after theta_0 and
-    u_angle = min(u, 2**-24); the rule is ``|a - d| <= atol * max|d| + rtol * |d|``.
+    ``rtol = 8u``; ``atol = (min(2 M theta_1 u_angle, 2) + 8u)`` in units of
+    ``max|desired|``, with M the largest ``|position|``, theta_1 the largest frequency after
+    theta_0 and u_angle = min(u, 2**-24); the rule is ``|a - d| <= atol * max|d| + rtol * |d|``.
 
     This is a scalar summary of the error model, used for the ``tolerance`` of golden-file
     manifests; it is not what :func:`assert_close` applies. It leaves pair 0 out (exact
-    only while theta_0 = 1): under a schedule that changes theta_0 (linear, NTK, YaRN) it
+    only while theta_0 = 1): under a schedule that changes theta_0 (linear, LongRoPE) it
     does not bound pair 0's phase error, and it is narrower than the per-element allowance
     for the fast pairs and wider for the slow ones. Without ``rope`` it equals
-    ``assert_close``'s own allowance (8u |d| + 8u max|d|).
+    ``assert_close``'s own allowance, ``8u |d| + 8u max|d|``.
 
     Parameters
     ----------
@@ -68,7 +68,7 @@ def default_tolerance(
     Returns
     -------
     tuple of float
-        ``(rtol, atol)``, atol as a multiple of max|desired|.
+        ``(rtol, atol)``, atol as a multiple of ``max|desired|``.
     """
     u = unit_roundoff(dtype)
     rtol = 8 * u
