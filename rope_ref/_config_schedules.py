@@ -239,13 +239,23 @@ def read_schedule(inp: ScheduleInput) -> S.Scaling | None:
     return READERS[inp.rope_type](inp)
 
 
-def read_mrope(inp: ScheduleInput, scaling: S.Scaling | None) -> S.Scaling | None:
-    """M-RoPE (Qwen2-VL, Qwen3-VL): ``mrope_section`` (in rotary pairs) and
-    ``mrope_interleaved`` in the dict; ``scaling`` is returned when there is no section."""
+def read_mrope(
+    inp: ScheduleInput, scaling: S.Scaling | None
+) -> tuple[S.Scaling | None, S.Scaling | None]:
+    """M-RoPE (Qwen2-VL, Qwen2.5-VL, Qwen3-VL): ``mrope_section`` (in rotary pairs) and
+    ``mrope_interleaved`` in the dict. Returns ``(scaling, axes)`` for ``Rope``.
+
+    Without a section: ``(scaling, None)``. With a section and no frequency schedule (rope
+    type default / mrope): ``(MRope(...), None)``, the original spelling, unchanged. With a
+    section and a schedule (``type`` yarn, linear, dynamic, ...): ``(schedule, MRope(...))``,
+    the frequencies of that schedule split between the axes, as transformers builds them (its
+    Qwen-VL rotary embeddings take ``inv_freq`` and ``attention_scaling`` from the rope type's
+    init function, then select pairs by section).
+    """
     p = inp.params
     sections = p.sequence("mrope_section")
     if sections is None:
-        return scaling
+        return scaling, None
     name = p.name("mrope_section")
     sections = [as_integer(f"{name}[{i}]", s, minimum=0) for i, s in enumerate(sections)]
     if sum(sections) != inp.rotary_dim // 2:
@@ -254,9 +264,12 @@ def read_mrope(inp: ScheduleInput, scaling: S.Scaling | None) -> S.Scaling | Non
             f"{inp.rotary_dim // 2} (sections count rotary pairs)"
         )
     interleaved = p.flag("mrope_interleaved", False)
-    if scaling is not None:
+    axes = _build(inp, S.MRope, tuple(sections), interleaved=interleaved)
+    if scaling is None:
+        return axes, None
+    if type(scaling).magnitude is not S.Scaling.magnitude:
         raise RopeValueError(
-            f"{name} together with rope_type {inp.rope_type!r} is not supported (M-RoPE with a "
-            "frequency scaling)"
+            f"{name} together with rope_type {inp.rope_type!r} is not supported (M-RoPE with "
+            "a per-position magnitude)"
         )
-    return _build(inp, S.MRope, tuple(sections), interleaved=interleaved)
+    return scaling, axes

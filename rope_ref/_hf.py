@@ -369,7 +369,8 @@ def from_hf_config(
     Returns
     -------
     (dict, ConfigReport)
-        ``head_dim``, ``base``, ``rotary_dim``, ``layout``, ``scaling``; and the report
+        ``head_dim``, ``base``, ``rotary_dim``, ``layout``, ``scaling`` (and ``axes`` for
+        M-RoPE with a frequency schedule); and the report
         ``Rope.explain()`` prints.
 
     Raises
@@ -407,7 +408,7 @@ def from_hf_config(
         max_pos=_max_positions(r),
         dynamic_variant=dynamic_variant,
     )
-    scaling = None if use_local else read_mrope(inp, read_schedule(inp))
+    scaling, axes = (None, None) if use_local else read_mrope(inp, read_schedule(inp))
     kwargs: dict[str, Any] = {
         "head_dim": head[0],
         "base": base,
@@ -415,6 +416,8 @@ def from_hf_config(
         "layout": _layout(r, model_type, layout),
         "scaling": scaling,
     }
+    if axes is not None:
+        kwargs["axes"] = axes
     pr.leftovers()
     r.leftovers(_TOP_KEYS)
     return kwargs, report

@@ -161,3 +161,117 @@ def test_linear_scaling_is_position_interpolation(bk):
         assert ulps(bk.to_numpy(u), bk.to_numpy(v)).max() <= 2.0 or (
             np.abs(bk.to_numpy(u) - bk.to_numpy(v)).max() <= 2.0**-53
         )
+
+
+# ---------------------------------------------------------------- rotary_offset (MLA placement)
+# (head_dim, rotary_dim, rotary_offset): DeepSeek's trailing 64 of 192, pass-through before and
+# after, odd pass-through counts
+OFFSETS = [(192, 64, 128), (24, 8, 6), (11, 4, 3), (10, 2, 0), (9, 6, 3)]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize(("head_dim", "rotary_dim", "offset"), OFFSETS)
+def test_rotary_offset_every_route(bk, layout, head_dim, rotary_dim, offset, rng):
+    rope = rr.Rope(head_dim, rotary_dim=rotary_dim, rotary_offset=offset, layout=layout)
+    x = rng.standard_normal((2, 3, 5, head_dim))
+    pos = rng.integers(-(2**30), 2**30, size=5)
+    cos, sin = rope.cos_sin(pos)
+    assert cos.shape == (5, rotary_dim // 2)  # tables cover the pairs only, wherever they sit
+    # independent assembly: the pair loop on the channels [offset, offset + rotary_dim)
+    want = x.copy()
+    want[..., offset : offset + rotary_dim] = rope_numpy_formula(
+        x[..., offset : offset + rotary_dim], cos, sin, layout, rotary_dim
+    )
+    xb, pb = bk.from_numpy(x), bk.from_numpy(pos)
+    got = bk.to_numpy(rr.apply_rope(xb, pb, rope))
+    np.testing.assert_array_equal(got, want)
+    for route in ROUTES[1:]:
+        other = bk.to_numpy(route(xb, pb, rope))
+        assert np.abs(other - want).max() <= 4 * 2.0**-52 * np.abs(x).max()
+        # pass-through channels before and after are copied bit for bit
+        np.testing.assert_array_equal(other[..., :offset], x[..., :offset])
+        np.testing.assert_array_equal(
+            other[..., offset + rotary_dim :], x[..., offset + rotary_dim :]
+        )
+    # R_{Theta,m}: identity rows outside the rotated block, the 64-wide rope's matrix inside
+    m = int(pos[1])
+    mat = np.asarray(rr.rotation_matrix(rope, m))
+    inner = np.asarray(rr.rotation_matrix(rr.Rope(rotary_dim, layout=layout), m))
+    blk = slice(offset, offset + rotary_dim)
+    expect = np.eye(head_dim)
+    expect[blk, blk] = inner
+    np.testing.assert_array_equal(mat, expect)
+    # the VJP: R^T g on the block, g elsewhere (the transpose of the matrix above)
+    g = rng.standard_normal((5, head_dim))
+    vjp = bk.to_numpy(rr.apply_rope_vjp(bk.from_numpy(g), bk.from_numpy(np.full(5, m)), rope))
+    assert np.abs(vjp - g @ expect).max() <= 4 * 2.0**-52 * np.abs(g).max() * 2
+    np.testing.assert_array_equal(vjp[..., :offset], g[..., :offset])
+
+
+def test_rotary_offset_blocked_path_same_bits(monkeypatch, rng):
+    from rope_ref import _apply
+
+    rope = rr.Rope(20, rotary_dim=8, rotary_offset=5)
+    x = rng.standard_normal((3, 4, 33, 20)).astype(np.float32)
+    pos = rng.integers(0, 2**20, size=33)
+    whole = rr.apply_rope(x, pos, rope)
+    monkeypatch.setattr(_apply, "BLOCK_ELEMENTS", 64)  # many blocks, ragged last ones
+    blocked = rr.apply_rope(x, pos, rope)
+    np.testing.assert_array_equal(blocked, whole)
+    np.testing.assert_array_equal(blocked[..., :5], x[..., :5])
+    np.testing.assert_array_equal(blocked[..., 13:], x[..., 13:])
+
+
+def test_rotary_offset_defaults_and_errors():
+    assert rr.Rope(192, rotary_offset=128).rotary_dim == 64  # the rest of the head
+    assert rr.Rope(16).rotary_offset == 0
+    r = rr.Rope(192, rotary_dim=64, rotary_offset=128)
+    assert "rotary_offset=128" in repr(r) and "rotary_offset" not in repr(rr.Rope(16))
+    assert eval(repr(r), {"Rope": rr.Rope}) == r
+    assert r != rr.Rope(192, rotary_dim=64)
+    with pytest.raises(rr.RopeValueError, match=r"rotary_dim must be .* <= head_dim - rotary_"):
+        rr.Rope(192, rotary_dim=66, rotary_offset=128)
+    with pytest.raises(rr.RopeValueError, match=r"rotary_offset must be an integer in \[0, "):
+        rr.Rope(16, rotary_offset=16)
+    with pytest.raises(rr.RopeValueError, match="rotary_offset"):
+        rr.Rope(16, rotary_offset=-2)
+    with pytest.raises(rr.RopeTypeError, match="rotary_offset"):
+        rr.Rope(16, rotary_offset=2.0)
+    with pytest.raises(rr.RopeValueError, match=r"head_dim - rotary_offset = 16 - 3 = 13 is odd"):
+        rr.Rope(16, rotary_offset=3)
+
+
+@pytest.mark.parametrize(("src", "dst"), [("interleaved", "half"), ("half", "interleaved")])
+def test_layout_conversion_with_offset(src, dst, rng):
+    # RoPE_dst(P x) = P RoPE_src(x) with only the rotated block permuted
+    d, r, o = 14, 6, 5
+    perm = list(rr.layout_permutation(d, src=src, dst=dst, rotary_dim=r, rotary_offset=o))
+    assert perm[:o] == list(range(o)) and perm[o + r :] == list(range(o + r, d))
+    assert sorted(perm[o : o + r]) == list(range(o, o + r))
+    x = rng.standard_normal((7, d))
+    pos = np.arange(7) * 1001
+    a = rr.apply_rope(x, pos, rr.Rope(d, rotary_dim=r, rotary_offset=o, layout=src))
+    b = rr.apply_rope(x[..., perm], pos, rr.Rope(d, rotary_dim=r, rotary_offset=o, layout=dst))
+    np.testing.assert_array_equal(b, a[..., perm])
+
+
+def test_error_model_pair_channels_follow_offset():
+    from rope_ref.testing._error_model import pair_channels
+
+    for layout, (wa, wb) in {
+        "half": ([5, 6, 7], [8, 9, 10]), "interleaved": ([5, 7, 9], [6, 8, 10])
+    }.items():  # fmt: skip
+        a, b = pair_channels(rr.Rope(13, rotary_dim=6, rotary_offset=5, layout=layout))
+        assert list(a) == wa and list(b) == wb
+
+
+def test_assert_close_sees_a_wrong_offset(rng):
+    rope = rr.Rope(192, rotary_dim=64, rotary_offset=128, layout="interleaved")
+    x = rng.standard_normal((4, 9, 192))
+    pos = np.arange(9) + 100_000
+    good = rr.apply_rope(x, pos, rope)
+    rr.testing.assert_close(good, good.copy(), rope=rope, positions=pos, x=x)
+    # rotating the leading 64 channels instead (the most common MLA port bug) fails the verdict
+    wrong = rr.apply_rope(x, pos, rr.Rope(192, rotary_dim=64, layout="interleaved"))
+    with pytest.raises(AssertionError):
+        rr.testing.assert_close(wrong, good, rope=rope, positions=pos, x=x)

@@ -372,3 +372,31 @@ def test_bad_configs(cfg, kind, match):
     with pytest.raises(kind, match=match) as info:
         rr.Rope.from_hf_config(cfg)
     assert isinstance(info.value, rr.RopeError)
+
+
+def test_preset_layer_type_is_checked_against_the_preset():
+    # Rope.preset passes layer_type to load_preset: a layer type the preset does not have is
+    # an error, not a silently built other layer
+    with pytest.raises(rr.RopeValueError, match=r"'sliding_attention' is not one of preset"):
+        rr.Rope.preset("gemma-3-global", layer_type="sliding_attention")
+    local = rr.Rope.preset("gemma-3", layer_type="sliding_attention")
+    full = rr.Rope.preset("gemma-3", layer_type="full_attention")
+    assert (local.base, local.scaling) == (10_000.0, None)
+    assert full.base == 1e6 and full.scaling == rr.scaling.Linear(8.0)
+
+
+def test_deepseek_rope_placed_on_the_full_head():
+    # from_hf_config reads the qk_rope_head_dim-wide rope; dataclasses.replace places it on the
+    # trailing channels of the qk_nope_head_dim + qk_rope_head_dim head (docs/mla.md)
+    import dataclasses
+
+    cfg = {"model_type": "deepseek_v3", "qk_rope_head_dim": 64, "qk_nope_head_dim": 128,
+           "rope_theta": 10000.0, "rope_interleave": True, "max_position_embeddings": 4096}
+    rope = rr.Rope.from_hf_config(cfg)
+    assert (rope.head_dim, rope.rotary_dim, rope.rotary_offset) == (64, 64, 0)
+    full = dataclasses.replace(rope, head_dim=192, rotary_offset=128)
+    assert (full.rotary_dim, full.layout, full.thetas()) == (64, "interleaved", rope.thetas())
+    x = np.random.default_rng(0).standard_normal((3, 192))
+    y = rr.apply_rope(x, np.arange(3), full)
+    np.testing.assert_array_equal(y[:, 128:], rr.apply_rope(x[:, 128:], np.arange(3), rope))
+    np.testing.assert_array_equal(y[:, :128], x[:, :128])

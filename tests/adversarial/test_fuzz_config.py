@@ -149,7 +149,7 @@ def _check_outcome(cfg, layer_type):
         if rope.head_dim > 1024:
             return "rope"
         pos = np.array([0, 1, 4095, 2**20])
-        n_axes = getattr(rope.scaling, "n_axes", 1)
+        n_axes = getattr(rope.axis_scheme, "n_axes", 1)  # scaling= or axes= spelling
         if n_axes > 1:  # M-RoPE: one row of positions per axis
             pos = np.stack([pos + k for k in range(n_axes)])
         # an accepted Rope must give its tables: no error here
