@@ -70,7 +70,7 @@ def _rotator(
         _validate.broadcast_positions(
             tokens, (*batch, heads, s), target_name=f"(..., H, S) = {(*batch, heads, s)}"
         )
-    trailing = rope.scaling is not None and rope.scaling.axis_position == "trailing"
+    trailing = rope.axis_scheme is not None and rope.axis_scheme.axis_position == "trailing"
     sliced = len(tokens) > 0 and tokens[-1] == s
     if seq_len is None and rope.scaling is not None and rope.scaling.dynamic and s > 0:
         if not _compat.is_concrete(pos):

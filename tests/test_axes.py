@@ -223,3 +223,12 @@ def test_config_mrope_yarn_matches_transformers():
     swapped = rr.Rope(rope.head_dim, base=rope.base, scaling=rope.scaling,
                       axes=S.MRope((24, 24, 16)))  # fmt: skip
     assert np.abs(swapped.cos_sin(pos)[0] - cos[0, :, :64].numpy()).max() > 0.1
+
+
+def test_linear_attention_reads_the_axes_spelling(rng):
+    # linear_attention slices trailing-axis positions per token: the axes= spelling too
+    q = rng.standard_normal((2, 5, 16))
+    pos = np.stack([np.arange(5), 3 * np.arange(5)], axis=-1)
+    old = rr.linear_attention(q, q, q, rope=rr.Rope(16, scaling=S.Axial(2)), positions=pos)
+    new = rr.linear_attention(q, q, q, rope=rr.Rope(16, axes=S.Axial(2)), positions=pos)
+    np.testing.assert_array_equal(old, new)
