@@ -69,7 +69,7 @@ class XPos(Scaling):
         return _rates(self, rope)
 
     def max_offset(self, rope: Rope, p: int = 53) -> int:
-        """The largest |m - c| accepted: exp(+-rate_j (m - c)) stays within e**+-EXP_LIMIT[p]
+        """The largest ``|m - c|`` accepted: exp(+-rate_j (m - c)) stays within e**+-EXP_LIMIT[p]
         (float64: 269,739 for the defaults), so the tables are finite normal numbers."""
         top = max(abs(r) for r in self.rates(rope))
         if top == 0:

@@ -532,7 +532,7 @@ def attention_tolerance(
     r"""Per-row allowances for an attention kernel computing in ``dtype``, against exact math.
 
     The error model of softmax attention derived on the attention page ("Judging an attention
-    kernel"): the logits' error (|q|, |k| channel by channel, the scale, the soft-cap's
+    kernel"): the logits' error (``|q|``, ``|k|`` channel by channel, the scale, the soft-cap's
     derivative, the rotation's rounding and, unless ``strict``, angles formed in float32),
     its effect on the softmax weights, the sums over the kept keys, max|v| and the rounding
     of the output. Arguments have :func:`rope_ref.attention`'s meaning.

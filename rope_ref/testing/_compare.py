@@ -66,7 +66,7 @@ class Report:
         ``explained`` (fraction of the squared error it removes), ``params`` and ``text``.
     phase_error : tuple
         ``(lo, hi, radians)``: the largest angle between actual and desired pair vectors
-        for |position| in [lo, hi) (RoPE outputs only).
+        for ``|position|`` in [lo, hi) (RoPE outputs only).
     blind_spots : tuple
         Descriptions of the pairs and positions where the allowance cannot see a
         one-position error (or any error at all).
@@ -592,7 +592,7 @@ def assert_close(
 
     A passing comparison whose allowance is vacuous somewhere (a token where a one-position
     error passes in every pair, or a pair whose allowance reaches its magnitude: float32
-    angles at |position| beyond about 2.7 million) warns with :class:`RopeToleranceWarning`;
+    angles at ``|position|`` beyond about 2.7 million) warns with :class:`RopeToleranceWarning`;
     the report's ``blind_spots`` also list pairs that cannot see a one-position error while
     other pairs of the same tokens still do.
 
