@@ -994,65 +994,87 @@ def _golden(f: Callable[[float], float], lo: float, hi: float, iters: int = 30) 
     return c if fc <= fd else d
 
 
-def _diagnose(
-    p: _Problem,
-    out: np.ndarray,
-    lse: np.ndarray | None,
-    ref_out: np.ndarray,
-    ref_lse: np.ndarray,
-    allow_o: np.ndarray,
-    allow_l: np.ndarray,
-    ratio: np.ndarray,
-) -> list[AttentionHypothesis]:
-    rows = _diag_rows(p, ratio)
-    sub = p.subset(rows)
-    a_out = out[..., rows, :]
-    a_lse = None if lse is None else lse[..., rows]
-    ao = np.maximum(allow_o[..., rows], 1e-300)[..., None]
-    al = np.maximum(allow_l[..., rows], 1e-300)
+class _Diagnosis:
+    """The hypotheses about an attention mismatch, fitted on a subset of query rows: each
+    family of common mistakes is one method; :meth:`run` tries them in order."""
 
-    def normalised(o: np.ndarray, ls: np.ndarray) -> np.ndarray:
-        parts = [np.nan_to_num((a_out - o) / ao, nan=1e30, posinf=1e30, neginf=-1e30).ravel()]
+    def __init__(
+        self,
+        p: _Problem,
+        out: np.ndarray,
+        lse: np.ndarray | None,
+        ref_out: np.ndarray,
+        ref_lse: np.ndarray,
+        allow_o: np.ndarray,
+        allow_l: np.ndarray,
+        ratio: np.ndarray,
+    ) -> None:
+        rows = _diag_rows(p, ratio)
+        self.p = p
+        self.a_out = out[..., rows, :]
+        self.a_lse = None if lse is None else lse[..., rows]
+        self.ao = np.maximum(allow_o[..., rows], 1e-300)[..., None]
+        self.al = np.maximum(allow_l[..., rows], 1e-300)
+        self.ref_sub = (ref_out[..., rows, :], ref_lse[..., rows])
+        e0 = self.normalised(*self.ref_sub)
+        self.e_norm = float(np.dot(e0, e0))
+        self.rotated = p.subset(rows)  # keeps the rope, for the hypotheses about the rotation
+        self.sub = self.rotated.prerotated()
+        self.hyps: list[AttentionHypothesis] = []
+        self.scale_tried: dict[float, float] = {}
+        self.shift_done: set[tuple[str, int]] = set()
+
+    # ------------------------------------------------------------------ scoring
+    def normalised(self, o: np.ndarray, ls: np.ndarray) -> np.ndarray:
+        """The residual of a candidate against the actual output, in allowances."""
+        a_out, a_lse = self.a_out, self.a_lse
+        parts = [
+            np.nan_to_num((a_out - o) / self.ao, nan=1e30, posinf=1e30, neginf=-1e30).ravel()
+        ]
         if a_lse is not None:
             fin = np.isfinite(ls) & np.isfinite(a_lse)
             both_inf = (~np.isfinite(ls)) & (ls == a_lse)
-            r = np.where(fin, (a_lse - np.where(fin, ls, 0)) / al, np.where(both_inf, 0.0, 1e30))
+            r = np.where(
+                fin, (a_lse - np.where(fin, ls, 0)) / self.al, np.where(both_inf, 0.0, 1e30)
+            )
             parts.append(np.nan_to_num(r, nan=1e30).ravel())
         return np.concatenate(parts)
 
-    e0 = normalised(ref_out[..., rows, :], ref_lse[..., rows])
-    e_norm = float(np.dot(e0, e0))
-
-    def score(o: np.ndarray, ls: np.ndarray) -> tuple[float, bool, float]:
-        r = normalised(o, ls)
+    def score(self, o: np.ndarray, ls: np.ndarray) -> tuple[float, bool, float]:
+        """(fraction of the squared error explained, fits everywhere, squared residual)."""
+        r = self.normalised(o, ls)
         rr_ = float(np.dot(r, r))
-        explained = max(0.0, 1.0 - rr_ / e_norm) if e_norm > 0 else 0.0
+        explained = max(0.0, 1.0 - rr_ / self.e_norm) if self.e_norm > 0 else 0.0
         return explained, bool(np.max(np.abs(r), initial=0.0) <= 1.0), rr_
 
-    hyps: list[AttentionHypothesis] = []
-
-    def add(name: str, detail: str, res: tuple[np.ndarray, np.ndarray], param: Any = None) -> None:
-        ex, fits, _ = score(*res)
-        hyps.append(AttentionHypothesis(name, detail, ex, fits, param))
+    def add(
+        self, name: str, detail: str, res: tuple[np.ndarray, np.ndarray], param: Any = None
+    ) -> None:
+        ex, fits, _ = self.score(*res)
+        self.hyps.append(AttentionHypothesis(name, detail, ex, fits, param))
 
     def attempt(
-        name: str, detail: str, fn: Callable[[], tuple[np.ndarray, np.ndarray]], param: Any = None
+        self,
+        name: str,
+        detail: str,
+        fn: Callable[[], tuple[np.ndarray, np.ndarray]],
+        param: Any = None,
     ) -> None:
         try:
             res = fn()
         except (RopeValueError, RopeTypeError, ValueError):
             return
-        add(name, detail, res, param)
+        self.add(name, detail, res, param)
 
-    ref_sub = (ref_out[..., rows, :], ref_lse[..., rows])
-    rotated = sub  # keeps the rope, for the hypotheses about the rotation
-    sub = sub.prerotated()
-    hq, hk, sq, sk = p.hq, p.hk, p.sq, p.sk
-    g = hq // hk
-
-    # GQA: query head h reading kv head h % Hk (tiling) instead of h // G (grouping)
-    if g > 1 and hk > 1:
-        idx = np.arange(hq) % hk
+    # ------------------------------------------------------------------ families
+    def gqa(self) -> None:
+        """GQA: query head h reading kv head h % Hk (tiling) instead of h // G (grouping)."""
+        p, sub = self.p, self.sub
+        hk = p.hk
+        g = p.hq // hk
+        if not (g > 1 and hk > 1):
+            return
+        idx = np.arange(p.hq) % hk
 
         def tiled() -> tuple[np.ndarray, np.ndarray]:
             kp = sub.k_positions
@@ -1062,80 +1084,92 @@ def _diagnose(
                 k=np.take(sub.k, idx, axis=-3), v=np.take(sub.v, idx, axis=-3), k_positions=kp
             )
 
-        attempt(
+        self.attempt(
             "GQA heads tiled",
             f"query head h reads key/value head h % {hk} instead of h // {g}",
             tiled,
         )
 
-    # causal alignment by index (top-left: query i sees keys 0..i; bottom-right: 0..i+Sk-Sq)
-    if p.causal and not p.multi_axis:
-        ri = sub.row_index()
-        for name, off in (
-            ("causal mask aligned top-left", 0),
-            ("causal mask aligned bottom-right", sk - sq),
-        ):
-            keep = np.arange(sk)[None, :] <= (ri[:, None] + off)
-            attempt(
-                name,
-                f"query row i keeps key indices <= i + {off}",
-                functools.partial(sub.run, causal=False, mask=_and_mask(sub.mask, keep)),
-            )
-    if p.causal:
-        attempt(
-            "causal mask missing", "every key kept (no causal test)", lambda: sub.run(causal=False)
-        )
-    elif sk > 1 and not p.multi_axis:
-        attempt(
-            "causal mask applied",
-            "keys after the query masked (causal)",
-            lambda: sub.run(causal=True),
-        )
-
-    if p.softcap is not None:
-        attempt(
-            "softcap missing",
-            f"logits not capped (expected softcap={p.softcap:g})",
-            lambda: sub.run(softcap=None),
-        )
-
-    if p.window is not None:
-        left, right = p.window
-        for side, val in (("left", left), ("right", right)):
-            if val is None or val == math.inf:
-                continue
-            for delta in (-1, 1):
-                new = val + delta
-                if new < 0:
-                    continue
-                win = (new, right) if side == "left" else (left, new)
-                attempt(
-                    f"window off by one ({side} {delta:+d})",
-                    f"window {win} instead of {p.window}",
-                    functools.partial(sub.run, window=win),
-                    win,
+    def causal(self) -> None:
+        """Causal alignment by index (top-left: query i sees keys 0..i; bottom-right:
+        0..i+Sk-Sq), a missing causal mask, or one applied where none was asked."""
+        p, sub = self.p, self.sub
+        sq, sk = p.sq, p.sk
+        if p.causal and not p.multi_axis:
+            ri = sub.row_index()
+            for name, off in (
+                ("causal mask aligned top-left", 0),
+                ("causal mask aligned bottom-right", sk - sq),
+            ):
+                keep = np.arange(sk)[None, :] <= (ri[:, None] + off)
+                self.attempt(
+                    name,
+                    f"query row i keeps key indices <= i + {off}",
+                    functools.partial(sub.run, causal=False, mask=_and_mask(sub.mask, keep)),
                 )
-    if p.sinks is not None:
-        attempt("sinks ignored", "no sink logit in the normaliser", lambda: sub.run(sinks=None))
-
-    if a_lse is not None:
-        fin = np.isfinite(a_lse) & np.isfinite(ref_sub[1])
-        if np.any(fin):
-            x, y = ref_sub[1][fin], a_lse[fin]
-            den = float(np.dot(x, x))
-            a = float(np.dot(x, y)) / den if den > 0 else 1.0
-            name = "lse in base 2" if abs(a * _LN2 - 1.0) < 0.05 else "lse scaled"
-            add(
-                name,
-                f"lse = {a:.6g} x natural-log lse (log2 would be {1 / _LN2:.6g})",
-                (ref_sub[0], ref_sub[1] * a),
-                a,
+        if p.causal:
+            self.attempt(
+                "causal mask missing",
+                "every key kept (no causal test)",
+                lambda: sub.run(causal=False),
+            )
+        elif sk > 1 and not p.multi_axis:
+            self.attempt(
+                "causal mask applied",
+                "keys after the query masked (causal)",
+                lambda: sub.run(causal=True),
             )
 
-    if p.rope is not None:
+    def softcap_window_sinks(self) -> None:
+        """A softcap left out, a window off by one on either side, sinks ignored."""
+        p, sub = self.p, self.sub
+        if p.softcap is not None:
+            self.attempt(
+                "softcap missing",
+                f"logits not capped (expected softcap={p.softcap:g})",
+                lambda: sub.run(softcap=None),
+            )
+        if p.window is not None:
+            for win in _window_neighbours(p.window):
+                side, delta = win[2], win[3]
+                self.attempt(
+                    f"window off by one ({side} {delta:+d})",
+                    f"window {win[:2]} instead of {p.window}",
+                    functools.partial(sub.run, window=win[:2]),
+                    win[:2],
+                )
+        if p.sinks is not None:
+            self.attempt(
+                "sinks ignored", "no sink logit in the normaliser", lambda: sub.run(sinks=None)
+            )
+
+    def lse_base(self) -> None:
+        """The log-sum-exp scaled (base 2, or another factor fitted by least squares)."""
+        a_lse, ref_sub = self.a_lse, self.ref_sub
+        if a_lse is None:
+            return
+        fin = np.isfinite(a_lse) & np.isfinite(ref_sub[1])
+        if not np.any(fin):
+            return
+        x, y = ref_sub[1][fin], a_lse[fin]
+        den = float(np.dot(x, x))
+        a = float(np.dot(x, y)) / den if den > 0 else 1.0
+        name = "lse in base 2" if abs(a * _LN2 - 1.0) < 0.05 else "lse scaled"
+        self.add(
+            name,
+            f"lse = {a:.6g} x natural-log lse (log2 would be {1 / _LN2:.6g})",
+            (ref_sub[0], ref_sub[1] * a),
+            a,
+        )
+
+    def rope_misuse(self) -> None:
+        """RoPE not applied, applied to one side only, or with the other layout."""
+        p, rotated = self.p, self.rotated
+        if p.rope is None:
+            return
         rope = p.rope
         qp, kp = rotated.explicit_q_positions(), rotated.explicit_k_positions()
-        attempt("RoPE not applied", "q and k used unrotated", lambda: rotated.run(rope=None))
+        self.attempt("RoPE not applied", "q and k used unrotated", lambda: rotated.run(rope=None))
 
         def q_only() -> tuple[np.ndarray, np.ndarray]:
             qr = np.asarray(apply_rope(rotated.q, qp, rope, seq_len=p.seq_len), np.float64)
@@ -1147,60 +1181,103 @@ def _diagnose(
             )
             return rotated.run(k=kr, rope=None)
 
-        attempt("RoPE applied to q only", "keys not rotated", q_only)
-        attempt("RoPE applied to k only", "queries not rotated", k_only)
+        self.attempt("RoPE applied to q only", "keys not rotated", q_only)
+        self.attempt("RoPE applied to k only", "queries not rotated", k_only)
         other: Any = "interleaved" if rope.layout == "half" else "half"
-        attempt(
+        self.attempt(
             f"RoPE layout {other}",
             f"pairs taken {other} instead of {rope.layout}",
             lambda: rotated.run(rope=replace(rope, layout=other)),
         )
 
-    # scale, as a family: first its usual wrong values, then (if nothing fits) a fit
-    d = int(p.q.shape[-1])
-    scale_tried: dict[float, float] = {}
+    # ------------------------------------------------------------------ the scale family
+    def scale_run(self, fitted: float) -> tuple[np.ndarray, np.ndarray]:
+        return self.sub.run(scale=fitted)
 
-    def scale_run(fitted: float) -> tuple[np.ndarray, np.ndarray]:
-        return sub.run(scale=fitted)
-
-    def scale_err(t: float) -> float:
+    def scale_err(self, t: float) -> float:
+        """The squared residual with the scale multiplied by exp(t) (memoised)."""
         key = round(t, 12)
-        if key not in scale_tried:
-            scale_tried[key] = score(*scale_run(p.scale * math.exp(t)))[2]
-        return scale_tried[key]
+        if key not in self.scale_tried:
+            self.scale_tried[key] = self.score(*self.scale_run(self.p.scale * math.exp(t)))[2]
+        return self.scale_tried[key]
 
-    def add_scale(fitted: float) -> None:
-        add(
+    def add_scale(self, fitted: float) -> None:
+        p = self.p
+        d = int(p.q.shape[-1])
+        self.add(
             _scale_name(fitted, p.scale, d),
             f"fitted scale {fitted:.6g} (expected {p.scale:.6g}; ratio {fitted / p.scale:.4g})",
-            scale_run(fitted),
+            self.scale_run(fitted),
             fitted,
         )
 
-    if p.scale > 0:
-        for special in (1.0, 2.0 * p.scale, p.scale * p.scale, 0.5 * p.scale):
-            if abs(special / p.scale - 1.0) > 1e-9:
-                add_scale(special)
+    def scale_specials(self) -> None:
+        """The scale's usual wrong values: missing, doubled, squared, halved."""
+        s = self.p.scale
+        if s > 0:
+            for special in (1.0, 2.0 * s, s * s, 0.5 * s):
+                if abs(special / s - 1.0) > 1e-9:
+                    self.add_scale(special)
 
-    # positions shifted by one (queries), before the wider families
-    shift_done: set[tuple[str, int]] = set()
+    def _refine_scale(self, t_best: float) -> float:
+        """Gauss-Newton on the normalised residual: the golden search leaves the scale known
+        to ~1e-4, far from what a float64 comparison resolves."""
+        s = self.p.scale
+        for _ in range(4):
+            r0 = self.normalised(*self.scale_run(s * math.exp(t_best)))
+            h = 1e-7
+            jac = (self.normalised(*self.scale_run(s * math.exp(t_best + h))) - r0) / h
+            jj = float(np.dot(jac, jac))
+            if not (jj > 0 and math.isfinite(jj)):
+                break
+            step = -float(np.dot(jac, r0)) / jj
+            if not math.isfinite(step) or abs(step) > 1.0:
+                break
+            if self.scale_err(t_best + step) > self.scale_err(t_best):
+                break
+            t_best += step
+            if abs(step) < 1e-13:
+                break
+        return t_best
 
-    def add_shift(who: str, shifts: Sequence[int]) -> None:
+    def scale_fit(self) -> None:
+        """A fitted scale: a grid on log(scale), a golden search, then Gauss-Newton."""
+        s = self.p.scale
+        if not s > 0:
+            return
+        grid = np.linspace(-4.0, 4.0, 9).tolist()
+        vals = [self.scale_err(t) for t in grid]
+        i = int(np.argmin(vals))
+        lo, hi = grid[max(0, i - 1)], grid[min(len(grid) - 1, i + 1)]
+        t_best = _golden(self.scale_err, lo, hi, 16)
+        if self.scale_err(grid[i]) < self.scale_err(t_best):
+            t_best = grid[i]
+        fitted = s * math.exp(self._refine_scale(t_best))
+        if all(
+            abs(fitted / (h.parameter or 1e300) - 1) > 1e-6
+            for h in self.hyps
+            if h.name.startswith("scale")
+        ):
+            self.add_scale(fitted)
+
+    # ------------------------------------------------------------------ position shifts
+    def add_shift(self, who: str, shifts: Sequence[int]) -> None:
+        """The best of the given shifts of the query (or key) positions, as one hypothesis."""
         best = None
         for t in shifts:
-            if (who, t) in shift_done:
+            if (who, t) in self.shift_done:
                 continue
-            shift_done.add((who, t))
+            self.shift_done.add((who, t))
             try:
-                res = _shifted(rotated, sub, who, t)
+                res = _shifted(self.rotated, self.sub, who, t)
             except (RopeValueError, ValueError):
                 continue
-            sc = score(*res)
+            sc = self.score(*res)
             if best is None or sc[2] < best[0][2]:
                 best = (sc, t)
         if best is not None:
             (ex, fits, _), t = best
-            hyps.append(
+            self.hyps.append(
                 AttentionHypothesis(
                     f"{who} positions shifted by {t:+d}",
                     f"RoPE rotated the {'queries' if who == 'query' else 'keys'} at their "
@@ -1211,50 +1288,57 @@ def _diagnose(
                 )
             )
 
-    rope_shifts = p.rope is not None
-    if rope_shifts:
-        add_shift("query", (-1, 1))
-
-    if not any(h.fits for h in hyps):
-        # the wider families: a fitted scale, and shifts of either positions
-        if p.scale > 0:
-            grid = np.linspace(-4.0, 4.0, 9).tolist()
-            vals = [scale_err(t) for t in grid]
-            i = int(np.argmin(vals))
-            lo, hi = grid[max(0, i - 1)], grid[min(len(grid) - 1, i + 1)]
-            t_best = _golden(scale_err, lo, hi, 16)
-            if scale_err(grid[i]) < scale_err(t_best):
-                t_best = grid[i]
-            # Gauss-Newton on the normalised residual: the golden search leaves the scale
-            # known to ~1e-4, far from what a float64 comparison resolves
-            for _ in range(4):
-                r0 = normalised(*scale_run(p.scale * math.exp(t_best)))
-                h = 1e-7
-                jac = (normalised(*scale_run(p.scale * math.exp(t_best + h))) - r0) / h
-                jj = float(np.dot(jac, jac))
-                if not (jj > 0 and math.isfinite(jj)):
-                    break
-                step = -float(np.dot(jac, r0)) / jj
-                if not math.isfinite(step) or abs(step) > 1.0:
-                    break
-                if scale_err(t_best + step) > scale_err(t_best):
-                    break
-                t_best += step
-                if abs(step) < 1e-13:
-                    break
-            fitted = p.scale * math.exp(t_best)
-            if all(
-                abs(fitted / (h.parameter or 1e300) - 1) > 1e-6
-                for h in hyps
-                if h.name.startswith("scale")
-            ):
-                add_scale(fitted)
+    # ------------------------------------------------------------------ all of them
+    def run(self) -> list[AttentionHypothesis]:
+        """Every family, in order; the wider ones only if no narrow one fits."""
+        p = self.p
+        self.gqa()
+        self.causal()
+        self.softcap_window_sinks()
+        self.lse_base()
+        self.rope_misuse()
+        self.scale_specials()
+        rope_shifts = p.rope is not None
         if rope_shifts:
-            wide = sorted({-2, -1, 1, 2, sk - sq, sq - sk} - {0})
-            add_shift("query", wide)
-            add_shift("key", wide)
-    hyps.sort(key=lambda h: (not h.fits, -h.explained))
-    return hyps
+            self.add_shift("query", (-1, 1))  # shifted by one, before the wider families
+        if not any(h.fits for h in self.hyps):
+            self.scale_fit()
+            if rope_shifts:
+                wide = sorted({-2, -1, 1, 2, p.sk - p.sq, p.sq - p.sk} - {0})
+                self.add_shift("query", wide)
+                self.add_shift("key", wide)
+        self.hyps.sort(key=lambda h: (not h.fits, -h.explained))
+        return self.hyps
+
+
+def _window_neighbours(window: tuple[Any, Any]) -> list[tuple[Any, Any, str, int]]:
+    """The windows one off on either finite side: (left, right, side, delta)."""
+    left, right = window
+    out: list[tuple[Any, Any, str, int]] = []
+    for side, val in (("left", left), ("right", right)):
+        if val is None or val == math.inf:
+            continue
+        for delta in (-1, 1):
+            new = val + delta
+            if new < 0:
+                continue
+            win = (new, right) if side == "left" else (left, new)
+            out.append((*win, side, delta))
+    return out
+
+
+def _diagnose(
+    p: _Problem,
+    out: np.ndarray,
+    lse: np.ndarray | None,
+    ref_out: np.ndarray,
+    ref_lse: np.ndarray,
+    allow_o: np.ndarray,
+    allow_l: np.ndarray,
+    ratio: np.ndarray,
+) -> list[AttentionHypothesis]:
+    """The fitted hypotheses about a mismatch, best first."""
+    return _Diagnosis(p, out, lse, ref_out, ref_lse, allow_o, allow_l, ratio).run()
 
 
 def _shifted(rotated: _Problem, pre: _Problem, who: str, t: int) -> tuple[Any, Any]:

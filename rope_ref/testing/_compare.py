@@ -9,6 +9,7 @@ import itertools
 import math
 import numbers
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 from .. import _compat
 from .._errors import RopeTypeError, RopeValueError
 from .._rope import Rope
+from .._typing import Array
 from ._error_model import (
     BITS,
     K_OUT,
@@ -359,16 +361,7 @@ def compare(
     >>> r.passed, r.accuracy_class
     (True, 'exact')
     """
-    rtol_v, atol_v = _tolerance("rtol", rtol), _tolerance("atol", atol)
-    if (rtol_v is None) != (atol_v is None):
-        raise RopeValueError("give rtol and atol together, or neither (for the default model)")
-    if role not in ("query", "key"):
-        raise RopeValueError(f"role must be one of ('query', 'key'), got {role!r}")
-    for name, arr in (("actual", actual), ("desired", desired)):
-        if not _compat.is_array(arr):
-            raise RopeTypeError(f"{name} must be an array, got {type(arr).__name__}")
-    if rope is not None and not isinstance(rope, Rope):
-        raise RopeTypeError(f"rope must be a rope_ref.Rope, got {type(rope).__name__}")
+    rtol_v, atol_v = _check_compare_args(actual, desired, rtol, atol, role, rope)
     head = f"{msg}: " if msg else ""
     problem = _check_structure(actual, desired, head, check_dtype, check_device, check_namespace)
     if problem is not None:
@@ -386,17 +379,7 @@ def compare(
         model = pair_model(d_np, rope, pos_np, name, seq_len=seq_len, role=role)
     fin_d = np.isfinite(d_np)
     d_fin = np.where(fin_d, d_np, 0.0)
-    scale = float(np.max(np.abs(d_fin))) if d_fin.size else 0.0
-    if explicit:
-        assert rtol_v is not None and atol_v is not None
-        allow_used = atol_v + rtol_v * np.abs(d_fin)
-        levels = [("exact", allow_used)]
-    elif model is not None:
-        levels = [("exact", model.exact), ("lower-precision angles", model.angles)]
-        allow_used = model.exact if strict else model.angles
-    else:
-        allow_used = K_OUT * u * np.abs(d_fin) + K_OUT * u * scale + tiny(name)
-        levels = [("exact", allow_used)]
+    levels, allow_used = _allowances(d_fin, name, u, rtol_v, atol_v, model, strict)
     with np.errstate(invalid="ignore"):
         err = np.abs(a_np - d_np)
     both = fin_d & np.isfinite(a_np)
@@ -406,21 +389,13 @@ def compare(
     err_cmp = err_fin
     if model is not None and not explicit:
         assert rope is not None
-        ia, ib = pair_channels(rope)
-        pe = np.hypot(err_fin[..., ia], err_fin[..., ib])
-        err_cmp = err_fin.copy()
-        err_cmp[..., ia] = pe
-        err_cmp[..., ib] = pe
+        err_cmp = _pair_errors(err_fin, rope)
 
     def ok_under(allow: np.ndarray) -> np.ndarray:
         return same | (both & (err_cmp <= allow))
 
-    cls = "fail"
+    cls = _accuracy_class(levels, ok_under)
     bad = ~ok_under(allow_used)
-    for level, allow in levels:
-        if bool(np.all(ok_under(allow))):
-            cls = level
-            break
     passed = cls == "exact" if strict else cls != "fail"
     mismatch_nonfinite = bool(np.any(~both & ~same))
     max_abs = math.inf if mismatch_nonfinite else (float(np.max(err_fin)) if err.size else 0.0)
@@ -432,8 +407,8 @@ def compare(
         ratio = np.where(same, 0.0, np.where(both, err_cmp / allow_used, math.inf))
     worst_ratio = float(np.max(ratio)) if ratio.size else 0.0
     atol_rep = float(np.max(allow_used)) if allow_used.size else 0.0
-    phase: tuple = ()
-    blind: tuple = ()
+    phase: tuple[Any, ...] = ()
+    blind: tuple[str, ...] = ()
     serious = False
     if use_rope:
         assert model is not None and rope is not None
@@ -447,9 +422,7 @@ def compare(
             + f", max abs error {max_abs:.3e}, {max_ulp:.3g} ulp of {name}, "
             f"worst error/allowance {worst_ratio:.3g}"
         )
-        lines = [text]
-        lines += _phase_lines(phase)
-        lines += [f"  blind spot: {b}" for b in blind]
+        lines = [text, *_phase_lines(phase), *(f"  blind spot: {b}" for b in blind)]
         return Report(True, cls, "\n".join(lines), max_abs, max_ulp, worst_ratio, atol_rep,
                       (), phase, blind, serious)
     # ---------------------------------------------------------------- the failure report
@@ -461,17 +434,7 @@ def compare(
     a_w, d_w, e_w = a_np[worst], d_np[worst], err[worst]
     rel = e_w / abs(d_w) if d_w != 0 and np.isfinite(d_w) else math.inf
     ulp = float(ulp_all[worst])
-    if explicit:
-        tol = f"atol={atol_v:.3e} + rtol={rtol_v:.3e} * |desired| (tolerances for {name})"
-    elif model is not None:
-        which = "the exact class (strict)" if strict else (
-            "the exact or the lower-precision angles class")
-        tol = (
-            f"atol={atol_rep:.3e} (tolerances for {name}); atol is per element, the error "
-            f"model's allowance for {which}, largest shown"
-        )
-    else:
-        tol = f"atol={atol_rep:.3e} + rtol={K_OUT * u:.3e} * |desired| (tolerances for {name})"
+    tol = _tolerance_text(name, u, rtol_v, atol_v, atol_rep, model is not None, strict)
     lines = [
         f"{head}arrays are not close: {n_bad} of {total} elements exceed {tol}",
         f"  worst at index {tuple(int(i) for i in worst)}: actual {float(a_w)!r}, "
@@ -479,7 +442,7 @@ def compare(
         f"  abs error {e_w:.3e}, rel error {rel:.3e}, {ulp:.4g} ulp of {name}, "
         f"allowance {float(allow_used[worst]):.3e}",
     ]
-    hyps: tuple = ()
+    hyps: tuple[Any, ...] = ()
     if use_rope:
         assert rope is not None and pos_np is not None and model is not None
         lines.append(
@@ -498,25 +461,129 @@ def compare(
         lines.append(_class_line(cls, levels, ok_under, strict))
         lines += [f"  blind spot: {b}" for b in blind]
         if x is not None:
-            from ._diagnose import EXPLAINED, fit_hypotheses
-
-            hyps = fit_hypotheses(
-                a_np, d_np, to_numpy(x).astype(np.float64), pos_np, rope,
-                seq_len=model.seq_len, role=role, dtype=name,
-            )
-            partial = [h for h in hyps if h.explained < EXPLAINED and h.explained >= 0.05]
-            if partial:
-                lines.append(
-                    "  partly explained (fraction of the squared error removed): "
-                    + "; ".join(h.text for h in partial[:4])
-                )
-            full = [h for h in hyps if h.explained >= EXPLAINED]
-            if full:
-                lines.append("  the data is explained by: " + "; or ".join(h.text for h in full))
-            else:
-                lines.append("  none of the usual mistakes explains the data")
+            hyps, diag_lines = _diagnosis(a_np, d_np, x, pos_np, rope, model.seq_len, role, name)
+            lines += diag_lines
     return Report(False, cls, "\n".join(lines), max_abs, max_ulp, worst_ratio, atol_rep,
                   hyps, phase, blind, serious)
+
+
+def _check_compare_args(
+    actual: Array,
+    desired: Array,
+    rtol: float | None,
+    atol: float | None,
+    role: str,
+    rope: Rope | None,
+) -> tuple[float | None, float | None]:
+    """The tolerances, checked; raises on an invalid argument of :func:`compare`."""
+    rtol_v, atol_v = _tolerance("rtol", rtol), _tolerance("atol", atol)
+    if (rtol_v is None) != (atol_v is None):
+        raise RopeValueError("give rtol and atol together, or neither (for the default model)")
+    if role not in ("query", "key"):
+        raise RopeValueError(f"role must be one of ('query', 'key'), got {role!r}")
+    for name, arr in (("actual", actual), ("desired", desired)):
+        if not _compat.is_array(arr):
+            raise RopeTypeError(f"{name} must be an array, got {type(arr).__name__}")
+    if rope is not None and not isinstance(rope, Rope):
+        raise RopeTypeError(f"rope must be a rope_ref.Rope, got {type(rope).__name__}")
+    return rtol_v, atol_v
+
+
+def _allowances(
+    d_fin: np.ndarray,
+    name: str,
+    u: float,
+    rtol_v: float | None,
+    atol_v: float | None,
+    model: Any,
+    strict: bool,
+) -> tuple[list[tuple[str, np.ndarray]], np.ndarray]:
+    """The per-element allowance of each accuracy class, best first, and the one judged."""
+    if rtol_v is not None:
+        assert atol_v is not None
+        allow_used = atol_v + rtol_v * np.abs(d_fin)
+        return [("exact", allow_used)], allow_used
+    if model is not None:
+        levels = [("exact", model.exact), ("lower-precision angles", model.angles)]
+        return levels, (model.exact if strict else model.angles)
+    scale = float(np.max(np.abs(d_fin))) if d_fin.size else 0.0
+    allow_used = K_OUT * u * np.abs(d_fin) + K_OUT * u * scale + tiny(name)
+    return [("exact", allow_used)], allow_used
+
+
+def _pair_errors(err_fin: np.ndarray, rope: Rope) -> np.ndarray:
+    """Each rotary element's error replaced by its pair's error vector's length."""
+    ia, ib = pair_channels(rope)
+    pe = np.hypot(err_fin[..., ia], err_fin[..., ib])
+    err_cmp = err_fin.copy()
+    err_cmp[..., ia] = pe
+    err_cmp[..., ib] = pe
+    return err_cmp
+
+
+def _accuracy_class(
+    levels: list[tuple[str, np.ndarray]], ok_under: Callable[[np.ndarray], np.ndarray]
+) -> str:
+    """The best class whose allowance every element meets ("fail" if none)."""
+    for level, allow in levels:
+        if bool(np.all(ok_under(allow))):
+            return level
+    return "fail"
+
+
+def _tolerance_text(
+    name: str,
+    u: float,
+    rtol_v: float | None,
+    atol_v: float | None,
+    atol_rep: float,
+    modelled: bool,
+    strict: bool,
+) -> str:
+    """The tolerances a failure message names."""
+    if rtol_v is not None:
+        assert atol_v is not None
+        return f"atol={atol_v:.3e} + rtol={rtol_v:.3e} * |desired| (tolerances for {name})"
+    if modelled:
+        which = "the exact class (strict)" if strict else (
+            "the exact or the lower-precision angles class")
+        return (
+            f"atol={atol_rep:.3e} (tolerances for {name}); atol is per element, the error "
+            f"model's allowance for {which}, largest shown"
+        )
+    return f"atol={atol_rep:.3e} + rtol={K_OUT * u:.3e} * |desired| (tolerances for {name})"
+
+
+def _diagnosis(
+    a_np: np.ndarray,
+    d_np: np.ndarray,
+    x: Array,
+    pos_np: np.ndarray,
+    rope: Rope,
+    seq_len: int | None,
+    role: str,
+    name: str,
+) -> tuple[tuple[Any, ...], list[str]]:
+    """The hypotheses fitted to a failure, and the lines that report them."""
+    from ._diagnose import EXPLAINED, fit_hypotheses
+
+    hyps = fit_hypotheses(
+        a_np, d_np, to_numpy(x).astype(np.float64), pos_np, rope,
+        seq_len=seq_len, role=role, dtype=name,
+    )
+    lines = []
+    partial = [h for h in hyps if h.explained < EXPLAINED and h.explained >= 0.05]
+    if partial:
+        lines.append(
+            "  partly explained (fraction of the squared error removed): "
+            + "; ".join(h.text for h in partial[:4])
+        )
+    full = [h for h in hyps if h.explained >= EXPLAINED]
+    if full:
+        lines.append("  the data is explained by: " + "; or ".join(h.text for h in full))
+    else:
+        lines.append("  none of the usual mistakes explains the data")
+    return tuple(hyps), lines
 
 
 def _class_line(cls: str, levels: list, ok_under: Any, strict: bool) -> str:
