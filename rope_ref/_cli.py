@@ -432,6 +432,13 @@ def _read_supports(target: Any, spec: str) -> dict[str, Any]:
     return out
 
 
+def _axis_scheme(rope: Any) -> Any:
+    """The multi-axis scheme of ``rope`` (``axes=`` or the older ``scaling=MRope``), or None."""
+    from .testing._cases import axis_scheme
+
+    return axis_scheme(rope)
+
+
 def _declined(sup: dict[str, Any], c: Any, rope: Any) -> str | None:
     """Why the target's declaration excludes this case (None when it does not)."""
     if not sup:
@@ -447,7 +454,7 @@ def _declined(sup: dict[str, Any], c: Any, rope: Any) -> str | None:
     for key, value, what in checks:
         if key in sup and value not in sup[key]:
             return f"the target declares {what} {', '.join(sup[key])} (rope_ref_supports)"
-    if sup.get("positions") == "1d" and sc is not None and sc.axis_position is not None:
+    if sup.get("positions") == "1d" and _axis_scheme(rope) is not None:
         return "the target declares 1-D positions only (rope_ref_supports)"
     if sup.get("partial") is False and rope.rotary_dim != rope.head_dim:
         return "the target declares no partial rotary (rope_ref_supports)"

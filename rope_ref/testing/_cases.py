@@ -229,11 +229,22 @@ def positions_like(family: str, tok: np.ndarray, rope: Rope) -> np.ndarray:
 def with_axes(p: np.ndarray, rope: Rope) -> np.ndarray:
     """Per-token positions ``p`` with the per-axis axis a multi-axis ``rope`` reads (every
     axis the same: text tokens); ``p`` itself for one-axis schemes."""
-    if rope.scaling is not None and rope.scaling.axis_position == "leading":
-        return np.stack([p] * rope.scaling.n_axes)
-    if rope.scaling is not None and rope.scaling.axis_position == "trailing":
-        return np.stack([p] * rope.scaling.n_axes, axis=-1)
+    scheme = axis_scheme(rope)
+    if scheme is not None and scheme.axis_position == "leading":
+        return np.stack([p] * scheme.n_axes)
+    if scheme is not None and scheme.axis_position == "trailing":
+        return np.stack([p] * scheme.n_axes, axis=-1)
     return p
+
+
+def axis_scheme(rope: Rope) -> Any:
+    """The multi-axis scheme (``Rope.axis_scheme``: ``axes=``, or ``scaling=MRope(...)`` /
+    ``Axial``), or None for one position per token."""
+    scheme = getattr(rope, "axis_scheme", None)
+    if scheme is not None or hasattr(rope, "axis_scheme"):
+        return scheme
+    sc = rope.scaling
+    return sc if sc is not None and sc.axis_position is not None else None
 
 
 def case(name: str) -> Case:

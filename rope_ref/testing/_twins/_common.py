@@ -112,7 +112,9 @@ class Call:
 
 
 def multi_axis(rope: Rope) -> bool:
-    return rope.scaling is not None and rope.scaling.axis_position is not None
+    from .._cases import axis_scheme
+
+    return axis_scheme(rope) is not None
 
 
 def require_1d(rope: Rope, who: str) -> None:

@@ -166,9 +166,12 @@ def vllm_cos_sin_cache(
 
     if not isinstance(rope, Rope):
         raise RopeTypeError(f"rope must be a rope_ref.Rope, got {type(rope).__name__}")
-    if rope.scaling is not None and rope.scaling.axis_position is not None:
+    from .._cases import axis_scheme
+
+    scheme = axis_scheme(rope)
+    if scheme is not None:
         raise RopeValueError(
-            f"vllm_cos_sin_cache needs a one-axis Rope; {type(rope.scaling).__name__} takes "
+            f"vllm_cos_sin_cache needs a one-axis Rope; {type(scheme).__name__} takes "
             "several positions per token"
         )
     max_position = _validate.check_int("max_position", max_position, minimum=1)
