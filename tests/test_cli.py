@@ -419,3 +419,20 @@ def test_exit_codes_of_the_real_command(tmp_path):
     assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) == 1
     info = _rope_ref("info", cwd=ROOT)
     assert info.returncode == 0 and info.stdout.startswith("rope_ref ")
+
+
+def test_hf_config_with_a_schedule_on_multi_axis_positions(targets, tmp_path, capsys):
+    # Qwen-VL's M-RoPE with linear scaling (Rope(scaling=Linear, axes=MRope)): the HF
+    # convention runs it in every shape and form, flash (one position per token) skips it
+    import rope_ref as rr
+
+    cfg = rr.preset_info("qwen2-vl-7b")["config"]
+    cfg["rope_scaling"] = {"rope_type": "linear", "factor": 2.0, "mrope_section": [16, 24, 24]}
+    path = tmp_path / "vl.json"
+    path.write_text(json.dumps(cfg))
+    code, out, _ = run(capsys, "check", f"{targets}:hf", "--convention", "hf",
+                       "--hf-config", str(path))
+    assert code == 0 and summary(out) == "15 passed, 0 failed"
+    code, out, err = run(capsys, "check", f"{targets}:flash", "--convention", "flash",
+                         "--hf-config", str(path))
+    assert code == 2 and "one position per token" in out and "no case ran" in err
