@@ -20,7 +20,7 @@ How the pieces fit (the VJP in ``_vjp.py`` uses the same three):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import _compat, _validate
@@ -93,9 +93,9 @@ class _Spec:
     dv: int
     qg: Any  # (..., Hk, G, Sq, D), rotated
     kg: Any  # (..., Hk, 1, Sk, D), rotated
-    vg: Any  # (..., Hk, 1, Sk, Dv), non-finite entries replaced by 0 (counted in v_up/v_down)
-    v_up: Any  # 1.0 where v is +inf or NaN, else 0.0; None when v is known to be finite
-    v_down: Any  # 1.0 where v is -inf or NaN
+    vg: Any  # (..., Hk, 1, Sk, Dv), non-finite entries replaced by 0 (flagged in v_bad)
+    v_bad: Any  # (..., Hk, 1, Sk, 2 Dv): [v is +inf or NaN, v is -inf or NaN] as 1.0 / 0.0;
+    # None when v is known to be finite
     qp: Any  # query positions (..., Hk, G, Sq) in wd, for causal/window; else None
     kp: Any  # key positions (..., Hk, 1, Sk)
     qs: Any  # query segment ids (..., 1, 1, Sq) or None
@@ -113,10 +113,6 @@ class _Spec:
     k_pos: Any
     seq_len: int | None
     dtypes: tuple[Any, Any, Any]  # q, k, v dtypes (the output takes q's)
-
-    @property
-    def rows_shape(self) -> tuple[int, ...]:
-        return (*self.batch, self.hk, self.g, self.sq)
 
 
 def _check_window(window: Any) -> tuple[float | None, float | None] | None:
@@ -300,19 +296,20 @@ def _sinks(xp: Any, sinks: Any, wd: Any, batch: tuple[int, ...], hq: int, hk: in
     return xp.reshape(xp.broadcast_to(xp.astype(sinks, wd), (*batch, hq)), (*batch, hk, g, 1))
 
 
-def _values(xp: Any, v: Any, wd: Any) -> tuple[Any, Any, Any]:
-    """(v with non-finite entries zeroed, +inf/NaN indicator, -inf/NaN indicator).
+def _values(xp: Any, v: Any, wd: Any) -> tuple[Any, Any]:
+    """(v with non-finite entries zeroed, [+inf or NaN, -inf or NaN] indicators).
 
     The indicators let a masked key's inf contribute nothing (instead of 0 * inf = NaN) while a
     kept key's inf still reaches the output. They are None when v is concrete and finite.
     """
     vw = xp.astype(v, wd)
     if _compat.is_concrete(vw) and bool(xp.all(xp.isfinite(vw))):
-        return vw, None, None
+        return vw, None
     nan = xp.isnan(vw)
-    up = xp.astype(xp.logical_or(vw == xp.inf, nan), wd)
-    down = xp.astype(xp.logical_or(vw == -xp.inf, nan), wd)
-    return xp.where(xp.isfinite(vw), vw, xp.zeros_like(vw)), up, down
+    up = xp.logical_or(vw == xp.inf, nan)
+    down = xp.logical_or(vw == -xp.inf, nan)
+    bad = xp.astype(xp.concat([up, down], axis=-1), wd)
+    return xp.where(xp.isfinite(vw), vw, xp.zeros_like(vw)), bad
 
 
 def _prepare(
@@ -378,7 +375,7 @@ def _prepare(
     if rope is not None:
         qw = apply_rope(qw, q_pos, rope, seq_len=seq_len, role="query")
         kw = apply_rope(kw, k_pos, rope, seq_len=seq_len, role="key")
-    vg, v_up, v_down = _values(xp, v, wd)
+    vg, v_bad = _values(xp, v, wd)
 
     def grouped(p: Any, heads: int, n: int, is_q: bool) -> Any:
         full = xp.broadcast_to(xp.astype(p, wd), (*batch, heads, n))
@@ -399,8 +396,7 @@ def _prepare(
         qg=xp.reshape(qw, (*batch, hk, g, sq, d)),
         kg=xp.expand_dims(kw, axis=-3),
         vg=xp.expand_dims(vg, axis=-3),
-        v_up=None if v_up is None else xp.expand_dims(v_up, axis=-3),
-        v_down=None if v_down is None else xp.expand_dims(v_down, axis=-3),
+        v_bad=None if v_bad is None else xp.expand_dims(v_bad, axis=-3),
         qp=grouped(q_pos, hq, sq, True) if positional else None,
         kp=grouped(k_pos, hk, sk, False) if positional else None,
         qs=qs,
@@ -484,17 +480,17 @@ def _row_max(xp: Any, s: Any) -> Any:
 class _Rows:
     """Running softmax statistics of a block of query rows (the online softmax).
 
-    The row maximum is kept in two parts, ``|scale| * shift + m``: the raw products q.k are
+    The row maximum is kept in two parts, ``|scale| * r0 + m``: the raw products q.k are
     shifted by their maximum before they are scaled, so that a huge scale cannot overflow
-    the scores (with a softcap the scores are bounded and ``shift`` stays -inf, i.e. 0).
+    the scores (with a softcap the scores are bounded and there is no shift).
     """
 
     shift: Any  # max of sign(scale) * q.k over the kept keys so far (-inf: none; None: softcap)
+    r0: Any  # the shift subtracted: ``shift``, 0 while -inf, NaN if +inf (None: softcap)
     m: Any  # max of the shifted scores (-inf: none yet)
     denom: Any  # sum of exp(s - m) over the kept keys
     acc: Any  # sum of exp(s - m) * v (v's non-finite entries left out)
-    up: Any  # kept keys with v = +inf or NaN, per value channel (None: v is finite)
-    down: Any  # kept keys with v = -inf or NaN
+    bad: Any  # kept keys with v = +inf or NaN, then -inf or NaN, per channel (None: v finite)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -504,28 +500,29 @@ class _Logits:
     s: Any  # shifted scores, -inf where dropped
     keep: Any  # boolean keep-mask (None: every key kept)
     t: Any  # tanh of the softcap (None without softcap)
+    p: Any = None  # exp(s - m0) with the m0 of the block's statistics (set by _absorb)
 
 
 def _start(sp: _Spec, nq: int) -> _Rows:
     """Statistics of rows that have seen no key (every key block skipped)."""
     xp = sp.xp
     shape = (*sp.batch, sp.hk, sp.g, nq)
-    counts = None if sp.v_up is None else xp.zeros((*shape, sp.dv), dtype=sp.wd, device=sp.device)
+    bad = None if sp.v_bad is None else xp.zeros((*shape, 2 * sp.dv), dtype=sp.wd, device=sp.device)
     return _Rows(
         shift=xp.full(shape, -xp.inf, dtype=sp.wd, device=sp.device),
+        r0=xp.zeros(shape, dtype=sp.wd, device=sp.device),
         m=xp.full(shape, -xp.inf, dtype=sp.wd, device=sp.device),
         denom=xp.zeros(shape, dtype=sp.wd, device=sp.device),
         acc=xp.zeros((*shape, sp.dv), dtype=sp.wd, device=sp.device),
-        up=counts,
-        down=counts,
+        bad=bad,
     )
 
 
 def _scores(
     sp: _Spec, rows: _Rows | None, qsl: slice, ksl: slice, positional: bool
-) -> tuple[_Logits, Any, Any]:
-    """The block's scores relative to the new shift: (logits, new shift, old m in its units);
-    ``rows`` None for the first block (no statistics yet: shift and old m are None).
+) -> tuple[_Logits, Any, Any, Any]:
+    """The block's scores relative to the new shift: (logits, new shift, its r0, old m in
+    the new units); ``rows`` None for the first block (no statistics: old m is None).
 
     s = softcap * tanh(scale * q.k / softcap) or scale * (q.k - shift), plus the additive mask.
     ``positional=False`` leaves out the causal/window test (a block known to be inside it).
@@ -536,16 +533,21 @@ def _scores(
         r = -r  # |scale| * (-q.k): the maximum below is that of the scores
     a = abs(sp.scale)
     keep = _keep(sp, qsl, ksl, positional)
-    shift, m_old, t = (None, None, None) if rows is None else (rows.shift, rows.m, None)
+    shift = r0 = t = None
+    m_old = None if rows is None else rows.m
     if sp.softcap is None:
         rk = r if keep is None else xp.where(keep, r, -xp.inf)
-        shift = _row_max(xp, rk) if rows is None else xp.maximum(shift, _row_max(xp, rk))
+        shift = _row_max(xp, rk) if rows is None else xp.maximum(rows.shift, _row_max(xp, rk))
         r0 = _reference(xp, shift)
-        if rows is not None:  # the old statistics move to the new shift (by <= 0)
-            old = xp.where(rows.shift == -xp.inf, r0, _reference(xp, rows.shift))
-            m_old = xp.where(m_old == -xp.inf, m_old, m_old + _times(xp, old - r0, a))
+        if rows is not None:  # the old statistics move to the new shift (down, never up)
+            m_old = m_old + _times(xp, xp.minimum(rows.r0 - r0, 0.0), a)
         masked = sp.add_mask is None and a > 0  # then dropped keys stay -inf in s
-        s = _times(xp, (rk if masked else r) - r0[..., None], a)
+        s = rk if masked else r  # a temporary of ours: in place where the library allows it
+        s -= r0[..., None]
+        if a <= 1.0:  # (no overflow possible)
+            s *= a
+        else:
+            s = _times(xp, s, a)
     else:
         t = xp.tanh(_times(xp, r, a / sp.softcap))
         s, masked = t * sp.softcap, False
@@ -553,7 +555,7 @@ def _scores(
         s = s + sp.add_mask.block(qsl, ksl)
     if keep is not None and not masked:
         s = xp.where(keep, s, -xp.inf)
-    return _Logits(s=s, keep=keep, t=t), shift, m_old
+    return _Logits(s=s, keep=keep, t=t), shift, r0, m_old
 
 
 def _absorb(
@@ -562,25 +564,31 @@ def _absorb(
     """Add the keys ``ksl`` to the statistics ``rows`` of the queries ``qsl`` (None: the
     first block; the one-shot path is one block of every key)."""
     xp = sp.xp
-    lg, shift, m_old = _scores(sp, rows, qsl, ksl, positional)
-    m = _row_max(xp, lg.s) if m_old is None else xp.maximum(m_old, _row_max(xp, lg.s))
-    m0 = _reference(xp, m)
-    p = xp.exp(lg.s - m0[..., None])  # exp(-inf) = 0 for dropped keys
+    lg, shift, r0, m_old = _scores(sp, rows, qsl, ksl, positional)
+    if r0 is not None and sp.add_mask is None:
+        # the key at the shift has s = 0, so the maximum is 0 once a key is kept (-inf
+        # before; NaN in a row whose s are all NaN already): no pass over s is needed
+        m0 = r0 * 0.0
+        m = xp.where(shift == -xp.inf, shift, m0)
+        p = xp.exp(lg.s)  # exp(-inf) = 0 for dropped keys
+    else:
+        m = _row_max(xp, lg.s) if m_old is None else xp.maximum(m_old, _row_max(xp, lg.s))
+        m0 = _reference(xp, m)
+        p = xp.exp(lg.s - m0[..., None])
     denom, acc = xp.sum(p, axis=-1), xp.matmul(p, sp.vg[..., ksl, :])
-    up = down = None
-    if sp.v_up is not None:  # count the non-finite v entries of the kept keys
+    bad = None
+    if sp.v_bad is not None:  # count the non-finite v entries of the kept keys
         kept = (
             xp.ones(lg.s.shape, dtype=sp.wd, device=sp.device)
             if lg.keep is None
             else xp.astype(lg.keep, sp.wd)
         )
-        up, down = xp.matmul(kept, sp.v_up[..., ksl, :]), xp.matmul(kept, sp.v_down[..., ksl, :])
+        bad = xp.matmul(kept, sp.v_bad[..., ksl, :])
     if rows is not None:
         alpha = xp.exp(m_old - m0)  # 0 while nothing was accumulated (m_old = -inf)
         denom, acc = rows.denom * alpha + denom, rows.acc * alpha[..., None] + acc
-        if up is not None:
-            up, down = rows.up + up, rows.down + down
-    return _Rows(shift=shift, m=m, denom=denom, acc=acc, up=up, down=down), lg
+        bad = None if bad is None else rows.bad + bad
+    return _Rows(shift=shift, r0=r0, m=m, denom=denom, acc=acc, bad=bad), replace(lg, p=p)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -593,18 +601,15 @@ class _Stats:
     denom: Any
     sig: Any  # the sink logit in the units of s (None without sinks)
     sink_wins: Any
+    alpha: Any  # exp(m0 before the sink - m0): rescales the keys' exp(s - m0) (None: no sink)
 
 
 def _finish(sp: _Spec, rows: _Rows) -> tuple[Any, Any, _Stats]:
     """(out, lse, statistics) of the rows: sinks join the normalizer, empty rows give 0 and
     lse -inf (or the sink), NaN spreads to the rows it touches."""
     xp = sp.xp
-    base = (
-        xp.zeros_like(rows.m)
-        if rows.shift is None  # softcap: no shift
-        else _times(xp, _reference(xp, rows.shift), abs(sp.scale))
-    )
-    m, denom, acc, sig, wins = rows.m, rows.denom, rows.acc, None, None
+    base = xp.zeros_like(rows.m) if rows.r0 is None else _times(xp, rows.r0, abs(sp.scale))
+    m, denom, acc, sig, wins, alpha = rows.m, rows.denom, rows.acc, None, None, None
     if sp.sink is not None:
         sink = xp.broadcast_to(sp.sink, m.shape)
         sig = sink - xp.where(xp.isinf(sink), xp.zeros_like(base), base)
@@ -621,14 +626,14 @@ def _finish(sp: _Spec, rows: _Rows) -> tuple[Any, Any, _Stats]:
     safe = xp.where(empty, xp.ones_like(denom), denom)
     out = xp.where(empty[..., None], xp.zeros_like(acc), acc / safe[..., None])
     lse = xp.where(empty, -xp.inf, base + m0 + xp.log(safe))
-    if rows.up is not None:
-        up, down = rows.up > 0, rows.down > 0
+    if rows.bad is not None:
+        up, down = rows.bad[..., : sp.dv] > 0, rows.bad[..., sp.dv :] > 0
         out = xp.where(up, xp.inf, xp.where(down, -xp.inf, out))
         out = xp.where(xp.logical_and(up, down), xp.nan, out)
     if wins is not None:
         out = xp.where(wins[..., None], xp.zeros_like(out), out)
         lse = xp.where(wins, sink, lse)
-    return out, lse, _Stats(m0=m0, denom=denom, sig=sig, sink_wins=wins)
+    return out, lse, _Stats(m0=m0, denom=denom, sig=sig, sink_wins=wins, alpha=alpha)
 
 
 def _weights(sp: _Spec, lg: _Logits, st: _Stats) -> tuple[Any, Any]:
@@ -638,7 +643,7 @@ def _weights(sp: _Spec, lg: _Logits, st: _Stats) -> tuple[Any, Any]:
     empty = st.denom == 0
     safe = xp.where(empty, xp.ones_like(st.denom), st.denom)
     inv = xp.where(empty, xp.zeros_like(safe), 1.0 / safe)
-    p = xp.exp(lg.s - st.m0[..., None]) * inv[..., None]
+    p = lg.p * (inv if st.alpha is None else st.alpha * inv)[..., None]
     if lg.keep is not None:  # also in a NaN row: dropped keys stay out of it
         p = xp.where(lg.keep, p, xp.zeros_like(p))
     if st.sig is None:

@@ -202,12 +202,12 @@ def attention_vjp(
     if d_lse is not None:
         # d lse / d S_mn = P_mn, the same weights as the softmax
         row = row + xp.reshape(xp.astype(d_lse, wd), (*batch, hk, g, sq))
+    if sp.v_bad is not None:  # an infinite output (inf in a kept v) has no gradient: NaN
+        row = xp.where(xp.isinf(row), xp.nan, row)
     ds = p * (dp + row[..., None])
     if lg.t is not None:
         ds = ds * (1.0 - lg.t * lg.t)  # d(c tanh(x / c)) / dx
-    # an infinite ds comes from an infinite output (inf in v): its gradient is undefined, NaN
-    ds = xp.where(xp.isinf(ds), xp.nan, ds)
-    if lg.keep is not None:
+    if lg.keep is not None:  # dropped pairs add 0 to dq, dk, also next to a NaN row
         ds = xp.where(lg.keep, ds, xp.zeros_like(ds))
     dv_g = xp.sum(xp.matmul(xp.matrix_transpose(p), dog), axis=-3)  # sum over the group
     dq_rot = xp.matmul(ds, _finite(xp, sp.kg)) * sp.scale

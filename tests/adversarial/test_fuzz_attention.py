@@ -30,9 +30,16 @@ TOL = 1e-13
 
 def fuzz(bk, body, **strategies):
     """Run ``body(bk, **example)`` on examples drawn from ``strategies``: five times the
-    profile's count on NumPy (the examples are cheap), the profile's count elsewhere."""
+    default profile's count on NumPy (its examples cost milliseconds), the profile's count on
+    other eager libraries, a tenth of it (at least 3) under JAX and Dask, where every new
+    shape compiles or builds a graph (seconds per example)."""
     base = settings().max_examples
-    count = 5 * base if bk.name == "numpy" else base
+    if bk.name in ("numpy", "numpy-readonly"):
+        count = 5 * base if base < 300 else base
+    elif bk.jit or bk.lazy:
+        count = max(3, base // 10)
+    else:
+        count = base
 
     @settings(max_examples=count)
     @given(**strategies)
