@@ -193,8 +193,12 @@ def _out_dir(path: str) -> Path:
 
 def _vectors(args: argparse.Namespace) -> int:
     from .testing._cases import Case
+    from .testing._dask_vectors import reject_dask_options, run_vectors_dask
     from .testing._vectors import write_vectors
 
+    if args.backend == "dask":
+        return run_vectors_dask(args)
+    reject_dask_options(args)
     if args.hf_config and (args.cases or args.preset):
         raise _UsageError("give --hf-config or --cases/--preset, not both")
     if args.hf_config:
@@ -1060,6 +1064,9 @@ def _parser() -> argparse.ArgumentParser:
                      "own)")
     vec.add_argument("--out", required=True, metavar="DIR",
                      help="output directory (required; created if missing)")
+    from .testing._dask_vectors import add_dask_arguments
+
+    add_dask_arguments(vec)  # --backend {numpy,dask}, --scheduler, --tokens, ...
     vec.set_defaults(func=_vectors)
 
     conv_lines = "\n".join(

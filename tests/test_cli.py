@@ -14,9 +14,11 @@ import threading
 import time
 import uuid
 
+import numpy as np
 import pytest
 from conftest import ROOT
 
+import rope_ref as rr
 from rope_ref._cli import _parser, main
 from rope_ref.testing._twins._conventions import CONVENTIONS
 
@@ -436,3 +438,22 @@ def test_hf_config_with_a_schedule_on_multi_axis_positions(targets, tmp_path, ca
     code, out, err = run(capsys, "check", f"{targets}:flash", "--convention", "flash",
                          "--hf-config", str(path))
     assert code == 2 and "one position per token" in out and "no case ran" in err
+
+
+def test_vectors_dask_backend(tmp_path, capsys):
+    pytest.importorskip("dask.array")
+    from rope_ref.testing import read_vectors_dask
+
+    rc = main(["vectors", "--backend", "dask", "--out", str(tmp_path), "--tokens", "300",
+               "--heads", "2", "--head-dim", "16", "--chunk-tokens", "128"])  # fmt: skip
+    assert rc == 0
+    cap = capsys.readouterr()
+    assert "3/3 blocks written (100%)" in cap.err and cap.out.startswith("wrote 300 tokens")
+    _, x, y = read_vectors_dask(tmp_path)  # sha256 of every chunk checked
+    want = rr.apply_rope(np.asarray(x), np.arange(300)[:, None], rr.Rope(16))
+    np.testing.assert_array_equal(np.asarray(y), want)
+
+
+def test_vectors_dask_options_need_the_backend(tmp_path, capsys):
+    assert main(["vectors", "--out", str(tmp_path), "--tokens", "5"]) == 2
+    assert "--tokens: only with --backend dask" in capsys.readouterr().err

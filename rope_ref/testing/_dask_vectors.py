@@ -36,7 +36,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import numpy as np
 
@@ -166,7 +166,7 @@ def _progress_callback(progress: Any) -> ProgressCallback | None:
     if progress is True:
         return _StderrProgress("rope-ref vectors (dask)")
     if callable(progress):
-        return progress
+        return cast(ProgressCallback, progress)
     raise RopeTypeError(
         f"progress must be True, False or a callable(done, total), got {describe(progress)}"
     )
@@ -564,7 +564,8 @@ def add_dask_arguments(parser: argparse.ArgumentParser) -> None:
                    help="a dask.distributed scheduler (tcp://HOST:PORT; --out must be visible "
                    "to its workers), or threads, synchronous, processes (default: threads in "
                    "this process)")
-    g.add_argument("--tokens", type=int, metavar="N", help="tokens (rows of x), required")
+    g.add_argument("--tokens", type=int, metavar="N",
+                   help="tokens (rows of x); required with --backend dask (no default)")
     g.add_argument("--heads", type=int, metavar="H", help="heads per token (default: 1)")
     g.add_argument("--head-dim", type=int, metavar="D",
                    help="channels per head without --preset/--hf-config (default: 128)")
