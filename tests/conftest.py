@@ -76,6 +76,8 @@ FAST_ON_EVERY_BACKEND = {"test_lazy_jit.py", "test_backends.py"}
 SLOW_TESTS = (
     "tests/test_battery.py::test_cli_check_conventions",
     "tests/test_dask_vectors.py::test_local_cluster_two_workers",
+    "tests/test_decay.py::test_cli_bounds_the_number_of_points",
+    "tests/test_plugin.py::test_xp_runs_over_the_namespaces_and_skips_missing_ones",
 )
 
 
