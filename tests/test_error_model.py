@@ -51,7 +51,16 @@ def inv_freq_f32(rope, formula, seq_len):
     num, den = ladder(rope)
     e = f32(f32(num) / F32(den))
     b = F32(rope.base)
-    inv = f32(F32(1) / f32(b**e)) if formula == "reciprocal" else f32(b ** (-e))
+    if formula == "reciprocal":  # HF: 1.0 / base ** (arange(0, d, 2) / d)
+        inv = f32(F32(1) / f32(b**e))
+    elif formula == "explog":  # flax / T5X: exp(arange(0, d, 2) * -(log(base) / d))
+        inv = f32(np.exp(f32(f32(num) * f32(-f32(np.log(b)) / F32(den)))))
+    elif formula == "explog-ratio":  # exp(-(arange / d) * log(base))
+        inv = f32(np.exp(f32(-e * f32(np.log(b)))))
+    elif formula == "exp2log2":  # exp2(arange * -(log2(base) / d))
+        inv = f32(np.exp2(f32(f32(num) * f32(-f32(np.log2(b)) / F32(den)))))
+    else:  # base ** (-arange / d)
+        inv = f32(b ** (-e))
     ratio = rope.inv_freq(seq_len=seq_len) / np.exp(-(num / den) * math.log(rope.base))
     if np.all(np.abs(ratio - 1) < 1e-12):
         return inv
@@ -173,6 +182,9 @@ def test_correct_float32_angle_kernels_stay_under_the_allowance():
             ("rounded", {"formula": "rounded"}),
             ("hf-reciprocal-matmul", {"formula": "reciprocal", "matmul": True}),
             ("power", {"formula": "power"}),
+            ("exp-log", {"formula": "explog"}),
+            ("exp-log-ratio", {"formula": "explog-ratio"}),
+            ("exp2-log2", {"formula": "exp2log2"}),
         ):
             if kw.get("matmul") and rope.scaling is not None and rope.scaling.axis_position:
                 kw = {"formula": "reciprocal"}  # matmul of 1-D positions only
@@ -181,11 +193,25 @@ def test_correct_float32_angle_kernels_stay_under_the_allowance():
             n += 1
             assert r.passed, (rn, pn, label, r.message)
             assert r.accuracy_class in ("exact", "lower-precision angles")
+            if _saturated(rope, pos):
+                continue  # budget capped at 2 rho: the ratio is a chord over 2 rho, not a margin
             if r.worst_ratio > worst.get("all", (0.0,))[0]:
                 worst["all"] = (r.worst_ratio, rn, pn, label)
-    assert n > 300
-    # the derived allowance has margin on every one of them (measured: about 0.67)
+            if r.worst_ratio > worst.get(label, (0.0,))[0]:
+                worst[label] = (r.worst_ratio, rn, pn)
+    assert n > 600
+    # the derived allowance has margin on every one of them where it is not capped (measured:
+    # about 0.5, the exp/log forms included; about 0.8 in the capped pairs near 2**24)
     assert worst["all"][0] < 0.85, worst
+    assert {"exp-log", "exp-log-ratio", "exp2-log2"} <= set(worst)
+
+
+def _saturated(rope, pos):
+    """Whether some pair's phase budget (the documented formula) is at least one radian."""
+    sl = int(np.max(pos)) + 1 if rope.scaling is not None and rope.scaling.dynamic else None
+    theta = rope.inv_freq(seq_len=sl)
+    m = np.abs(per_pair(rope, np.asarray(pos, dtype=np.float64)))
+    return bool(np.any(m * theta * (4 * np.abs(np.log(theta)) + 6) * 2.0**-24 >= 1.0))
 
 
 def test_torch_float32_pipeline_stays_under_the_allowance():
@@ -245,7 +271,8 @@ def _visible(rope, pos, move_of):
     sl = int(np.max(pos)) + 1 if rope.scaling is not None and rope.scaling.dynamic else None
     theta = rope.inv_freq(seq_len=sl)
     m = np.abs(per_pair(rope, np.asarray(pos, dtype=np.float64)))
-    budget = np.minimum(m * theta * (np.abs(np.log(theta)) + 6.0) * U32 + C_TABLE * U32, 2.0)
+    per_m = theta * (4.0 * np.abs(np.log(theta)) + 6.0) * U32  # the documented model
+    budget = np.minimum(m * per_m + C_TABLE * U32, 2.0)
     return bool(np.any(move_of(theta, m) > 1.001 * (budget + K_OUT * U32)))
 
 
@@ -339,7 +366,7 @@ def test_the_allowance_is_per_pair_and_follows_the_frequency_used():
     m = pair_model(d, rope, pos, "float32")
     theta = rope.inv_freq()
     # phase budget grows with the position and with theta'_j (independent formula)
-    want = (pos[:, None] * theta * (np.abs(np.log(theta)) + 6) + 4) * 2.0**-24
+    want = (pos[:, None] * theta * (4 * np.abs(np.log(theta)) + 6) + 4) * 2.0**-24
     np.testing.assert_allclose(m.phase, want, rtol=1e-12)
     assert np.all(m.angles >= m.exact) and np.all(np.isfinite(m.angles))
     # the budget never exceeds two pair magnitudes plus the rounding term
@@ -388,9 +415,41 @@ def test_partial_blind_spots_are_reported_without_a_warning():
     # listed pairs: those whose threshold (computed here) lies below 2**20 + 15
     theta = rope.inv_freq()
     thr = (2 * np.sin(theta / 2) - 4 * 2.0**-24 - 8 * 2.0**-24) / (
-        theta * (np.abs(np.log(theta)) + 6) * 2.0**-24)
+        theta * (4 * np.abs(np.log(theta)) + 6) * 2.0**-24)
     blind = np.flatnonzero(thr <= pos.max())
     assert blind.size and report.blind_spots[0].startswith(f"pairs {blind[0]}-{blind[-1]} ")
     assert blind[-1] == 63 and blind[0] > 0  # the slowest pairs, never pair 0
     # a shift still fails here
     assert not compare(rr.apply_rope(x, pos + 1, rope), want, rope=rope, positions=pos).passed
+
+
+def test_torch_exp_log_inv_freq_kernel_is_no_false_alarm():
+    # flax / T5X form in PyTorch float32: inv = exp(arange(0, d, 2) * -(log(base) / d)); it was
+    # over the allowance (ratio 1.08) at these bases, head dims and positions
+    torch = pytest.importorskip("torch")
+    worst = 0.0
+    for base, d, start in ((7.5e5, 96, 2**21), (9e5, 96, 2**16), (6e5, 80, 3 * 2**20),
+                           (5e5, 80, 2**20)):
+        rope = rr.Rope(d, base=base)
+        pos = torch.arange(start, start + 64)
+        x = torch.from_numpy(RNG.standard_normal((64, d)).astype(np.float32))
+        inv = torch.exp(torch.arange(0, d, 2).float() * -(torch.log(torch.tensor(base)) / d))
+        ang = pos.float()[:, None] * inv
+        emb = torch.cat((ang, ang), -1)
+        rot = torch.cat((-x[..., d // 2:], x[..., : d // 2]), -1)
+        got = (x * emb.cos() + rot * emb.sin()).numpy()
+        want = rr.apply_rope(x.numpy(), pos.numpy(), rope)
+        r = compare(got, want, rope=rope, positions=pos.numpy())
+        assert r.passed, r.message
+        worst = max(worst, r.worst_ratio)
+        # a one-position shift is still caught where pair 0 sees it (below about 2.7e6);
+        # beyond, the report says so and strict mode fails it
+        shifted = rr.apply_rope(x.numpy(), pos.numpy() + 1, rope)
+        bug = compare(shifted, want, rope=rope, positions=pos.numpy())
+        if start + 64 < 2.6e6:
+            assert not bug.passed
+        else:
+            assert bug.vacuous and bug.blind_spots
+            assert not compare(shifted, want, rope=rope, positions=pos.numpy(),
+                               strict=True).passed
+    assert worst < 0.75

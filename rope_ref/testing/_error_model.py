@@ -10,13 +10,13 @@ xPos magnitude), the allowance is
     A_{\text{exact}} = K_{\text{out}} u_{\text{out}} \rho + \text{tiny}
 
     A_{\text{angles}} = A_{\text{exact}} + \min\bigl(
-        |m| \theta'_j (|\ln\theta'_j| + C_{\text{angle}}) u_a
+        |m| \theta'_j (C_{\ln} |\ln\theta'_j| + C_{\text{angle}}) u_a
         + (|\ln \mu_j(m)| + C_{\text{table}}) u_a,\; 2\bigr) \rho
 
 with u_out the unit roundoff of the dtype under test, u_a = min(u_out, 2**-24) (angles are
 formed in float32 at least), theta'_j the frequency actually used (after scaling, with the
 dynamic schedules' length), mu_j the xPos magnitude (1 otherwise), K_out = 8,
-C_angle = 6, C_table = 4. The derivation is on the accuracy page ("The error model of
+C_ln = 4, C_angle = 6, C_table = 4. The derivation is on the accuracy page ("The error model of
 assert_close"). Pass-through channels are allowed K_out u_out |desired|.
 """
 
@@ -33,6 +33,7 @@ from .._rope import Rope
 
 __all__ = [
     "C_ANGLE",
+    "C_LN",
     "C_TABLE",
     "K_OUT",
     "PairModel",
@@ -46,9 +47,15 @@ __all__ = [
 #: output rounding: a few roundings per element (tables rounded to the output dtype, two
 #: products, a sum, the attention factor, the reference's own rounding)
 K_OUT = 8.0
-#: relative error of the angle m * theta' beyond |ln theta'| u: the exponent's rounding is in
-#: |ln theta'|; pow (up to 2 ulp), the reciprocal, the schedule's few operations, the
-#: position's rounding above 2**24 and the product's rounding make the rest
+#: coefficient of |ln theta'| u in the angle's relative error: inv_freq = exp(t) with
+#: t = ln theta' formed in float32 carries the relative errors of t's own roundings times |t|.
+#: The exp/log form ``exp(arange(0, d, 2) * -(log(base) / d))`` rounds log(base) (1 ulp: 2u),
+#: the quotient (u) and the product with the index (u): 4; ``base ** (-arange / d)`` and
+#: ``1 / base ** (arange / d)`` round the exponent once (1); exp2/log2 forms as exp/log (4)
+C_LN = 4.0
+#: relative error of the angle m * theta' beyond C_ln |ln theta'| u: exp or pow (up to 2 ulp),
+#: the reciprocal, the schedule's few operations, the position's rounding above 2**24 and the
+#: product's rounding
 C_ANGLE = 6.0
 #: absolute error of cos/sin tables in the angle precision: 1-2 ulp of the function (a
 #: vector of two such errors), the attention factor's product
@@ -244,7 +251,9 @@ def pair_model(
             with np.errstate(divide="ignore"):
                 lm = np.abs(np.log(np.asarray(mag, dtype=np.float64)))
             mag_term = np.broadcast_to(np.nan_to_num(lm, posinf=0.0), m.shape)
-    phase = (np.abs(m) * theta * (np.abs(np.log(theta)) + C_ANGLE) + table + mag_term) * u_a
+    phase = (
+        np.abs(m) * theta * (C_LN * np.abs(np.log(theta)) + C_ANGLE) + table + mag_term
+    ) * u_a
     exact_pair = K_OUT * u_out * rho + floor
     angle_pair = exact_pair + np.minimum(phase, 2.0) * rho
     exact = K_OUT * u_out * np.abs(d) + floor
@@ -261,7 +270,7 @@ def shift_threshold(model: PairModel) -> np.ndarray:
     angle budget allows (inf where it never does)."""
     theta = model.theta
     move = 2.0 * np.abs(np.sin(theta / 2.0))
-    per_m = theta * (np.abs(np.log(theta)) + C_ANGLE) * model.u_angle
+    per_m = theta * (C_LN * np.abs(np.log(theta)) + C_ANGLE) * model.u_angle
     room = move - C_TABLE * model.u_angle - K_OUT * model.u_out
     with np.errstate(divide="ignore", invalid="ignore"):
         thr = np.where(per_m > 0, room / per_m, math.inf)
