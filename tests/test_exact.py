@@ -156,6 +156,10 @@ def test_float32_work_format_is_float32_accurate():
     cos, sin = _exact.exact_cos_sin(np, m, table, dtype=np.float32, device=None, integral=True)
     assert cos.dtype == np.float32
     want_c, want_s = rr.Rope(64).cos_sin(m.astype(np.int64))
+    # this path calls the namespace's float32 cos/sin on the reduced angle: NumPy's are within
+    # 2 ulps of the correctly rounded value on any CPU (its own accuracy tests), 2.5 * 2**-24
+    # below 1, plus the rounding of the correction term: under 4 * 2**-24 wherever it runs
+    # (measured: 1.1 with AVX2, 0.93 on NumPy's baseline path, 2.9 with a simulated 2-ulp libm)
     assert np.abs(cos - want_c).max() < 4 * 2.0**-24
     assert np.abs(sin - want_s).max() < 4 * 2.0**-24
     assert ulps(cos, want_c).shape == cos.shape
