@@ -232,3 +232,17 @@ def test_linear_attention_reads_the_axes_spelling(rng):
     old = rr.linear_attention(q, q, q, rope=rr.Rope(16, scaling=S.Axial(2)), positions=pos)
     new = rr.linear_attention(q, q, q, rope=rr.Rope(16, axes=S.Axial(2)), positions=pos)
     np.testing.assert_array_equal(old, new)
+
+
+def test_axes_with_rotary_offset_is_the_sliced_rope(bk, rng):
+    # placement (rotary_offset) and axis scheme are independent: the placed rope equals the
+    # unplaced one on its channels, the other channels pass through
+    kw = {"scaling": S.YaRN(2.0, original_max_position_embeddings=64), "layout": "interleaved"}
+    placed = rr.Rope(30, rotary_dim=16, rotary_offset=9, axes=S.MRope((2, 3, 3)), **kw)
+    inner = rr.Rope(16, axes=S.MRope((2, 3, 3)), **kw)
+    pos = rng.integers(0, 5000, size=(3, 2, 6))
+    x = rng.standard_normal((2, 6, 30))
+    got = bk.to_numpy(rr.apply_rope(bk.from_numpy(x), bk.from_numpy(pos), placed))
+    want = x.copy()
+    want[..., 9:25] = rr.apply_rope(x[..., 9:25], pos, inner)
+    np.testing.assert_array_equal(got, want)
