@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -513,3 +514,38 @@ def test_allowance_model_properties():
     assert far.out[0, 0] > 100 * near.out[0, 0]
     assert exact.out[0, 0] < far.out[0, 0] / 100
     assert np.all(np.isfinite(far.lse))
+
+
+@pytest.mark.parametrize("fill", [-1e9, -1e30, float(np.finfo(np.float32).min)])
+def test_rows_masked_everywhere_with_a_finite_fill(fill):
+    # HF eager attention: an additive mask with finfo.min (or -1e9) on every key of a padded
+    # query row. rr.attention softmaxes s0 + fill like any row: for -1e30 and finfo.min the
+    # fill swallows the logits and the row is the plain mean of v; for -1e9 float64 keeps
+    # them and the row is softmax(s0) @ v. The check must neither crash nor warn.
+    rng = np.random.default_rng(11)
+    s, d = 8, 16
+    q, k, v = (rng.standard_normal((1, 1, s, d)) for _ in range(3))
+    mask = np.zeros((s, s))
+    mask[0, :] = fill
+    mask[1:, 0] = fill  # the pad key, as left padding masks it for every other row
+    ref = np.asarray(rr.attention(q, k, v, mask=mask))
+    s0 = (q[0, 0, 0] @ k[0, 0].T) / math.sqrt(d)
+    w = np.exp(s0 - s0.max()) / np.sum(np.exp(s0 - s0.max()))
+    want_row0 = w @ v[0, 0] if fill == -1e9 else np.mean(v[0, 0], axis=0)
+    np.testing.assert_allclose(ref[0, 0, 0], want_row0, rtol=1e-6, atol=1e-12)
+    q32, k32, v32 = (a.astype(np.float32) for a in (q, k, v))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = assert_attention_close(ref.astype(np.float32), q32, k32, v32,
+                                   mask=mask.astype(np.float32))
+        # a float32 kernel: uniform weights on the padded row (the fill swallows the logits)
+        s32 = (q32 @ np.swapaxes(k32, -1, -2)) * np.float32(d**-0.5) + mask.astype(np.float32)
+        e32 = np.exp(s32 - s32.max(-1, keepdims=True))
+        out32 = (e32 / e32.sum(-1, keepdims=True)) @ v32
+        assert assert_attention_close(out32, q32, k32, v32, mask=mask.astype(np.float32)).passed
+    assert r.passed and "masked on every key" in r.message
+    # the other rows are still judged: an error there fails
+    bad = ref.astype(np.float32).copy()
+    bad[0, 0, 3] += 0.05
+    with pytest.raises(AttentionMismatch):
+        assert_attention_close(bad, q32, k32, v32, mask=mask.astype(np.float32))
