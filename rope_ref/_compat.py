@@ -17,6 +17,7 @@ import array_api_compat
 import numpy as np
 
 from ._errors import RopeTypeError, RopeValueError
+from ._typing import Array, Namespace
 
 __all__ = [
     "array_namespace",
@@ -66,12 +67,12 @@ def namespace_for(module: Any) -> Any:
     return array_api_compat.array_namespace(module.asarray([0.0]))
 
 
-def _lib_name(xp: Any) -> str:
+def _lib_name(xp: Namespace) -> str:
     name = getattr(xp, "__name__", repr(xp))
     return name.replace("array_api_compat.", "")
 
 
-def device_of(x: Any) -> Any:
+def device_of(x: Array) -> Any:
     return array_api_compat.device(x)
 
 
@@ -94,7 +95,7 @@ def check_same_device(**named: Any) -> Any:
     return None if first is None else first[1]
 
 
-def is_concrete(x: Any) -> bool:
+def is_concrete(x: Array) -> bool:
     """True when reading values (bool(), float()) is cheap and allowed: not a JAX tracer,
     not a Dask graph. Lazy arrays skip value checks, so they never trigger a compute."""
     if array_api_compat.is_jax_array(x):
@@ -136,7 +137,7 @@ def block_threads() -> int:
     return max(1, min(n, 8))
 
 
-def block_plan(x: Any) -> BlockPlan | None:
+def block_plan(x: Array) -> BlockPlan | None:
     """The plan for eager CPU arrays (NumPy, array-api-strict, PyTorch on the CPU); None for
     JAX (per-op dispatch, fused under jit), Dask (its own chunks) and GPU arrays."""
     if array_api_compat.is_numpy_array(x):
@@ -148,7 +149,7 @@ def block_plan(x: Any) -> BlockPlan | None:
     return None
 
 
-def prefers_blocks(x: Any) -> bool:
+def prefers_blocks(x: Array) -> bool:
     """True for eager CPU arrays (see :func:`block_plan`)."""
     return block_plan(x) is not None
 
@@ -161,35 +162,35 @@ def run_blocks(fn: Callable[[Any], Any], items: list[Any], threads: int) -> list
         return list(pool.map(fn, items))
 
 
-def is_real_floating(xp: Any, dtype: Any) -> bool:
+def is_real_floating(xp: Namespace, dtype: Any) -> bool:
     try:
         return bool(xp.isdtype(dtype, "real floating"))
     except Exception:  # pragma: no cover - unusual dtypes of third-party libraries
         return False
 
 
-def is_integral(xp: Any, dtype: Any) -> bool:
+def is_integral(xp: Namespace, dtype: Any) -> bool:
     try:
         return bool(xp.isdtype(dtype, "integral"))
     except Exception:  # pragma: no cover
         return False
 
 
-def is_bool(xp: Any, dtype: Any) -> bool:
+def is_bool(xp: Namespace, dtype: Any) -> bool:
     try:
         return bool(xp.isdtype(dtype, "bool"))
     except Exception:  # pragma: no cover
         return False
 
 
-def is_complex(xp: Any, dtype: Any) -> bool:
+def is_complex(xp: Namespace, dtype: Any) -> bool:
     try:
         return bool(xp.isdtype(dtype, "complex floating"))
     except Exception:  # pragma: no cover
         return False
 
 
-def work_dtype(xp: Any, device: Any = None) -> Any:
+def work_dtype(xp: Namespace, device: Any = None) -> Any:
     """The widest real floating dtype the namespace offers on ``device`` (float64 if any)."""
     try:
         info = xp.__array_namespace_info__()
@@ -201,7 +202,7 @@ def work_dtype(xp: Any, device: Any = None) -> Any:
     return kinds.get("float32", xp.float32)
 
 
-def promotes_exactly(xp: Any, dtype: Any, wide: Any) -> bool:
+def promotes_exactly(xp: Namespace, dtype: Any, wide: Any) -> bool:
     """Whether ``dtype`` (op) ``wide`` promotes to ``wide`` under the Array API's rules, so a
     product with a ``wide`` array needs no explicit cast: float32 with float64."""
     if array_api_compat.is_torch_namespace(xp):
@@ -209,11 +210,11 @@ def promotes_exactly(xp: Any, dtype: Any, wide: Any) -> bool:
     return bool(dtype == xp.float32 and wide == xp.float64)
 
 
-def significand_bits(xp: Any, dtype: Any) -> int:
+def significand_bits(xp: Namespace, dtype: Any) -> int:
     """Significand bits (p) of a real floating dtype: 53 for float64, 24 for float32."""
     eps = float(xp.finfo(dtype).eps)
     return 1 - round(math.log2(eps))
 
 
-def complex_dtype_for(xp: Any, dtype: Any) -> Any:
+def complex_dtype_for(xp: Namespace, dtype: Any) -> Any:
     return xp.complex128 if significand_bits(xp, dtype) == 53 else xp.complex64

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from . import _compat, _validate
 from ._rope import Rope
+from ._typing import Array
 
 __all__ = ["relative_upper_bound"]
 
 
-def relative_upper_bound(distances: Any, /, *, head_dim: int = 128, base: float = 10_000.0) -> Any:
+def relative_upper_bound(
+    distances: Array, /, *, head_dim: int = 128, base: float = 10_000.0
+) -> Array:
     r"""The paper's relative upper bound of the RoPE score at relative distance r:
 
     .. math:: B(r) = \frac{1}{d/2} \sum_{j=1}^{d/2} |S_j(r)|, \qquad

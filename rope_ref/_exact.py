@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from ._typing import Array, Namespace
+
 __all__ = [
     "BLOCK_ELEMENTS",
     "DECIMAL_PREC",
@@ -257,25 +259,25 @@ def angle_table(thetas: tuple[Decimal, ...], p: int = 53) -> AngleTable:
 # --------------------------------------------------------------------------------------------
 
 
-def _two_sum(a: Any, b: Any) -> tuple[Any, Any]:
+def _two_sum(a: Array, b: Any) -> tuple[Any, Any]:
     s = a + b
     bb = s - a
     return s, (a - (s - bb)) + (b - bb)
 
 
-def _fast_two_sum(a: Any, b: Any) -> tuple[Any, Any]:
+def _fast_two_sum(a: Array, b: Any) -> tuple[Any, Any]:
     # requires |a| >= |b| (or a == 0)
     s = a + b
     return s, b - (s - a)
 
 
-def _split(a: Any, shift: int) -> tuple[Any, Any]:
+def _split(a: Array, shift: int) -> tuple[Any, Any]:
     t = float(2**shift + 1) * a
     hi = t - (t - a)
     return hi, a - hi
 
 
-def _two_prod_split(a: Any, b: Any, b_hi: Any, b_lo: Any, shift: int) -> tuple[Any, Any]:
+def _two_prod_split(a: Array, b: Any, b_hi: Any, b_lo: Any, shift: int) -> tuple[Any, Any]:
     """a * b = p + e exactly, with b already split (on the host) into b_hi + b_lo."""
     p = a * b
     a_hi, a_lo = _split(a, shift)
@@ -298,7 +300,7 @@ _S5 = -2.50507602534068634195e-08
 _S6 = 1.58969099521155010221e-10
 
 
-def _kernel_cos(x: Any, y: Any) -> Any:
+def _kernel_cos(x: Array, y: Array) -> Any:
     """cos(x + y) for |x| <= pi/4, |y| <= ulp(x)/2 (fdlibm __kernel_cos)."""
     z = x * x
     w = z * z
@@ -308,7 +310,7 @@ def _kernel_cos(x: Any, y: Any) -> Any:
     return w + (((1.0 - w) - hz) + (z * r - x * y))
 
 
-def _kernel_sin(x: Any, y: Any) -> Any:
+def _kernel_sin(x: Array, y: Array) -> Any:
     """sin(x + y) for |x| <= pi/4, |y| <= ulp(x)/2 (fdlibm __kernel_sin, iy = 1)."""
     z = x * x
     w = z * z
@@ -329,7 +331,7 @@ def _two_pi(fmt: _Format) -> tuple[float, float, float, float]:
     return hi, lo, a, b
 
 
-def _const(xp: Any, values: np.ndarray, dtype: Any, device: Any) -> Any:
+def _const(xp: Namespace, values: np.ndarray, dtype: Any, device: Any) -> Any:
     # Lists go through every namespace's asarray (array-api-strict, JAX under jit, Dask).
     return xp.asarray(values.tolist(), dtype=dtype, device=device)
 
@@ -341,7 +343,14 @@ BLOCK_ELEMENTS: int | None = None
 
 
 def exact_cos_sin_blocked(
-    xp: Any, m: Any, table: AngleTable, *, dtype: Any, device: Any, integral: bool, blocks: bool
+    xp: Namespace,
+    m: Array,
+    table: AngleTable,
+    *,
+    dtype: Any,
+    device: Any,
+    integral: bool,
+    blocks: bool,
 ) -> tuple[Any, Any]:
     """:func:`exact_cos_sin`, on cache-sized blocks of positions when ``blocks`` is true.
 
@@ -384,7 +393,7 @@ def exact_cos_sin_blocked(
     )
 
 
-def table_digits(xp: Any, table: AngleTable, dtype: Any, device: Any) -> list[Any]:
+def table_digits(xp: Namespace, table: AngleTable, dtype: Any, device: Any) -> list[Any]:
     """The digit rows of ``table`` as arrays of ``xp`` (one per digit, each of shape (n,))."""
     return [_const(xp, table.digits[k], dtype, device) for k in range(table.fmt.k_digits)]
 
@@ -398,7 +407,7 @@ def _pieces_needed(fmt: _Format, top: float) -> int:
 
 
 def exact_cos_sin(
-    xp: Any,
+    xp: Namespace,
     m: Any,
     table: AngleTable,
     *,
@@ -536,7 +545,7 @@ def exact_cos_sin(
 
 
 def _small_angles(
-    xp: Any, m: Any, table: AngleTable, cos: Any, sin: Any, *, dtype: Any, device: Any
+    xp: Namespace, m: Any, table: AngleTable, cos: Array, sin: Array, *, dtype: Any, device: Any
 ) -> tuple[Any, Any]:
     """Replace the columns of small frequencies by cos and sin of the direct angle m * theta.
 
@@ -605,7 +614,7 @@ def _ln2(p: int) -> tuple[float, float, float]:
     return inv, hi, lo
 
 
-def _pow2(xp: Any, k: Any, p: int = 53) -> Any:
+def _pow2(xp: Namespace, k: Array, p: int = 53) -> Any:
     """2**k for integer-valued k with |k| <= 1022 (float64; 126 for float32), by exact products
     of powers of two."""
     kabs = xp.abs(k)
@@ -619,7 +628,7 @@ def _pow2(xp: Any, k: Any, p: int = 53) -> Any:
     return out
 
 
-def exp_dd(xp: Any, hi: Any, lo: Any, p: int = 53) -> Any:
+def exp_dd(xp: Namespace, hi: Any, lo: Any, p: int = 53) -> Any:
     """exp(hi + lo) for |hi| <= EXP_LIMIT[p], |lo| <= ulp(hi), with +, -, *, / and floor only.
 
     fdlibm's algorithm (k = round(x / ln 2), x - k ln 2 in head and tail, a rational minimax

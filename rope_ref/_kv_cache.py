@@ -29,6 +29,7 @@ from ._apply import apply_rope
 from ._attention import attention
 from ._errors import RopeTypeError, RopeValueError
 from ._rope import Rope
+from ._typing import Array, Namespace
 from ._validate import as_bool
 
 __all__ = ["kv_cache_attention"]
@@ -37,7 +38,7 @@ __all__ = ["kv_cache_attention"]
 Rotator = Callable[[Any, np.ndarray, bool], Any]
 
 
-def _host_ints(a: Any, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+def _host_ints(a: Array, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """The values of a small integer array (or a Python int) on the host, as int64."""
     if isinstance(a, bool) or (not _compat.is_array(a) and not isinstance(a, (int, np.integer))):
         raise RopeTypeError(f"{name} must be an int or an integer array, got {type(a).__name__}")
@@ -70,7 +71,7 @@ def _host_ints(a: Any, name: str, shape: tuple[int, ...] | None = None) -> np.nd
     return host
 
 
-def _check_array(xp: Any, a: Any, name: str, ndim: int) -> None:
+def _check_array(xp: Namespace, a: Array, name: str, ndim: int) -> None:
     if not _compat.is_array(a):
         raise RopeTypeError(f"{name} must be an array, got {type(a).__name__}")
     if not _compat.is_real_floating(xp, a.dtype):
@@ -118,22 +119,22 @@ def _logical_index(
 
 
 def kv_cache_attention(
-    q: Any,
-    k_cache: Any,
-    v_cache: Any,
-    k_new: Any = None,
-    v_new: Any = None,
+    q: Array,
+    k_cache: Array,
+    v_cache: Array,
+    k_new: Array = None,
+    v_new: Array = None,
     *,
-    cache_seqlens: Any,
+    cache_seqlens: Array,
     rope: Rope | None = None,
-    block_table: Any = None,
-    cache_batch_idx: Any = None,
-    cache_leftpad: Any = None,
+    block_table: Array = None,
+    cache_batch_idx: Array = None,
+    cache_leftpad: Array = None,
     causal: bool = False,
     window: Any = None,
     softcap: float | None = None,
     scale: float | None = None,
-    sinks: Any = None,
+    sinks: Array = None,
     return_lse: bool = False,
 ) -> tuple[Any, ...]:
     r"""Attention over a KV cache after appending rotated new keys: flash-attn's
@@ -207,7 +208,7 @@ def kv_cache_attention(
             f"({tuple(q.shape) if _compat.is_array(q) else q!r})"
         )
 
-    def rotate(x: Any, offsets: np.ndarray, per_token: bool) -> Any:
+    def rotate(x: Array, offsets: np.ndarray, per_token: bool) -> Any:
         assert rope is not None
         xp = _compat.array_namespace(x=x)
         s = int(x.shape[1])
@@ -294,7 +295,7 @@ def _check_arrays(named: dict[str, Any], rotate: Rotator | None) -> tuple[Any, A
 
 
 def _rows_and_table(
-    k_cache: Any, sh: _Shapes, block_table: Any, cache_batch_idx: Any
+    k_cache: Array, sh: _Shapes, block_table: Array, cache_batch_idx: Array
 ) -> tuple[np.ndarray, np.ndarray | None, int, int]:
     """(cache rows, block table, page size, logical slots per row)."""
     rows = np.arange(sh.b)
@@ -326,12 +327,12 @@ def _rows_and_table(
 
 
 def _slots(
-    k_cache: Any,
+    k_cache: Array,
     sh: _Shapes,
-    cache_seqlens: Any,
-    block_table: Any,
-    cache_batch_idx: Any,
-    cache_leftpad: Any,
+    cache_seqlens: Array,
+    block_table: Array,
+    cache_batch_idx: Array,
+    cache_leftpad: Array,
 ) -> _Slots:
     seqlens = _host_ints(cache_seqlens, "cache_seqlens", (sh.b,))
     rows, table, page, seq_cache = _rows_and_table(k_cache, sh, block_table, cache_batch_idx)
@@ -358,7 +359,7 @@ def _slots(
 
 
 def _update(
-    xp: Any, device: Any, cache: Any, new: Any, sl: _Slots, sh: _Shapes
+    xp: Namespace, device: Any, cache: Array, new: Array, sl: _Slots, sh: _Shapes
 ) -> tuple[Any, Any]:
     """The cache with ``new`` at the written slots (physical layout), and its logical view
     (batch, seq_cache, ...); gathers only, so every backend (immutable ones too) works."""
@@ -368,7 +369,7 @@ def _update(
     def index(a: np.ndarray) -> Any:
         return xp.asarray(a.reshape(-1), device=device)
 
-    def logical(flat: Any) -> Any:
+    def logical(flat: Array) -> Any:
         return xp.reshape(xp.take(flat, index(sl.flat_idx), axis=0), (sh.b, sl.seq_cache, *tail))
 
     if new is None or not np.any(sl.written):
@@ -382,22 +383,22 @@ def _update(
 
 
 def _kv_cache(
-    q: Any,
-    k_cache: Any,
-    v_cache: Any,
-    k_new: Any,
-    v_new: Any,
+    q: Array,
+    k_cache: Array,
+    v_cache: Array,
+    k_new: Array,
+    v_new: Array,
     *,
-    cache_seqlens: Any,
+    cache_seqlens: Array,
     rotate: Rotator | None,
-    block_table: Any,
-    cache_batch_idx: Any,
-    cache_leftpad: Any,
+    block_table: Array,
+    cache_batch_idx: Array,
+    cache_leftpad: Array,
     causal: Any,
     window: Any,
     softcap: Any,
     scale: Any,
-    sinks: Any,
+    sinks: Array,
     return_lse: Any,
 ) -> tuple[Any, ...]:
     """The shared body of :func:`kv_cache_attention` and its flash-attn signature twin;

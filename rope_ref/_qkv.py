@@ -8,12 +8,13 @@ from . import _compat, _validate
 from ._apply import apply_rope
 from ._errors import RopeTypeError, RopeValueError
 from ._rope import MAX_HEAD_DIM, Rope
+from ._typing import Array
 
 __all__ = ["qkv", "sinusoidal_embedding"]
 
 
 def qkv(
-    x: Any, positions: Any, w_q: Any, w_k: Any, w_v: Any, /, *, rope: Rope
+    x: Array, positions: Array, w_q: Array, w_k: Array, w_v: Array, /, *, rope: Rope
 ) -> tuple[Any, Any, Any]:
     """q_m = f_q(x_m, m), k_n = f_k(x_n, n), v_n = f_v(x_n, n) as in RoFormer eqs. (1), (14).
 
@@ -60,7 +61,7 @@ def qkv(
 
 
 def sinusoidal_embedding(
-    positions: Any, /, dim: int, *, base: float = 10_000.0, dtype: Any = None
+    positions: Array, /, dim: int, *, base: float = 10_000.0, dtype: Any = None
 ) -> Any:
     """The additive absolute encoding of Vaswani et al. (RoFormer eq. 4).
 

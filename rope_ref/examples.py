@@ -21,17 +21,18 @@ import numpy as np
 
 from ._apply import apply_rope
 from ._rope import Rope
+from ._typing import Array
 from .testing._diagnose import low_precision_cos_sin
 
 __all__ = ["exact", "float32_angles"]
 
 
-def exact(x: Any, positions: Any, rope: Rope) -> Any:
+def exact(x: Array, positions: Array, rope: Rope) -> Any:
     """The reference itself."""
     return apply_rope(x, positions, rope)
 
 
-def float32_angles(x: Any, positions: Any, rope: Rope) -> Any:
+def float32_angles(x: Array, positions: Array, rope: Rope) -> Any:
     """RoPE with angles and tables in float32, the arithmetic in x's dtype (NumPy only)."""
     c32, s32 = low_precision_cos_sin(rope, positions)  # positions * inv_freq in float32
     cos, sin = c32.astype(x.dtype), s32.astype(x.dtype)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .._rope import Rope
+from .._typing import Array
 from ._compare import RopeToleranceWarning, assert_close, compare, to_numpy
 from ._compare import ulps as _ulps
 from ._diagnose import bf16 as _bf16
@@ -39,7 +40,7 @@ def default_tolerance(
     dtype: Any,
     *,
     rope: Rope | None = None,
-    positions: Any = None,
+    positions: Array = None,
 ) -> tuple[float, float]:
     r"""(rtol, atol) for results of an implementation computing in ``dtype``: one scalar pair
     for manifests and tables (``assert_close`` itself uses a per-element allowance, see

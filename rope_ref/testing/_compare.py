@@ -84,16 +84,16 @@ class Report:
     max_ulp: float
     worst_ratio: float
     atol: float
-    diagnosis: tuple = field(default=())
-    phase_error: tuple = field(default=())
-    blind_spots: tuple = field(default=())
+    diagnosis: tuple[Any, ...] = field(default=())
+    phase_error: tuple[tuple[int, int, float], ...] = field(default=())
+    blind_spots: tuple[str, ...] = field(default=())
     vacuous: bool = False
 
     def __bool__(self) -> bool:
         return self.passed
 
 
-def to_numpy(x: Any) -> np.ndarray:
+def to_numpy(x: Array) -> np.ndarray:
     """A NumPy copy of any Array-API array, through the array's own means.
 
     bfloat16 is widened to float32 (exactly) in the array's own namespace first; arrays that
@@ -134,7 +134,8 @@ def ulps(actual: np.ndarray, desired: np.ndarray, name: str) -> np.ndarray:
     mag = np.maximum(np.abs(np.where(np.isfinite(d), d, 0.0)), tiny(name))
     _, e = np.frexp(mag)  # mag = f * 2**e, f in [0.5, 1): one ulp is 2**(e - p)
     with np.errstate(invalid="ignore"):
-        return np.abs(np.asarray(actual, dtype=np.float64) - d) / np.ldexp(1.0, e - p)
+        out: np.ndarray = np.abs(np.asarray(actual, dtype=np.float64) - d) / np.ldexp(1.0, e - p)
+    return out
 
 
 def _tolerance(name: str, value: Any) -> float | None:
@@ -245,8 +246,8 @@ def _angle_format(model: Any) -> str:
 
 
 def _check_structure(
-    actual: Any,
-    desired: Any,
+    actual: Array,
+    desired: Array,
     head: str,
     check_dtype: bool,
     check_device: bool,
@@ -273,7 +274,8 @@ def _fail_report(message: str) -> Report:
     return Report(False, "fail", message, math.inf, math.inf, math.inf, 0.0)
 
 
-def _token_positions_text(rope: Rope, pos: np.ndarray, lead: tuple, idx: tuple) -> str:
+def _token_positions_text(rope: Rope, pos: np.ndarray, lead: tuple[int, ...], idx: tuple[Any, ...]
+) -> str:
     from ._error_model import _scheme
 
     scheme = _scheme(rope)
@@ -286,15 +288,15 @@ def _token_positions_text(rope: Rope, pos: np.ndarray, lead: tuple, idx: tuple) 
 
 
 def compare(
-    actual: Any,
-    desired: Any,
+    actual: Array,
+    desired: Array,
     *,
     rtol: float | None = None,
     atol: float | None = None,
     dtype: Any = None,
     rope: Rope | None = None,
-    positions: Any = None,
-    x: Any = None,
+    positions: Array = None,
+    x: Array = None,
     role: str = "query",
     seq_len: int | None = None,
     strict: bool = False,
@@ -392,7 +394,8 @@ def compare(
         err_cmp = _pair_errors(err_fin, rope)
 
     def ok_under(allow: np.ndarray) -> np.ndarray:
-        return same | (both & (err_cmp <= allow))
+        ok: np.ndarray = same | (both & (err_cmp <= allow))
+        return ok
 
     cls = _accuracy_class(levels, ok_under)
     bad = ~ok_under(allow_used)
@@ -407,7 +410,7 @@ def compare(
         ratio = np.where(same, 0.0, np.where(both, err_cmp / allow_used, math.inf))
     worst_ratio = float(np.max(ratio)) if ratio.size else 0.0
     atol_rep = float(np.max(allow_used)) if allow_used.size else 0.0
-    phase: tuple[Any, ...] = ()
+    phase: tuple[tuple[int, int, float], ...] = ()
     blind: tuple[str, ...] = ()
     serious = False
     if use_rope:
@@ -586,7 +589,12 @@ def _diagnosis(
     return tuple(hyps), lines
 
 
-def _class_line(cls: str, levels: list, ok_under: Any, strict: bool) -> str:
+def _class_line(
+    cls: str,
+    levels: list[tuple[str, np.ndarray]],
+    ok_under: Callable[[np.ndarray], np.ndarray],
+    strict: bool,
+) -> str:
     parts = []
     for level, allow in levels:
         n = int(np.sum(~ok_under(allow)))
@@ -595,7 +603,7 @@ def _class_line(cls: str, levels: list, ok_under: Any, strict: bool) -> str:
         parts) + ")"
 
 
-def _phase_lines(phase: tuple) -> list[str]:
+def _phase_lines(phase: tuple[tuple[int, int, float], ...]) -> list[str]:
     if not phase:
         return []
     return ["  max phase error by |position|:"] + [
@@ -603,7 +611,9 @@ def _phase_lines(phase: tuple) -> list[str]:
     ]
 
 
-def _error_buckets(err: np.ndarray, m: np.ndarray, phase: tuple) -> list[str]:
+def _error_buckets(
+    err: np.ndarray, m: np.ndarray, phase: tuple[tuple[int, int, float], ...]
+) -> list[str]:
     """Max abs error per |position| range (by the token's largest per-pair position)."""
     tok_err = np.max(err, axis=-1)
     tok_pos = np.max(np.abs(m), axis=-1)
@@ -621,15 +631,15 @@ def _error_buckets(err: np.ndarray, m: np.ndarray, phase: tuple) -> list[str]:
 
 
 def assert_close(
-    actual: Any,
-    desired: Any,
+    actual: Array,
+    desired: Array,
     *,
     rtol: float | None = None,
     atol: float | None = None,
     dtype: Any = None,
     rope: Rope | None = None,
-    positions: Any = None,
-    x: Any = None,
+    positions: Array = None,
+    x: Array = None,
     role: str = "query",
     seq_len: int | None = None,
     strict: bool = False,

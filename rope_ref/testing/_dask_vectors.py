@@ -43,6 +43,7 @@ import numpy as np
 from .._config_reader import describe, strict_json
 from .._errors import RopeError, RopeTypeError, RopeValueError
 from .._rope import Rope
+from .._typing import Array
 from ._assert import default_tolerance
 from ._vectors import MAX_HEADER_BYTES, _read_file, _rope_record
 
@@ -393,7 +394,7 @@ def write_vectors_dask(
     return manifest
 
 
-def _apply_rope_dask(x: Any, positions: Any, rope: Rope) -> Any:
+def _apply_rope_dask(x: Array, positions: Array, rope: Rope) -> Any:
     from .._apply import apply_rope
 
     return apply_rope(x, positions, rope)
@@ -425,7 +426,7 @@ def _chunk_digests(path: str, offset: int, row_bytes: int, bounds: list[int]) ->
     return out
 
 
-def _is_size(v: Any) -> bool:
+def _is_size(v: Array) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .._rope import Rope
+from .._typing import Array
 from ..scaling import Scaling as _BaseScaling
 from ._error_model import _scheme, dynamic_length, pair_channels
 
@@ -47,12 +48,12 @@ class Hypothesis:
 
     name: str
     explained: float
-    params: dict = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     text: str = ""
 
 
 # ------------------------------------------------------------------------------- roundings
-def bf16(a: Any) -> np.ndarray:
+def bf16(a: Array) -> np.ndarray:
     """Round to bfloat16 (nearest even), returned as float32."""
     bits = np.asarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
     rounded = (bits + np.uint64(0x7FFF) + ((bits >> np.uint64(16)) & np.uint64(1))) & np.uint64(
@@ -61,12 +62,12 @@ def bf16(a: Any) -> np.ndarray:
     return rounded.astype(np.uint32).view(np.float32)
 
 
-def f16(a: Any) -> np.ndarray:
+def f16(a: Array) -> np.ndarray:
     """Round to float16, returned as float32."""
     return np.asarray(a, dtype=np.float16).astype(np.float32)
 
 
-def f32(a: Any) -> np.ndarray:
+def f32(a: Array) -> np.ndarray:
     """Round to float32."""
     return np.asarray(a, dtype=np.float32)
 
@@ -133,7 +134,7 @@ def _per_pair(rope: Rope, p: np.ndarray) -> np.ndarray:
 
 def low_precision_cos_sin(
     rope: Rope,
-    positions: Any,
+    positions: Array,
     rounder: Callable[[np.ndarray], np.ndarray] = f32,
     *,
     role: str = "query",
@@ -194,12 +195,12 @@ def rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, rope: Rope) -> np.nd
     return y
 
 
-def _tables_as_lead(rope: Rope, c: np.ndarray, lead: tuple) -> np.ndarray:
+def _tables_as_lead(rope: Rope, c: np.ndarray, lead: tuple[int, ...]) -> np.ndarray:
     return np.broadcast_to(c, (*lead, rope.n_pairs))
 
 
 # ------------------------------------------------------------------------------- families
-Candidate = tuple[str, dict, Callable[[], np.ndarray]]
+Candidate = tuple[str, dict[str, Any], Callable[[], np.ndarray]]
 
 
 class _Data:
@@ -623,9 +624,9 @@ def fit_hypotheses(
     D = _Data(a, d, x, pos, rope, seq_len, role, dtype)
     if D.e0 == 0 or not math.isfinite(D.e0):
         return ()
-    results: list[tuple[float, int, str, dict, np.ndarray]] = []
+    results: list[tuple[float, int, str, dict[str, Any], np.ndarray]] = []
     for order, (family, cands) in enumerate(_families(D)):
-        best: tuple[float, str, dict, np.ndarray] | None = None
+        best: tuple[float, str, dict[str, Any], np.ndarray] | None = None
         ties: list[str] = []
         for name, params, make in cands:
             try:

@@ -9,29 +9,30 @@ import numpy as np
 from .. import _compat
 from .._errors import RopeTypeError, RopeValueError
 from .._kv_cache import _kv_cache
+from .._typing import Array
 from .._validate import as_bool, as_real
 
 __all__ = ["flash_attn_with_kvcache"]
 
 
 def flash_attn_with_kvcache(
-    q: Any,
-    k_cache: Any,
-    v_cache: Any,
-    k: Any = None,
-    v: Any = None,
-    rotary_cos: Any = None,
-    rotary_sin: Any = None,
-    cache_seqlens: Any = None,
-    cache_batch_idx: Any = None,
-    cache_leftpad: Any = None,
-    block_table: Any = None,
+    q: Array,
+    k_cache: Array,
+    v_cache: Array,
+    k: Array = None,
+    v: Array = None,
+    rotary_cos: Array = None,
+    rotary_sin: Array = None,
+    cache_seqlens: Array = None,
+    cache_batch_idx: Array = None,
+    cache_leftpad: Array = None,
+    block_table: Array = None,
     softmax_scale: Any = None,
     causal: bool = False,
     window_size: tuple[int, int] = (-1, -1),
     softcap: float = 0.0,
     rotary_interleaved: bool = True,
-    alibi_slopes: Any = None,
+    alibi_slopes: Array = None,
     num_splits: int = 0,
     return_softmax_lse: bool = False,
     *,
@@ -107,7 +108,7 @@ def flash_attn_with_kvcache(
     if rotary_cos is not None:
         from . import flash_apply_rotary_emb
 
-        def rotate(x: Any, offsets: np.ndarray, per_token: bool) -> Any:
+        def rotate(x: Array, offsets: np.ndarray, per_token: bool) -> Any:
             xp = _compat.array_namespace(x=x)
             off = xp.asarray(offsets, device=_compat.device_of(x))
             cos = xp.astype(rotary_cos, xp.float64) if hasattr(xp, "float64") else rotary_cos

@@ -17,6 +17,7 @@ from .. import _compat
 from .._apply import apply_rope
 from .._errors import RopeTypeError, RopeValueError
 from .._rope import Rope
+from .._typing import Array
 from .._validate import as_bool, as_int, as_real
 
 __all__ = [
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 
-def _host_ints(a: Any, name: str, ndim: int = 1) -> np.ndarray:
+def _host_ints(a: Array, name: str, ndim: int = 1) -> np.ndarray:
     if not _compat.is_array(a):
         raise RopeTypeError(f"{name} must be an integer array, got {type(a).__name__}")
     xp = _compat.array_namespace(**{name: a})
@@ -58,14 +59,14 @@ def _like(positions: np.ndarray, ref: Any) -> Any:
 
 
 def flash_apply_rotary_emb_qkv(
-    qkv: Any,
-    cos: Any,
-    sin: Any,
-    cos_k: Any = None,
-    sin_k: Any = None,
+    qkv: Array,
+    cos: Array,
+    sin: Array,
+    cos_k: Array = None,
+    sin_k: Array = None,
     interleaved: bool = False,
     inplace: bool = False,
-    seqlen_offsets: Any = 0,
+    seqlen_offsets: Array = 0,
     num_heads_q: int | None = None,
 ) -> Any:
     """flash-attn's ``apply_rotary_emb_qkv_`` (packed QKV), computed exactly.
@@ -137,7 +138,7 @@ def flash_apply_rotary_emb_qkv(
 # --- flashinfer: ragged tensors -----------------------------------------------------------
 
 
-def flashinfer_positions(indptr: Any, offsets: Any) -> Any:
+def flashinfer_positions(indptr: Array, offsets: Array) -> Any:
     """Position of every token of a flashinfer ragged batch: token t of request i (with
     ``indptr[i] <= t < indptr[i + 1]``) is at ``t - indptr[i] + offsets[i]``.
 
@@ -182,9 +183,9 @@ def _flashinfer_rope(head_dim: int, rotary_dim: Any, interleave: Any, scale: Any
 
 
 def flashinfer_apply_rope_pos_ids(
-    q: Any,
-    k: Any,
-    pos_ids: Any,
+    q: Array,
+    k: Array,
+    pos_ids: Array,
     rotary_dim: int | None = None,
     interleave: bool = False,
     rope_scale: float = 1,
@@ -235,10 +236,10 @@ def flashinfer_apply_rope_pos_ids(
 
 
 def flashinfer_apply_rope(
-    q: Any,
-    k: Any,
-    indptr: Any,
-    offsets: Any,
+    q: Array,
+    k: Array,
+    indptr: Array,
+    offsets: Array,
     rotary_dim: int | None = None,
     interleave: bool = False,
     rope_scale: float = 1,
@@ -278,7 +279,7 @@ def flashinfer_apply_rope(
 
 
 def te_thd_positions(
-    cu_seqlens: Any, *, cp_size: int = 1, cp_rank: int = 0, start_positions: Any = None
+    cu_seqlens: Array, *, cp_size: int = 1, cp_rank: int = 0, start_positions: Array = None
 ) -> Any:
     """Position of every token a context-parallel rank holds in TransformerEngine's ``thd``.
 
@@ -341,12 +342,12 @@ def te_thd_positions(
 
 def te_apply_rotary_pos_emb(
     t: Any,
-    freqs: Any,
+    freqs: Array,
     tensor_format: str = "sbhd",
-    start_positions: Any = None,
+    start_positions: Array = None,
     interleaved: bool = False,
     fused: bool = False,
-    cu_seqlens: Any = None,
+    cu_seqlens: Array = None,
     cp_size: int = 1,
     cp_rank: int = 0,
 ) -> Any:
@@ -433,7 +434,12 @@ def te_apply_rotary_pos_emb(
 
 
 def _te_token_positions(
-    t: Any, tensor_format: str, start_positions: Any, cu_seqlens: Any, cp_size: Any, cp_rank: Any
+    t: Array,
+    tensor_format: str,
+    start_positions: Array,
+    cu_seqlens: Array,
+    cp_size: Any,
+    cp_rank: Any,
 ) -> np.ndarray:
     """Each token's position in TE's layouts, shaped to broadcast against t.shape[:-1]."""
     size = as_int(cp_size, "cp_size", minimum=1)

@@ -25,8 +25,10 @@ import numpy as np
 from .._config_reader import describe, strict_json
 from .._errors import RopeValueError
 from .._rope import Rope
-from ._assert import _bf16, default_tolerance
+from .._typing import Array
+from ._assert import default_tolerance
 from ._cases import Case
+from ._diagnose import bf16 as _bf16
 
 __all__ = [
     "parse_safetensors",
@@ -196,12 +198,12 @@ def _tensor_span(name: str, info: Any, size: int, what: str) -> tuple[int, int]:
     return lo, hi
 
 
-def _shown(v: Any) -> str:
+def _shown(v: Array) -> str:
     """A short repr (the value part of ``describe``)."""
     return describe(v).split(" ", 1)[1]
 
 
-def _is_index(v: Any) -> bool:
+def _is_index(v: Array) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 

@@ -211,7 +211,8 @@ def _load_namespace(name: str) -> Any:
         if name == "jax":
             import jax
 
-            jax.config.update("jax_enable_x64", True)
+            jax_config: Any = jax.config  # untyped in jax
+            jax_config.update("jax_enable_x64", True)
             import jax.numpy
 
             return jax.numpy
