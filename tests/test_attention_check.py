@@ -549,3 +549,45 @@ def test_rows_masked_everywhere_with_a_finite_fill(fill):
     bad[0, 0, 3] += 0.05
     with pytest.raises(AttentionMismatch):
         assert_attention_close(bad, q32, k32, v32, mask=mask.astype(np.float32))
+
+
+@pytest.mark.parametrize("d", [64, 128])
+def test_bf16_rope_attention_correct_is_quiet_and_a_shift_is_seen(d):
+    # HF-style rotation in bfloat16 arithmetic (tables rounded to bf16) and SDPA: the correct
+    # kernel passes with no warning (its output is in the exact class); q rotated at
+    # position + 1 fails strict=True and never passes the default silently
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    base, s = 1e4, 128
+    rope = rr.Rope(d, base=base)
+    gen = torch.Generator().manual_seed(d)
+
+    def rot_hf(x, pos):
+        inv = 1.0 / (base ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+        f = pos.float()[:, None] * inv
+        emb = torch.cat((f, f), -1)
+        c, sn = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        return x * c + torch.cat((-x[..., d // 2:], x[..., : d // 2]), -1) * sn
+
+    pos = torch.arange(s)
+    q, k, v = (torch.randn(1, 2, s, d, generator=gen).bfloat16() for _ in range(3))
+    kw = dict(rope=rope, q_positions=pos.numpy(), k_positions=pos.numpy(), causal=True,
+              diagnose=False)
+    good = F.scaled_dot_product_attention(rot_hf(q, pos), rot_hf(k, pos), v, is_causal=True)
+    bad = F.scaled_dot_product_attention(rot_hf(q, pos + 1), rot_hf(k, pos), v, is_causal=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = assert_attention_close(good, q, k, v, **kw)
+        rs = assert_attention_close(good, q, k, v, strict=True, **kw)
+    assert r.accuracy_class == "exact" and r.worst_ratio < 0.1 and rs.worst_ratio < 0.2
+    with pytest.raises(AttentionMismatch):
+        assert_attention_close(bad, q, k, v, strict=True, **kw)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            rb = assert_attention_close(bad, q, k, v, **kw)
+        except AttentionMismatch:
+            rb = None
+    if rb is not None:  # passed only through the wide class: said loudly
+        assert rb.accuracy_class == "lower-precision angles"
+        assert any(issubclass(w.category, RopeToleranceWarning) for w in caught)
