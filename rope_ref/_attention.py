@@ -471,7 +471,9 @@ def _reference(xp: Any, m: Any) -> Any:
 
 
 def _row_max(xp: Any, s: Any) -> Any:
-    if s.shape[-1] == 0:
+    """Maximum over the last axis; -inf for no key (also where a library refuses to reduce
+    an empty array, as Dask does when another axis is 0)."""
+    if _prod(tuple(s.shape)) == 0:
         return xp.full(s.shape[:-1], -xp.inf, dtype=s.dtype, device=_compat.device_of(s))
     return xp.max(s, axis=-1)
 
