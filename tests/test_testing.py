@@ -282,3 +282,48 @@ def test_ulps_are_those_of_the_dtype_under_test():
     d64 = d.astype(np.float64)
     r = compare(d64 + 5 * np.spacing(d64), d64, rtol=0.0, atol=1.0)
     assert r.max_ulp == 5.0
+
+
+def test_check_namespace_false_compares_dtypes_and_devices_by_name():
+    # equal float32 data from different libraries: the same dtype and device by name
+    torch = pytest.importorskip("torch")
+    data = np.linspace(-1.0, 1.0, 12, dtype=np.float32).reshape(3, 4)
+    peers = [np.asarray(data)]
+    try:
+        import jax.numpy as jnp
+
+        peers.append(jnp.asarray(data))
+    except ImportError:  # pragma: no cover - jax is in the dev environment
+        pass
+    for other in peers:
+        r = compare(torch.from_numpy(data.copy()), other, check_namespace=False)
+        assert r.passed and r.max_abs_error == 0.0, r.message
+        assert not compare(torch.from_numpy(data.copy()), other).passed  # namespaces checked
+    # a real dtype difference still fails by name
+    r = compare(torch.from_numpy(data.copy()), data.astype(np.float64), check_namespace=False)
+    assert not r.passed and "dtypes differ" in r.message
+
+
+def test_dask_arrays_of_unknown_shape():
+    da = pytest.importorskip("dask.array")
+    x = da.arange(8, chunks=4).astype("float32")
+    assert compare(x[x > 2], x[x > 2]).passed
+    r = compare(x[x > 2], x[x > 3])
+    assert not r.passed and "shapes differ: actual (5,), desired (4,)" in r.message
+
+
+def test_compare_rejects_bad_positions_seq_len_and_x():
+    rope = rr.Rope(8)
+    x = np.ones((4, 8))
+    pos = np.arange(4.0)
+    y = rr.apply_rope(x, pos, rope)
+    with pytest.raises(rr.RopeValueError, match="positions must be finite"):
+        compare(y, y, rope=rope, positions=np.array([0.0, np.nan, 2.0, 3.0]))
+    with pytest.raises(rr.RopeTypeError, match="seq_len must be an integer"):
+        compare(y, y, rope=rope, positions=pos, seq_len=2.5)
+    with pytest.raises(rr.RopeValueError, match="seq_len must be at least 1"):
+        compare(y, y, rope=rope, positions=pos, seq_len=0)
+    with pytest.raises(rr.RopeValueError, match=r"x must have the outputs' shape \(4, 8\)"):
+        compare(y + 1, y, rope=rope, positions=pos, x=np.ones(3))
+    # the same calls with valid arguments
+    assert compare(y, y, rope=rope, positions=pos, seq_len=np.int64(4), x=x).passed

@@ -259,15 +259,41 @@ def _check_structure(
         xd = array_api_compat.array_namespace(desired)
         if xa is not xd:
             return f"{head}namespaces differ: actual is {xa.__name__}, desired is {xd.__name__}"
-    if tuple(actual.shape) != tuple(desired.shape):
-        return f"{head}shapes differ: actual {tuple(actual.shape)}, desired {tuple(desired.shape)}"
-    if check_dtype and actual.dtype != desired.dtype:
+    sa, sd = _known_shape(actual), _known_shape(desired)
+    if sa != sd:
+        return f"{head}shapes differ: actual {sa}, desired {sd}"
+    if check_dtype and dtype_name(actual.dtype) != dtype_name(desired.dtype):
         return f"{head}dtypes differ: actual {actual.dtype}, desired {desired.dtype}"
     if check_device:
         da, dd = _compat.device_of(actual), _compat.device_of(desired)
-        if da is not None and dd is not None and da != dd:
-            return f"{head}devices differ: actual on {da!r}, desired on {dd!r}"
+        same_lib = array_api_compat.array_namespace(actual) is array_api_compat.array_namespace(
+            desired
+        )
+        if da is not None and dd is not None:
+            differ = da != dd if same_lib else _device_kind(da) != _device_kind(dd)
+            if differ:
+                return f"{head}devices differ: actual on {da!r}, desired on {dd!r}"
     return None
+
+
+def _known_shape(x: Array) -> tuple[int, ...]:
+    """The shape, with unknown extents (Dask after boolean indexing: NaN) computed."""
+    shape = tuple(x.shape)
+    if all(isinstance(n, int | np.integer) for n in shape):
+        return tuple(int(n) for n in shape)
+    return tuple(to_numpy(x).shape)
+
+
+def _device_kind(dev: Any) -> str:
+    """A device as a library-neutral name: 'cpu', 'gpu:N' or its text (libraries differ in how
+    they spell the same device: NumPy's 'cpu', torch's device('cpu'), JAX's CpuDevice(id=0))."""
+    text = str(dev).lower()
+    if "cpu" in text:
+        return "cpu"
+    if any(k in text for k in ("cuda", "gpu", "rocm")):
+        digits = "".join(ch for ch in text if ch.isdigit())
+        return f"gpu:{digits or 0}"
+    return text
 
 
 def _fail_report(message: str) -> Report:
@@ -374,6 +400,7 @@ def compare(
     a_np = to_numpy(actual).astype(np.float64)
     d_np = to_numpy(desired).astype(np.float64)
     pos_np = None if positions is None else to_numpy(positions).astype(np.float64)
+    _check_rope_args(pos_np, seq_len, x, tuple(d_np.shape))
     use_rope = rope is not None and pos_np is not None and a_np.ndim >= 1
     model = None
     if use_rope:
@@ -490,6 +517,30 @@ def _check_compare_args(
     if rope is not None and not isinstance(rope, Rope):
         raise RopeTypeError(f"rope must be a rope_ref.Rope, got {type(rope).__name__}")
     return rtol_v, atol_v
+
+
+def _check_rope_args(
+    pos_np: np.ndarray | None, seq_len: Any, x: Array, desired_shape: tuple[int, ...]
+) -> None:
+    """Typed errors for positions that are not finite, a seq_len that is not an integer and
+    an ``x`` whose shape is not the outputs'."""
+    if seq_len is not None and (
+        isinstance(seq_len, bool) or not isinstance(seq_len, int | np.integer)
+    ):
+        raise RopeTypeError(f"seq_len must be an integer or None, got {seq_len!r}")
+    if seq_len is not None and int(seq_len) < 1:
+        raise RopeValueError(f"seq_len must be at least 1, got {int(seq_len)}")
+    if pos_np is not None and not np.all(np.isfinite(pos_np)):
+        bad = pos_np[~np.isfinite(pos_np)].ravel()[0]
+        raise RopeValueError(f"positions must be finite, got {float(bad)!r} among them")
+    if x is not None:
+        if not _compat.is_array(x):
+            raise RopeTypeError(f"x must be an array, got {type(x).__name__}")
+        if _known_shape(x) != tuple(desired_shape):
+            raise RopeValueError(
+                f"x must have the outputs' shape {tuple(desired_shape)} (the input that was "
+                f"rotated), got {_known_shape(x)}"
+            )
 
 
 def _allowances(
