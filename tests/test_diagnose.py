@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from test_error_model import bf16, f32, inv_freq_f32, per_pair
+from _helpers import bf16, f32, inv_freq_f32, per_pair
 
 import rope_ref as rr
 from rope_ref import scaling as S

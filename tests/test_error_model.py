@@ -16,74 +16,11 @@ import warnings
 
 import numpy as np
 import pytest
+from _helpers import F32, bf16, f32, inv_freq_f32, per_pair
 
 import rope_ref as rr
 from rope_ref import scaling as S
 from rope_ref.testing import RopeToleranceWarning, assert_close, compare
-
-F32 = np.float32
-
-
-def f32(a):
-    return np.asarray(a, dtype=np.float32)
-
-
-def bf16(a):
-    bits = np.asarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-    return bits.astype(np.uint32).view(np.float32)
-
-
-# ----------------------------------------------------------------------- kernels under test
-def ladder(rope):
-    """Exponent numerators 2t and denominator D of each pair (Axial: one ladder per axis)."""
-    n, sc = rope.n_pairs, rope.scaling
-    if isinstance(sc, S.Axial):
-        g = n // sc.n_axes
-        return 2.0 * (np.arange(n) % g), float(rope.rotary_dim // sc.n_axes)
-    return 2.0 * np.arange(n), float(rope.rotary_dim)
-
-
-def inv_freq_f32(rope, formula, seq_len):
-    """inv_freq as float32 kernels form it; a schedule's factors applied in float32."""
-    if formula == "rounded":
-        return f32(rope.inv_freq(dtype=np.float32, seq_len=seq_len))
-    num, den = ladder(rope)
-    e = f32(f32(num) / F32(den))
-    b = F32(rope.base)
-    if formula == "reciprocal":  # HF: 1.0 / base ** (arange(0, d, 2) / d)
-        inv = f32(F32(1) / f32(b**e))
-    elif formula == "explog":  # flax / T5X: exp(arange(0, d, 2) * -(log(base) / d))
-        inv = f32(np.exp(f32(f32(num) * f32(-f32(np.log(b)) / F32(den)))))
-    elif formula == "explog-ratio":  # exp(-(arange / d) * log(base))
-        inv = f32(np.exp(f32(-e * f32(np.log(b)))))
-    elif formula == "exp2log2":  # exp2(arange * -(log2(base) / d))
-        inv = f32(np.exp2(f32(f32(num) * f32(-f32(np.log2(b)) / F32(den)))))
-    else:  # base ** (-arange / d)
-        inv = f32(b ** (-e))
-    ratio = rope.inv_freq(seq_len=seq_len) / np.exp(-(num / den) * math.log(rope.base))
-    if np.all(np.abs(ratio - 1) < 1e-12):
-        return inv
-    if np.all(np.abs(ratio / ratio[0] - 1) < 1e-12):  # one factor: divide, as HF's linear does
-        return f32(inv / F32(1 / ratio[0]))
-    return f32(inv * f32(ratio))
-
-
-def per_pair(rope, p):
-    """The position driving each pair, shape tokens + (n_pairs,), by an explicit loop."""
-    sc = rope.scaling
-    if isinstance(sc, S.MRope):
-        if not sc.interleaved:
-            axes = [k for k, s in enumerate(sc.sections) for _ in range(s)]
-        else:
-            n = len(sc.sections)
-            axes = [j % n if (j % n >= 1 and j < n * sc.sections[j % n]) else 0
-                    for j in range(rope.n_pairs)]
-        return np.stack([p[a] for a in axes], axis=-1)
-    if isinstance(sc, S.Axial):
-        g = rope.n_pairs // sc.n_axes
-        return np.stack([p[..., j // g] for j in range(rope.n_pairs)], axis=-1)
-    return np.repeat(p[..., None], rope.n_pairs, axis=-1)
 
 
 def kernel(x, pos, rope, formula="rounded", *, torch_cos=False, matmul=False, seq_len=None):

@@ -9,8 +9,7 @@ import mpmath
 import mpmath_reference
 import numpy as np
 import pytest
-from conftest import DATA
-from helpers import ulps
+from _helpers import DATA, ulps
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
