@@ -591,3 +591,42 @@ def test_bf16_rope_attention_correct_is_quiet_and_a_shift_is_seen(d):
     if rb is not None:  # passed only through the wide class: said loudly
         assert rb.accuracy_class == "lower-precision angles"
         assert any(issubclass(w.category, RopeToleranceWarning) for w in caught)
+
+
+def test_degenerate_shapes_as_rr_attention_gives_them():
+    rng = np.random.default_rng(5)
+
+    def qkv(sq, sk, d, dv):
+        return (rng.standard_normal((1, 2, sq, d)), rng.standard_normal((1, 2, sk, d)),
+                rng.standard_normal((1, 2, sk, dv)))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        q, k, v = qkv(0, 4, 8, 8)  # no query rows: an empty output passes
+        r = assert_attention_close(np.zeros((1, 2, 0, 8)), q, k, v)
+        assert r.passed and r.worst_ratio == 0.0 and r.ratio_out.shape == (1, 2, 0)
+        q, k, v = qkv(4, 0, 8, 8)  # no keys: rr.attention gives zeros, which must match exactly
+        assert np.all(np.asarray(rr.attention(q, k, v)) == 0.0)
+        assert assert_attention_close(np.zeros((1, 2, 4, 8)), q, k, v).passed
+        with pytest.raises(AttentionMismatch):
+            assert_attention_close(np.full((1, 2, 4, 8), 1e-3), q, k, v, diagnose=False)
+        q, k, v = qkv(4, 4, 8, 0)  # value dim 0
+        assert assert_attention_close(np.zeros((1, 2, 4, 0)), q, k, v).passed
+    q, k, v = qkv(4, 4, 0, 8)  # head dim 0: the same typed error as rr.attention
+    with pytest.raises(rr.RopeValueError, match="head_dim") as ours:
+        assert_attention_close(np.zeros((1, 2, 4, 8)), q, k, v)
+    with pytest.raises(rr.RopeValueError, match="head_dim") as theirs:
+        rr.attention(q, k, v)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_no_numpy_warning_escapes_the_diagnosis():
+    # causal with Sq > Sk: rows with no key (allowance 0); a wrong output is a verdict, not a
+    # RuntimeWarning (overflow in the diagnosis' residuals)
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((1, 2, 8, 16)).astype(np.float32)
+    k, v = (rng.standard_normal((1, 2, 4, 16)).astype(np.float32) for _ in range(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(AttentionMismatch):
+            assert_attention_close(np.zeros((1, 2, 8, 16), np.float32), q, k, v, causal=True)
