@@ -1,6 +1,6 @@
 """Golden outputs for 1,048,576 tokens x 32 heads x 128 on a dask.distributed LocalCluster.
 
-    python benchmarks/dask_scale.py [--tokens 1048576] [--heads 32] [--chunk 1024]
+    python -m benchmarks.dask_scale [--tokens 1048576] [--heads 32] [--chunk 1024]
         [--workers 2] [--out DIR] [--scheduler tcp://HOST:PORT] [--keep] [--json] [--progress]
 
 Runs ``rope_ref.testing.write_vectors_dask`` (rr.apply_rope on chunked Dask arrays, streamed

@@ -1,8 +1,11 @@
 """rope_ref beside what users would otherwise run, in one process run: medians, spread, ratios.
 
-    python benchmarks/run.py                   # everything below except the Dask job
-    python benchmarks/run.py --only apply table
-    python benchmarks/run.py --dask-scale      # also the 1,048,576-token Dask job (minutes)
+    python -m benchmarks.run                   # everything below except the Dask job
+    python -m benchmarks.run --only apply table
+    python -m benchmarks.run --dask-scale      # also the 1,048,576-token Dask job (minutes)
+
+(from the repository root: the test adapters in ``backends/`` are imported as a top-level
+package, as the tests do with pytest's ``pythonpath``).
 
 Every comparison times both sides in this one process, one after the other, and reports the
 median of ``--repeat`` runs with the spread (min..max); the ratio is of the medians.
@@ -32,11 +35,17 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import rope_ref as rr
 
-import backends  # noqa: E402
-import rope_ref as rr  # noqa: E402
+try:
+    import backends
+except ModuleNotFoundError as exc:  # run as a file, or from another folder
+    raise SystemExit(
+        "the benchmarks import the repository's backends/ package: run them from the "
+        "repository root as `python -m benchmarks.run`"
+    ) from exc
+
+ROOT = Path(__file__).resolve().parent.parent
 
 RESULTS: list[dict[str, Any]] = []
 
@@ -209,7 +218,6 @@ def bench_attention(repeat: int) -> None:
 RSS_CHILD = r"""
 import json, resource, sys, time
 import numpy as np
-sys.path.insert(0, sys.argv[1])
 import rope_ref as rr
 
 def high_water_kib():
@@ -244,8 +252,8 @@ print(json.dumps({"peak_rss_mib": peak / 1024, "inputs_rss_mib": before / 1024,
 def bench_attention_memory() -> None:
     print("chunked attention (1, 1, 32768, 128) float64 causal with RoPE, fresh process",
           flush=True)
-    res = subprocess.run([sys.executable, "-c", RSS_CHILD, str(ROOT)], capture_output=True,
-                         text=True, check=True)
+    res = subprocess.run([sys.executable, "-c", RSS_CHILD], capture_output=True, text=True,
+                         check=True, cwd=ROOT)  # -c: the working directory comes first
     r = json.loads(res.stdout.strip().splitlines()[-1])
     row = {"bench": "attention peak RSS at 32768 keys", "peak_rss_mib": r["peak_rss_mib"],
            "target_mib": 1024, "met": r["peak_rss_mib"] <= 1024, **r}
@@ -269,7 +277,7 @@ def bench_linear(repeat: int) -> None:
 def bench_dask_scale() -> None:
     print("Dask LocalCluster (2 workers): golden outputs for 1,048,576 tokens x 32 x 128",
           flush=True)
-    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "dask_scale.py"), "--json"],
+    res = subprocess.run([sys.executable, "-m", "benchmarks.dask_scale", "--json"], cwd=ROOT,
                          capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(res.stderr[-4000:])
@@ -305,7 +313,7 @@ def main() -> None:
     choices = ["apply", "table", "backends", "attention", "memory", "linear"]
     p.add_argument("--only", nargs="+", choices=choices, default=choices)
     p.add_argument("--repeat", type=int, default=7)
-    p.add_argument("--dask-scale", action="store_true", help="also run benchmarks/dask_scale.py")
+    p.add_argument("--dask-scale", action="store_true", help="also run benchmarks.dask_scale")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     a = p.parse_args()
     env = {"python": platform.python_version(), "machine": platform.machine(),
