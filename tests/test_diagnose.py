@@ -363,3 +363,55 @@ def test_large_outputs_are_diagnosed_on_a_sample_of_tokens(monkeypatch):
     want = rr.apply_rope(x, pos, rope)
     r = compare(rr.apply_rope(x, pos - 1, rope), want, rope=rope, positions=pos, x=x)
     assert r.diagnosis[0].name == "positions shifted by -1" and r.diagnosis[0].explained > 0.99
+
+
+def _named(got, want, pos, x, rope):
+    r = compare(got.astype(np.float32), want.astype(np.float32), rope=rope, positions=pos, x=x)
+    assert not r.passed
+    best = r.diagnosis[0]
+    assert best.explained > 0.99, r.message
+    return best
+
+
+def test_common_pipeline_bugs_are_named():
+    # the most common real bugs, each simulated by an independent route (apply_rope with the
+    # buggy positions or width), named, with the fitted parameter
+    rng = np.random.default_rng(0)
+    rope = rr.Rope(128)
+    x = rng.standard_normal((2, 4, 64, 128)).astype(np.float32)
+    xd = x.astype(np.float64)
+    pos = np.arange(1000, 1064)
+    want = rr.apply_rope(xd, pos, rope)
+    best = _named(xd, want, pos, x, rope)  # no rotation at all
+    assert best.name.startswith("rotation not applied")
+    best = _named(rr.apply_rope(xd, pos - 1000, rope), want, pos, x, rope)  # KV offset dropped
+    assert best.name == "positions offset by a constant -1000"
+    assert best.params["offset"] == -1000
+    best = _named(rr.apply_rope(want, pos, rope), want, pos, x, rope)  # rotated twice
+    assert best.name.startswith("positions scaled by 2") and best.params["scale"] == 2.0
+    half = rr.apply_rope(xd, pos, rr.Rope(128, rotary_dim=64))  # wrong rotary_dim
+    best = _named(half, want, pos, x, rope)
+    assert best.name.startswith("rotary on the first 64 channels only")
+    # batch 0's positions used for every sequence of a (batch, 1, seq) position array
+    pb = np.stack([np.arange(64) + 1000, np.arange(64) + 37])[:, None, :]
+    want_b = rr.apply_rope(xd, pb, rope)
+    best = _named(rr.apply_rope(xd, pb[:1], rope), want_b, pb, x, rope)
+    assert best.name.startswith("one batch's positions used for all")
+    assert best.params["batch"] == 0
+
+
+def test_hypothesis_texts_do_not_repeat_themselves():
+    # a bug in one head only: partial hypotheses, two inv_freq formulas with the same text
+    rng = np.random.default_rng(0)
+    rope = rr.Rope(128)
+    pos = np.arange(200, 264)
+    x = rng.standard_normal((2, 4, 64, 128)).astype(np.float32)
+    want = rr.apply_rope(x.astype(np.float64), pos, rope).astype(np.float32)
+    got = want.copy()
+    got[:, 2] = rr.apply_rope(x[:, 2].astype(np.float64), pos + 1, rope).astype(np.float32)
+    r = compare(got, want, rope=rope, positions=pos, x=x)
+    assert not r.passed and r.diagnosis
+    for h in r.diagnosis:
+        if "(indistinguishable here from: " in h.text:
+            first, rest = h.text.split(" (indistinguishable here from: ", 1)
+            assert first not in rest, h.text

@@ -380,6 +380,8 @@ def _families(D: _Data) -> Iterator[tuple[str, list[Candidate]]]:
     yield "channels", list(_channel_candidates(D))
     if rope.scaling is not None and dataclasses.is_dataclass(rope.scaling):
         yield "schedule", list(_schedule_candidates(D))
+    # last: where a schedule parameter gives the same output, the parameter is named first
+    yield "common", list(_common_candidates(D, skip_offsets={*shifts}))
 
 
 def _pair_phases(D: _Data) -> tuple[np.ndarray, np.ndarray] | None:
@@ -455,6 +457,63 @@ def _estimate_shift(D: _Data) -> int | None:
     if not np.isfinite(k) or abs(k) > 1e6:
         return None
     return round(float(k))
+
+
+def _offset_estimates(D: _Data) -> list[int]:
+    """Constant position offsets the phase error suggests: the median of phase error over
+    frequency among pairs slow enough not to wrap, for a few bounds on the frequency (a
+    large offset wraps all but the slowest pairs), and the offset that restarts the
+    positions at 0 (a dropped KV-cache offset)."""
+    got = _pair_phases(D)
+    out: list[int] = []
+    if got is not None:
+        ph, m = got
+        theta = np.asarray(D.rope.inv_freq(seq_len=dynamic_length(D.rope, D.pos, D.seq_len)))
+        err = np.angle(np.exp(1j * (ph - np.angle(np.exp(1j * (m * theta))))))
+        for bound in (1e-1, 1e-2, 1e-3, 1e-4, 1e-5):
+            use = theta < bound
+            if not np.any(use) or not np.any(np.isfinite(err[:, use])):
+                continue
+            with np.errstate(all="ignore"):
+                k = float(np.nanmedian(err[:, use] / theta[use]))
+            if math.isfinite(k) and abs(k) < 1e9:
+                out.append(round(k))
+    if D.pos.size and np.all(np.isfinite(D.pos)):
+        out.append(-round(float(np.min(D.pos))))
+    return out
+
+
+def _common_candidates(D: _Data, skip_offsets: set[int]) -> Iterator[Candidate]:
+    """The most common pipeline bugs: no rotation, positions scaled or offset, rotary on
+    the first channels only, one sequence's positions used for the whole batch."""
+    rope, pos = D.rope, np.asarray(D.pos)
+    yield ("rotation not applied (the input returned as it came, or every position 0)", {},
+           functools.partial(D.apply, pos=np.zeros_like(pos)))
+    for k in (2.0, 3.0, 0.5):
+        why = ": the rotation applied twice" if k == 2.0 else ""
+        yield (f"positions scaled by {k:g} (x{k:g}{why})", {"scale": k},
+               functools.partial(D.apply, pos=pos * k))
+    seen = set(skip_offsets) | {0}
+    for c in _offset_estimates(D):
+        if c in seen:
+            continue
+        seen.add(c)
+        yield (f"positions offset by a constant {c:+d}", {"offset": c},
+               functools.partial(D.apply, pos=pos + c))
+    r = rope.rotary_dim
+
+    def first(part: int) -> np.ndarray:  # built lazily: a schedule may refuse the width
+        return D.apply(_replace_rope(rope, rotary_dim=part))
+
+    for part in sorted({r // 2, r // 4, 3 * r // 4}, reverse=True):
+        if part >= 2 and part % 2 == 0 and part < r:
+            yield (f"rotary on the first {part} channels only (rotary_dim {part} instead of "
+                   f"{r})", {"rotary_dim": part}, functools.partial(first, part))
+    if _scheme(rope) is None and pos.ndim >= 2 and pos.shape[0] > 1:
+        for b in range(min(pos.shape[0], 4)):
+            one = np.broadcast_to(pos[b:b + 1], pos.shape)
+            yield (f"one batch's positions used for all (batch {b}'s positions for every "
+                   "sequence)", {"batch": b}, functools.partial(D.apply, pos=one))
 
 
 def _base_candidates(D: _Data) -> Iterator[Candidate]:
@@ -636,7 +695,8 @@ def fit_hypotheses(
                 continue
             ex = D.explained(y)
             if best is not None and ex == best[0] and np.array_equal(y, best[3]):
-                ties.append(name)
+                if name != best[1] and name not in ties:  # the same text twice says nothing
+                    ties.append(name)
             elif best is None or ex > best[0]:
                 best = (ex, name, {"family": family, **params}, y)
                 ties = []
@@ -651,6 +711,8 @@ def fit_hypotheses(
     for ex, _, name, params, y in results:
         twin = next((h for h, yy in kept if np.array_equal(yy, y)), None)
         if twin is not None:
+            if name in twin.text:  # the same text: nothing to add
+                continue
             i = out.index(twin)
             merged = dataclasses.replace(
                 twin, text=twin.text + f" (indistinguishable here from: {name})")
