@@ -630,3 +630,26 @@ def test_no_numpy_warning_escapes_the_diagnosis():
         warnings.simplefilter("error")
         with pytest.raises(AttentionMismatch):
             assert_attention_close(np.zeros((1, 2, 8, 16), np.float32), q, k, v, causal=True)
+
+
+@pytest.mark.parametrize("t", [1, -1])
+def test_causal_off_by_one_is_named(t):
+    # one future key kept (t = +1) or the diagonal dropped (t = -1), by an independent loop
+    rng = np.random.default_rng(7)
+    s, d = 32, 16
+    q, k, v = (rng.standard_normal((1, 2, s, d)) for _ in range(3))
+    out = np.zeros((1, 2, s, d))
+    for h in range(2):
+        for i in range(s):
+            keys = [j for j in range(s) if j <= i + t]
+            if not keys:
+                continue
+            lg = np.array([q[0, h, i] @ k[0, h, j] for j in keys]) / math.sqrt(d)
+            w = np.exp(lg - lg.max())
+            out[0, h, i] = (w / w.sum()) @ v[0, h, keys]
+    with pytest.raises(AttentionMismatch) as info:
+        assert_attention_close(out, q, k, v, causal=True)
+    best = info.value.report.explanation
+    assert best is not None and best.name == f"causal mask off by {t:+d}"
+    tried = [h.name for h in info.value.report.diagnosis]
+    assert len(tried) == len(set(tried))  # no hypothesis listed twice

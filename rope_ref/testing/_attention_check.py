@@ -911,7 +911,9 @@ def assert_attention_close(
         )
     diagnosis = None
     if not passed and diagnose:
-        diagnosis = _diagnose(p, out_np, lse_np, ref_out, ref_lse, allow_o, allow_l, comb_ratio)
+        diagnosis = _Diagnosis(
+            p, out_np, lse_np, ref_out, ref_lse, allow_o, allow_l, comb_ratio
+        ).run()
     report = AttentionReport(
         passed=passed,
         worst_ratio=max(worst_o, worst_l),
@@ -1137,7 +1139,8 @@ class _Diagnosis:
             )
             parts.append(np.nan_to_num(r, nan=1e30).ravel())
         # rows allowed 0 (no key kept) give residuals near 1e300: capped so squares stay finite
-        return np.clip(np.concatenate(parts), -1e30, 1e30)
+        capped: np.ndarray = np.clip(np.concatenate(parts), -1e30, 1e30)
+        return capped
 
     def score(self, o: np.ndarray, ls: np.ndarray) -> tuple[float, bool, float]:
         """(fraction of the squared error explained, fits everywhere, squared residual)."""
@@ -1196,16 +1199,29 @@ class _Diagnosis:
         sq, sk = p.sq, p.sk
         if p.causal and not p.multi_axis:
             ri = sub.row_index()
-            for name, off in (
-                ("causal mask aligned top-left", 0),
-                ("causal mask aligned bottom-right", sk - sq),
-            ):
+            aligned = (
+                [("causal mask aligned top-left", 0), ("causal mask aligned bottom-right", sk - sq)]
+                if sk != sq  # equal lengths: both alignments are the same mask
+                else []
+            )
+            for name, off in aligned:
                 keep = np.arange(sk)[None, :] <= (ri[:, None] + off)
                 self.attempt(
                     name,
                     f"query row i keeps key indices <= i + {off}",
                     functools.partial(sub.run, causal=False, mask=_and_mask(sub.mask, keep)),
                 )
+            if p.window is None:
+                # off by t: the query at position i keeps keys at positions <= i + t (the
+                # queries are rotated already, so moving their positions moves the mask only)
+                qp = sub.explicit_q_positions()
+                for t in (1, -1, 2, -2):
+                    self.attempt(
+                        f"causal mask off by {t:+d}",
+                        f"causal keeps keys <= i{t:+d} (position i of the query)",
+                        functools.partial(sub.run, q_positions=qp + t),
+                        t,
+                    )
         if p.causal:
             self.attempt(
                 "causal mask missing",
@@ -1425,19 +1441,6 @@ def _window_neighbours(window: tuple[Any, Any]) -> list[tuple[Any, Any, str, int
             out.append((*win, side, delta))
     return out
 
-
-def _diagnose(
-    p: _Problem,
-    out: np.ndarray,
-    lse: np.ndarray | None,
-    ref_out: np.ndarray,
-    ref_lse: np.ndarray,
-    allow_o: np.ndarray,
-    allow_l: np.ndarray,
-    ratio: np.ndarray,
-) -> list[AttentionHypothesis]:
-    """The fitted hypotheses about a mismatch, best first."""
-    return _Diagnosis(p, out, lse, ref_out, ref_lse, allow_o, allow_l, ratio).run()
 
 
 def _shifted(rotated: _Problem, pre: _Problem, who: str, t: int) -> tuple[Any, Any]:
