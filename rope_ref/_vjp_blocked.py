@@ -68,7 +68,13 @@ from typing import Any
 from . import _attention, _compat, _validate
 from ._attention import _Logits, _Rows, _Spec, _Stats
 
-__all__ = ["VJP_TEMPS", "attention_vjp_blocked", "vjp_blocks", "vjp_chunk_for"]
+__all__ = [
+    "VJP_TEMPS",
+    "attention_vjp_blocked",
+    "maybe_blocked",
+    "vjp_blocks",
+    "vjp_chunk_for",
+]
 
 #: score-sized float64 temporaries of the one-shot VJP (scores, tanh, keep mask, P, dP, dS):
 #: the one-shot path needs about ``VJP_TEMPS * 8 * batch * Hq * Sq * Sk`` bytes
@@ -143,7 +149,8 @@ def vjp_blocks(sp: _Spec, d_out: Any, d_lse: Any, chunk: int) -> tuple[Any, Any,
     xp, wd = sp.xp, sp.wd
     batch, hk, g, d, dv = sp.batch, sp.hk, sp.g, sp.d, sp.dv
     qblocks, kblocks = _attention._blocks(sp.sq, chunk), _attention._blocks(sp.sk, chunk)
-    skip = _attention._block_skipper(sp)
+    empty = _attention._prod((*batch, sp.hq)) == 0
+    skip = None if empty else _attention._block_skipper(sp)
     dog_all = xp.reshape(xp.astype(d_out, wd), (*batch, hk, g, sp.sq, dv))
     dl_all = None if d_lse is None else xp.reshape(xp.astype(d_lse, wd), (*batch, hk, g, sp.sq))
     qf, kf = _finite(xp, sp.qg), _finite(xp, sp.kg)  # a dropped pair adds 0, not 0 * NaN
@@ -273,13 +280,27 @@ def attention_vjp_blocked(
     from ._vjp import _check_cotangent, attention_vjp
 
     sp = _attention._prepare(q, k, v, sinks=sinks, **options)
-    chunk = vjp_chunk_for(sp, chunk_size, memory_budget)
-    if not chunk:
-        return attention_vjp(q, k, v, d_out, d_lse=d_lse, sinks=sinks, **options)
     xp = _compat.array_namespace(q=q, d_out=d_out, d_lse=d_lse)
     _compat.check_same_device(q=q, d_out=d_out, d_lse=d_lse)
     batch, hq, sq, dv = sp.batch, sp.hq, sp.sq, sp.dv
     _check_cotangent(xp, d_out, "d_out", (*batch, hq, sq, dv), "the output (..., Hq, Sq, Dv)")
     if d_lse is not None:
         _check_cotangent(xp, d_lse, "d_lse", (*batch, hq, sq), "lse (..., Hq, Sq)")
-    return finish_vjp(sp, vjp_blocks(sp, d_out, d_lse, chunk), sinks)
+    grads = maybe_blocked(sp, d_out, d_lse, sinks, chunk_size, memory_budget)
+    if grads is None:
+        return attention_vjp(q, k, v, d_out, d_lse=d_lse, sinks=sinks, **options)
+    return grads
+
+
+def maybe_blocked(
+    sp: _Spec, d_out: Any, d_lse: Any, sinks: Any, chunk_size: Any, memory_budget: Any
+) -> tuple[Any, ...] | None:
+    """The gradients in blocks when ``chunk_size`` or ``memory_budget`` call for them (see
+    :func:`vjp_chunk_for`), else None (the caller runs the one-shot VJP). The cotangents
+    must be validated already. An empty problem with a ``chunk_size`` runs the (empty) block
+    loops: zero-filled gradients of the right shapes on every backend."""
+    chunk = vjp_chunk_for(sp, chunk_size, memory_budget)
+    empty = _attention._prod((*sp.batch, sp.hq, sp.sq, sp.sk)) == 0
+    if not chunk and not (empty and chunk_size is not None):
+        return None
+    return finish_vjp(sp, vjp_blocks(sp, d_out, d_lse, max(chunk, 1)), sinks)
