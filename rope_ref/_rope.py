@@ -126,6 +126,41 @@ class Rope:
         frequency schedule ``scaling``: ``Rope(128, scaling=YaRN(4.0), axes=MRope((16, 24,
         24)))`` is Qwen2.5-VL's M-RoPE on YaRN's frequencies; with ``Axial(n)`` each axis is a
         1-D RoPE of ``rotary_dim / n`` channels under the schedule.
+    report : object, optional
+        What :meth:`from_hf_config` read from the config (the report :meth:`explain` prints);
+        set by ``from_hf_config``, left ``None`` when constructing directly. Not part of the
+        value: ignored by ``==``, ``hash`` and ``repr``.
+
+    Raises
+    ------
+    RopeTypeError
+        An argument of the wrong type: a non-integer ``head_dim``, ``rotary_dim`` or
+        ``rotary_offset``, a non-real ``base``, a non-string ``layout``, a ``scaling`` that
+        is not a ``rope_ref.scaling`` object, or ``axes`` that is not a multi-axis scheme.
+    RopeValueError
+        ``head_dim`` not in ``[1, MAX_HEAD_DIM]``; ``base`` not finite and > 0, or so small
+        that some theta_j exceeds 2**16; ``rotary_offset`` not in ``[0, head_dim)``;
+        ``rotary_dim`` odd, not positive or larger than ``head_dim - rotary_offset``; a
+        ``layout`` not in ``LAYOUTS``; a multi-axis scheme given both as ``scaling`` and as
+        ``axes``, or a magnitude schedule (xPos) combined with ``axes``; or parameters the
+        schedule itself rejects (its ``check``).
+
+    Examples
+    --------
+    >>> import rope_ref as rr
+    >>> rope = rr.Rope(8)
+    >>> rope
+    Rope(head_dim=8, base=10000.0, rotary_dim=8, layout='half', scaling=None)
+    >>> rope.n_pairs
+    4
+    >>> rope.inv_freq().tolist()  # theta_j = 10000 ** (-2j / 8), correctly rounded
+    [1.0, 0.1, 0.01, 0.001]
+    >>> rr.Rope(192, rotary_dim=64, rotary_offset=128).n_pairs  # DeepSeek MLA's rotary part
+    32
+    >>> rr.Rope(8, rotary_dim=3)
+    Traceback (most recent call last):
+        ...
+    rope_ref._errors.RopeValueError: rotary_dim must be even, positive and <= head_dim=8, got 3
     """
 
     head_dim: int
@@ -275,6 +310,59 @@ class Rope:
         (GPT-J, Llama 4, DeepSeek with ``rope_interleave``); ``layout=`` overrides it.
         Unknown rope types and missing or invalid parameters raise an error naming the key;
         keys present but unused are listed by :meth:`explain`.
+
+        Parameters
+        ----------
+        config : dict or object
+            A parsed ``config.json``, a transformers config object, or any object whose
+            attributes are the config keys.
+        layer_type : str, optional
+            Which layer type, for configs with a RoPE per layer type (v5 ``rope_parameters``
+            keyed by layer type, Gemma 3's ``rope_local_base_freq``), e.g.
+            ``"sliding_attention"``.
+        layout : {"half", "interleaved"}, optional
+            Overrides the layout inferred from ``model_type``.
+        dynamic_variant : {"hf", "vllm"}
+            For ``rope_type`` "dynamic": which dynamic-NTK variant (see
+            ``rope_ref.scaling.DynamicNTK``).
+
+        Returns
+        -------
+        Rope
+            The specification, with the report of what was read (see :meth:`explain`).
+
+        Raises
+        ------
+        RopeTypeError
+            A value of the wrong type, named as written in the config (e.g.
+            ``rope_scaling must be a dict or null``), or a ``layer_type`` that is not a string.
+        RopeValueError
+            An unknown rope type, a missing or invalid parameter (named as written, e.g.
+            ``text_config.rope_scaling.factor``), a ``layer_type`` the config does not have,
+            a ``dynamic_variant`` not in ``("hf", "vllm")``, or values the resulting
+            ``Rope`` rejects.
+
+        Examples
+        --------
+        >>> import rope_ref as rr
+        >>> config = {
+        ...     "model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32,
+        ...     "rope_theta": 500000.0, "max_position_embeddings": 131072,
+        ...     "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+        ...                      "high_freq_factor": 4.0,
+        ...                      "original_max_position_embeddings": 8192},
+        ... }
+        >>> rope = rr.Rope.from_hf_config(config)
+        >>> rope.head_dim, rope.base, rope.layout
+        (128, 500000.0, 'half')
+        >>> type(rope.scaling).__name__
+        'Llama3'
+        >>> rope == rr.Rope.preset("llama-3.1-8b")
+        True
+        >>> rr.Rope.from_hf_config({**config, "rope_scaling": {"rope_type": "llama9"}})
+        Traceback (most recent call last):
+            ...
+        rope_ref._errors.RopeValueError: ...
         """
         from ._hf import from_hf_config
 
@@ -286,7 +374,29 @@ class Rope:
 
     @classmethod
     def preset(cls, name: str, *, layer_type: str | None = None) -> Rope:
-        """The RoPE of a real model, from its published config values (``rr.presets()``)."""
+        """The RoPE of a real model, from its published config values (``rr.presets()``).
+
+        Parameters
+        ----------
+        name : str
+            A preset name, one of ``rope_ref.presets()`` (case-insensitive), e.g.
+            ``"llama-3.1-8b"``.
+        layer_type : str, optional
+            For models with a RoPE per layer type: which one (checked against the preset's
+            layer types); default the preset's own default layer type.
+
+        Returns
+        -------
+        Rope
+            ``Rope.from_hf_config`` of the preset's config.
+
+        Raises
+        ------
+        RopeTypeError
+            ``name`` is not a string.
+        RopeValueError
+            An unknown preset name, or a ``layer_type`` that is not one of the preset's.
+        """
         from ._presets import load_preset
 
         config, layer = load_preset(name, layer_type=layer_type)
@@ -294,7 +404,14 @@ class Rope:
 
     def explain(self) -> str:
         """What this Rope is and, for one read from a config, every key used, defaulted or
-        present but unused. Returns the text (``print(rope.explain())``)."""
+        present but unused.
+
+        Returns
+        -------
+        str
+            The text (``print(rope.explain())``): the ``repr`` and, for a Rope from
+            :meth:`from_hf_config`, the keys used, defaulted and unused and the notes.
+        """
         if self.report is None:
             return f"{self!r}\n(constructed directly, not from a config)"
         return str(self.report.text(self))
@@ -306,11 +423,39 @@ class Rope:
         return self.rotary_dim // 2
 
     def unscaled_thetas(self) -> tuple[Decimal, ...]:
-        """theta_j = base ** (-2j / rotary_dim) as exact Decimals (90 digits), no scaling."""
+        """theta_j = base ** (-2j / rotary_dim) as exact Decimals (90 digits), no scaling.
+
+        Returns
+        -------
+        tuple of decimal.Decimal
+            ``rotary_dim // 2`` frequencies, ``theta_0 = 1``, correct to 90 significant
+            digits.
+        """
         return _unscaled_thetas(self.base, self.rotary_dim)
 
     def thetas(self, *, seq_len: int | None = None) -> tuple[Decimal, ...]:
-        """The frequencies after scaling, as exact Decimals (90 significant digits)."""
+        """The frequencies after scaling, as exact Decimals (90 significant digits).
+
+        Parameters
+        ----------
+        seq_len : int, optional
+            The sequence length, for schedules that depend on it (dynamic NTK, LongRoPE);
+            ignored by the others.
+
+        Returns
+        -------
+        tuple of decimal.Decimal
+            ``rotary_dim // 2`` frequencies (the unscaled ones without a schedule).
+
+        Raises
+        ------
+        RopeTypeError
+            ``seq_len`` is not an integer, or a schedule's ``thetas`` returns something that
+            is not a sequence of real numbers.
+        RopeValueError
+            ``seq_len`` < 1, or a schedule's ``thetas`` returns the wrong number of
+            frequencies or one that is negative or not finite.
+        """
         seq_len = self._check_seq_len(seq_len)
         if self.axes is not None:
             return _checked_axes_thetas(self, seq_len)
@@ -356,6 +501,31 @@ class Rope:
         Each entry is the exact theta_j correctly rounded to float64 (and, for ``dtype``
         float32, correctly rounded to float32 from the exact value, not double-rounded).
         Default namespace NumPy, default dtype float64.
+
+        Parameters
+        ----------
+        xp : array namespace, optional
+            The array library to build the result in (``numpy``, ``torch``, ``jax.numpy``,
+            ...); default NumPy.
+        dtype : dtype, optional
+            A real floating dtype of ``xp``; default its float64 (float32 where the device
+            has no float64).
+        device : device, optional
+            The device of the result; default ``xp``'s default device.
+        seq_len : int, optional
+            The sequence length, for schedules that depend on it (see :meth:`thetas`).
+
+        Returns
+        -------
+        array
+            Shape ``(rotary_dim // 2,)``, dtype ``dtype``.
+
+        Raises
+        ------
+        RopeTypeError
+            ``dtype`` is not a real floating dtype, or ``seq_len`` is not an integer.
+        RopeValueError
+            ``seq_len`` < 1.
         """
         if xp is None:
             xp = _compat.array_namespace()
@@ -383,6 +553,37 @@ class Rope:
         values are within one ulp of the exact result in float64 (see ``rope_ref._exact``);
         ``dtype`` rounds that result once. ``role`` matters only for xPos (queries scale up,
         keys down).
+
+        Parameters
+        ----------
+        positions : array, int or sequence
+            Token positions: integer or real, finite, ``|m| < 2**53`` (``2**24`` where the
+            working dtype is float32). For multi-axis schemes, one position per axis along
+            the scheme's axis (see :meth:`token_shape`).
+        dtype : dtype, optional
+            A real floating dtype to round the tables to; default the working dtype (float64,
+            or float32 on a device without float64).
+        seq_len : int, optional
+            The sequence length, for schedules that depend on it; for a dynamic schedule it
+            defaults to the largest position + 1 (and is required when positions are lazy or
+            traced).
+        role : {"query", "key"}
+            Which side the tables are for; matters only for xPos.
+
+        Returns
+        -------
+        cos, sin : tuple of arrays
+            Each of shape ``token_shape(positions.shape) + (rotary_dim // 2,)``.
+
+        Raises
+        ------
+        RopeTypeError
+            ``positions`` not integer or real (bool, complex, not convertible to an array),
+            or ``dtype`` not a real floating dtype.
+        RopeValueError
+            ``role`` not "query" or "key", positions not finite or too large, a positions
+            shape that does not fit the multi-axis scheme, a ``seq_len`` < 1, or no
+            ``seq_len`` for a dynamic schedule with lazy or traced positions.
 
         Examples
         --------
@@ -419,6 +620,24 @@ class Rope:
 
         1-D schemes: the positions' own shape. Multi-axis schemes drop the axis that holds
         the per-axis positions (leading for M-RoPE, trailing for axial RoPE).
+
+        Parameters
+        ----------
+        positions_shape : tuple of int
+            The shape of the positions array.
+        name : str
+            The argument's name, for the error message.
+
+        Returns
+        -------
+        tuple of int
+            The token grid's shape.
+
+        Raises
+        ------
+        RopeValueError
+            For a multi-axis scheme, ``positions_shape`` lacks the leading (M-RoPE) or
+            trailing (axial) axis of size ``n_axes``.
         """
         scheme = self.axis_scheme
         if scheme is None:
