@@ -300,6 +300,17 @@ _S5 = -2.50507602534068634195e-08
 _S6 = 1.58969099521155010221e-10
 
 
+def _cos_sin_reduced(xp: Namespace, p: int, r_hi: Array, r_lo: Array) -> tuple[Any, Any]:
+    """cos and sin of the reduced angle r_hi + r_lo (|r_lo| below an ulp of r_hi): the
+    double-word kernels in float64, else the namespace's cos/sin of r_hi corrected to first
+    order in r_lo."""
+    if p == 53:
+        return _kernel_cos(r_hi, r_lo), _kernel_sin(r_hi, r_lo)
+    c0 = xp.cos(r_hi)
+    s0 = xp.sin(r_hi)
+    return c0 - r_lo * s0, s0 + r_lo * c0
+
+
 def _kernel_cos(x: Array, y: Array) -> Any:
     """cos(x + y) for |x| <= pi/4, |y| <= ulp(x)/2 (fdlibm __kernel_cos)."""
     z = x * x
@@ -521,14 +532,7 @@ def exact_cos_sin(
     e = e + (xh * two_pi_lo + xl * two_pi_hi)
     r_hi, r_lo = _fast_two_sum(p, e)
 
-    if fmt.p == 53:
-        c = _kernel_cos(r_hi, r_lo)
-        s_ = _kernel_sin(r_hi, r_lo)
-    else:
-        c0 = xp.cos(r_hi)
-        s0 = xp.sin(r_hi)
-        c = c0 - r_lo * s0
-        s_ = s0 + r_lo * c0
+    c, s_ = _cos_sin_reduced(xp, fmt.p, r_hi, r_lo)
 
     # angle = r + Q * pi/2
     # (Q = 0, 1, 2, 3): cos = c, -s, -c, s and sin = s, c, -s, -c: swap for odd Q, then
@@ -565,14 +569,7 @@ def _small_angles(
     )
     e = e + m * const(table.theta_lo)
     r_hi, r_lo = _fast_two_sum(p_, e)
-    if fmt.p == 53:
-        c = _kernel_cos(r_hi, r_lo)
-        s_ = _kernel_sin(r_hi, r_lo)
-    else:
-        c0 = xp.cos(r_hi)
-        s0 = xp.sin(r_hi)
-        c = c0 - r_lo * s0
-        s_ = s0 + r_lo * c0
+    c, s_ = _cos_sin_reduced(xp, fmt.p, r_hi, r_lo)
     assert table.small is not None and table.tiny is not None
     small = xp.asarray(table.small.tolist(), device=device)
     tiny = xp.asarray(table.tiny.tolist(), device=device)
