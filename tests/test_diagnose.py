@@ -415,3 +415,20 @@ def test_hypothesis_texts_do_not_repeat_themselves():
         if "(indistinguishable here from: " in h.text:
             first, rest = h.text.split(" (indistinguishable here from: ", 1)
             assert first not in rest, h.text
+
+
+def test_exp_log_inv_freq_angles_are_named():
+    # a float64 kernel whose angles come from the flax/T5X float32 formula, written out here
+    rope = rr.Rope(96, base=7.5e5)
+    pos = np.arange(2**20, 2**20 + 16)
+    x = np.random.default_rng(9).standard_normal((16, 96))
+    b = np.float32(7.5e5)
+    inv = np.exp(np.arange(0, 96, 2, dtype=np.float32)
+                 * (-np.log(b) / np.float32(96)).astype(np.float32)).astype(np.float32)
+    ang = (pos.astype(np.float32)[:, None] * inv).astype(np.float32).astype(np.float64)
+    c, s = np.cos(ang), np.sin(ang)
+    got = np.concatenate([x[:, :48] * c - x[:, 48:] * s, x[:, 48:] * c + x[:, :48] * s], -1)
+    r = compare(got, rr.apply_rope(x, pos, rope), rope=rope, positions=pos, x=x)
+    assert not r.passed
+    best = r.diagnosis[0]
+    assert best.explained > 0.9 and best.params.get("formula") == "explog", r.message

@@ -106,7 +106,12 @@ def inv_freq32(rope: Rope, formula: str, seq_len: int | None) -> np.ndarray:
     e = f32(f32(num) / f32(den))
     b = np.float32(rope.base)
     with np.errstate(over="ignore", under="ignore"):
-        inv = f32(np.float32(1.0) / f32(b**e)) if formula == "reciprocal" else f32(b ** (-e))
+        if formula == "reciprocal":
+            inv = f32(np.float32(1.0) / f32(b**e))
+        elif formula == "explog":  # flax / T5X: exp(arange(0, d, 2) * -(log(base) / d))
+            inv = f32(np.exp(f32(f32(num) * f32(-f32(np.log(b)) / f32(den)))))
+        else:
+            inv = f32(b ** (-e))
     scaled = np.asarray(rope.inv_freq(seq_len=seq_len), dtype=np.float64)
     plain = np.exp(-(num / den) * math.log(rope.base))
     ratio = scaled / plain
@@ -122,6 +127,8 @@ FORMULAS = {
     "reciprocal": "inv_freq = 1.0 / base ** (arange(0, d, 2) / d) in float32, as Hugging "
     "Face's rotary embeddings form it",
     "power": "inv_freq = base ** (-arange(0, d, 2) / d) in float32",
+    "explog": "inv_freq = exp(arange(0, d, 2) * -(log(base) / d)) in float32, as flax and "
+    "T5X form it",
 }
 
 
@@ -338,7 +345,7 @@ def _families(D: _Data) -> Iterator[tuple[str, list[Candidate]]]:
         (f"angles formed in float32 ({FORMULAS[f]}; positions * inv_freq in float32, an "
          "elementwise product or a float32 matmul (n,1)@(1,k): the same products)",
          {"formula": f}, lp(formula=f))
-        for f in ("rounded", "reciprocal", "power")
+        for f in ("rounded", "reciprocal", "power", "explog")
     ]
     yield "bfloat16-angles", [(
         "angles formed in bfloat16 (positions and inv_freq in bfloat16)", {"format": "bfloat16"},
