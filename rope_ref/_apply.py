@@ -315,6 +315,35 @@ def apply_rope_complex(
 
     Same contract as :func:`apply_rope`; an independent code path (gathers by index,
     complex multiplication, scatter by the inverse permutation) for cross-checking.
+
+    Parameters
+    ----------
+    x : array (..., head_dim)
+        Queries or keys; any real floating dtype.
+    positions : array or number
+        Integer or real positions m, broadcastable to ``x.shape[:-1]`` without growing it,
+        ``abs(m) < 2**53``.
+    rope : Rope
+        The specification.
+    seq_len : int, optional
+        Sequence length for dynamic schedules; otherwise max(m) + 1.
+    role : {"query", "key"}
+        Only xPos distinguishes queries from keys.
+
+    Returns
+    -------
+    array
+        Of ``x.shape`` and ``x.dtype``, in x's namespace and on x's device; computed in the
+        widest float dtype of the namespace and rounded once. ``x`` is never written to.
+
+    Raises
+    ------
+    RopeTypeError
+        ``rope`` is not a ``Rope``, ``x`` is not a real floating array, or positions are
+        bool or complex.
+    RopeValueError
+        ``x.shape[-1] != rope.head_dim``, shapes that do not broadcast, ``role`` not "query"
+        or "key", or positions that can be read and are NaN, infinite or ``abs(m) >= 2**53``.
     """
     xp, wd, cos, sin = _prepare(x, positions, rope, seq_len, role)
     device = _compat.device_of(x)
@@ -383,6 +412,35 @@ def apply_rope_matrix(
 
     Same contract as :func:`apply_rope`; builds a (head_dim, head_dim) matrix per position,
     so use it on small inputs (tests, teaching).
+
+    Parameters
+    ----------
+    x : array (..., head_dim)
+        Queries or keys; any real floating dtype.
+    positions : array or number
+        Integer or real positions m, broadcastable to ``x.shape[:-1]`` without growing it,
+        ``abs(m) < 2**53``.
+    rope : Rope
+        The specification.
+    seq_len : int, optional
+        Sequence length for dynamic schedules; otherwise max(m) + 1.
+    role : {"query", "key"}
+        Only xPos distinguishes queries from keys.
+
+    Returns
+    -------
+    array
+        Of ``x.shape`` and ``x.dtype``, in x's namespace and on x's device; computed in the
+        widest float dtype of the namespace and rounded once. ``x`` is never written to.
+
+    Raises
+    ------
+    RopeTypeError
+        ``rope`` is not a ``Rope``, ``x`` is not a real floating array, or positions are
+        bool or complex.
+    RopeValueError
+        ``x.shape[-1] != rope.head_dim``, shapes that do not broadcast, ``role`` not "query"
+        or "key", or positions that can be read and are NaN, infinite or ``abs(m) >= 2**53``.
     """
     xp, wd, cos, sin = _prepare(x, positions, rope, seq_len, role)
     device = _compat.device_of(x)
@@ -406,6 +464,38 @@ def rotation_matrix(rope: Rope, m: Any, /, *, dtype: Any = None, seq_len: int | 
     ``m`` is a number (returns a NumPy array of shape (head_dim, head_dim)) or an array of
     positions (returns ``m.shape + (head_dim, head_dim)`` in m's namespace). Rows and columns
     follow ``rope.layout``; pass-through channels have identity rows.
+
+    Parameters
+    ----------
+    rope : Rope
+        The specification.
+    m : array or number
+        A position, or an array of positions (integer or real, ``abs(m) < 2**53``).
+    dtype : dtype, optional
+        A real floating dtype to round the matrices to; default the working dtype (float64
+        where the namespace has it).
+    seq_len : int, optional
+        Sequence length for dynamic schedules; otherwise max(m) + 1.
+
+    Returns
+    -------
+    array
+        Shape ``m.shape + (head_dim, head_dim)`` (``(head_dim, head_dim)`` for a number), in
+        m's namespace (NumPy for a Python number).
+
+    Raises
+    ------
+    RopeTypeError
+        ``rope`` is not a ``Rope``, ``m`` is bool or complex, or ``dtype`` is not a real
+        floating dtype.
+    RopeValueError
+        ``m`` is NaN, infinite or ``abs(m) >= 2**53`` (where it can be read).
+
+    Examples
+    --------
+    >>> import rope_ref as rr
+    >>> rr.rotation_matrix(rr.Rope(4, layout="interleaved"), 0).tolist()  # m = 0: identity
+    [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
     """
     rope = _check_rope(rope)
     xp = _compat.array_namespace(m=m)

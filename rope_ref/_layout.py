@@ -43,6 +43,42 @@ def layout_permutation(
     Only the ``rotary_dim`` channels from ``rotary_offset`` (as in ``Rope``) move; the
     pass-through channels stay in place. ``src="interleaved", dst="half"`` is the Meta ->
     Hugging Face direction.
+
+    Parameters
+    ----------
+    head_dim : int
+        Channels per head (>= 1).
+    src : {"interleaved", "half"}
+        The layout the channels are in.
+    dst : {"interleaved", "half"}
+        The layout to put them in.
+    rotary_dim : int, optional
+        Channels that rotate (even, at most ``head_dim - rotary_offset``); default the rest
+        of the head from ``rotary_offset``.
+    rotary_offset : int
+        First rotated channel, in ``[0, head_dim)``.
+
+    Returns
+    -------
+    tuple of int
+        ``head_dim`` channel indices; ``src == dst`` gives the identity.
+
+    Raises
+    ------
+    RopeTypeError
+        A non-string ``src`` / ``dst`` or a non-integer size.
+    RopeValueError
+        ``head_dim`` < 1, ``src`` / ``dst`` not in ``LAYOUTS``, ``rotary_offset`` outside
+        ``[0, head_dim)``, or ``rotary_dim`` odd, not positive or larger than
+        ``head_dim - rotary_offset``.
+
+    Examples
+    --------
+    >>> import rope_ref as rr
+    >>> rr.layout_permutation(8)  # interleaved -> half: even channels, then odd ones
+    (0, 2, 4, 6, 1, 3, 5, 7)
+    >>> rr.layout_permutation(8, src="half", dst="interleaved")
+    (0, 4, 1, 5, 2, 6, 3, 7)
     """
     head_dim = _validate.check_int("head_dim", head_dim, minimum=1)
     src = _check_layout("src", src)
@@ -71,7 +107,41 @@ def layout_permutation(
 def convert_layout(
     x: Any, /, *, src: str, dst: str, rotary_dim: int | None = None, rotary_offset: int = 0
 ) -> Any:
-    """Reorder the last axis of ``x`` (one head of size x.shape[-1]) from ``src`` to ``dst``."""
+    """Reorder the last axis of ``x`` (one head of size x.shape[-1]) from ``src`` to ``dst``.
+
+    Parameters
+    ----------
+    x : array (..., head_dim)
+        Any array with at least one axis; the last axis holds one head's channels.
+    src : {"interleaved", "half"}
+        The layout the channels are in.
+    dst : {"interleaved", "half"}
+        The layout to put them in.
+    rotary_dim : int, optional
+        Channels that rotate (even, at most ``head_dim - rotary_offset``); default the rest
+        of the head from ``rotary_offset``.
+    rotary_offset : int
+        First rotated channel, in ``[0, head_dim)``.
+
+    Returns
+    -------
+    array
+        ``x[..., layout_permutation(x.shape[-1], ...)]``: a new array of x's shape, dtype,
+        namespace and device.
+
+    Raises
+    ------
+    RopeTypeError
+        ``x`` is not an array, a non-string ``src`` / ``dst`` or a non-integer size.
+    RopeValueError
+        ``x`` is 0-d, or as in :func:`layout_permutation`.
+
+    Examples
+    --------
+    >>> import numpy as np, rope_ref as rr
+    >>> rr.convert_layout(np.arange(8.0), src="interleaved", dst="half").tolist()
+    [0.0, 2.0, 4.0, 6.0, 1.0, 3.0, 5.0, 7.0]
+    """
     if not _compat.is_array(x):
         raise RopeTypeError(f"x must be an array, got {type(x).__name__}")
     xp = _compat.array_namespace(x=x)
@@ -101,6 +171,40 @@ def permute_weights(
     a PyTorch ``nn.Linear`` weight of shape (n_heads * head_dim, d_model) as in Meta's and
     Hugging Face's checkpoints (under grouped-query attention pass the key/value head count
     for W_k). Biases are 1-D: pass them with axis=0.
+
+    Parameters
+    ----------
+    w : array
+        A q or k projection weight (or bias) holding ``n_heads * head_dim`` output channels
+        along ``axis``.
+    n_heads : int
+        Heads along ``axis`` (>= 1; the key/value head count for W_k under GQA).
+    src : {"interleaved", "half"}
+        The layout the channels are in.
+    dst : {"interleaved", "half"}
+        The layout to put them in.
+    rotary_dim : int, optional
+        Channels that rotate (even, at most ``head_dim - rotary_offset``); default the rest
+        of the head (``w.shape[axis] // n_heads``) from ``rotary_offset``.
+    rotary_offset : int
+        First rotated channel, in ``[0, head_dim)``.
+    axis : int
+        The axis of the output channels (-1 for ``x @ w``, 0 for an ``nn.Linear`` weight).
+
+    Returns
+    -------
+    array
+        ``w`` with each head's channels along ``axis`` permuted by
+        :func:`layout_permutation`; same shape, dtype, namespace and device.
+
+    Raises
+    ------
+    RopeTypeError
+        ``w`` is not an array, a non-integer ``n_heads`` / ``axis`` / size, or a non-string
+        ``src`` / ``dst``.
+    RopeValueError
+        ``n_heads`` < 1, ``axis`` out of range for ``w``, ``w.shape[axis]`` not a multiple of
+        ``n_heads``, or as in :func:`layout_permutation`.
     """
     if not _compat.is_array(w):
         raise RopeTypeError(f"w must be an array, got {type(w).__name__}")
