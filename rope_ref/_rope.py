@@ -192,9 +192,14 @@ class Rope:
         if self.rotary_dim is None:
             rotary_dim = head_dim - offset
             if rotary_dim % 2:
+                what = (
+                    f"head_dim - rotary_offset = {head_dim} - {offset} = {rotary_dim}"
+                    if offset
+                    else f"head_dim={head_dim}"
+                )
                 raise RopeValueError(
-                    f"head_dim - rotary_offset = {head_dim} - {offset} = {rotary_dim} is odd: "
-                    "give an even rotary_dim (the rotation acts on pairs of channels)"
+                    f"{what} is odd: give an even rotary_dim (the rotation acts on pairs of "
+                    "channels; the channels past it pass through)"
                 )
         else:
             rotary_dim = _validate.check_int("rotary_dim", self.rotary_dim)
