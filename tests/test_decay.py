@@ -7,7 +7,7 @@ import numpy as np
 
 import rope_ref as rr
 
-# math sheet section 1.9, recomputed curve (d=128, b=1e4), 3 decimals
+# docs/formulation.md (long-term decay), recomputed curve (d=128, b=1e4), 3 decimals
 TABLE = {
     0: 32.500,
     1: 31.538,
@@ -49,7 +49,7 @@ def test_decays_overall():
     r = np.arange(0, 257, dtype=np.float64)
     curve = rr.relative_upper_bound(r)
     assert curve[0] > curve[10] > curve[100] > curve[250]
-    assert curve[7] > 20 >= curve[8]  # first drops to 20 near r = 7.69 (math sheet)
+    assert curve[7] > 20 >= curve[8]  # first drops to 20 near r = 7.69 (docs/formulation.md)
     assert rr.relative_upper_bound(7.6) > 20 > rr.relative_upper_bound(7.8)
 
 

@@ -126,7 +126,7 @@ def test_integer_and_float_positions_agree(bk):
 
 
 def test_plain_float64_is_far_off_at_large_positions():
-    # The motivating failure (math sheet 4.3): the naive table is ~1e9 ulps off at 2**31 - 1,
+    # The motivating failure (docs/accuracy.md): the naive table is ~1e9 ulps off at 2**31 - 1,
     # and the exact table is not. Guards against an exact path that silently became naive.
     m = np.asarray([2**31 - 1])
     rope = rr.Rope(128)

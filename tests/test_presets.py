@@ -65,7 +65,7 @@ def test_long_context_schedules():
     assert ds.scaling.factor == 40.0 and ds.attention_factor == 1.0
     phi = rr.Rope.preset("phi-3-mini-128k")
     assert isinstance(phi.scaling, S.LongRoPE) and len(phi.scaling.long_factor) == 48
-    # sqrt(1 + ln 32 / ln 4096) (math sheet 3.6: Phi-3-mini-128k attention factor 1.1902)
+    # sqrt(1 + ln 32 / ln 4096) (docs/scaling/longrope.md: Phi-3-mini-128k attention factor 1.1902)
     assert abs(phi.attention_factor - math.sqrt(1 + math.log(32) / math.log(4096))) < 1e-15
     short, long = phi.inv_freq(seq_len=4096), phi.inv_freq(seq_len=4097)
     assert not np.array_equal(short, long)

@@ -1,8 +1,8 @@
 """Every schedule against numbers computed independently of its implementation.
 
 Independent routes: mpmath formulas written from the papers / HF code, a float64 NumPy
-transcription of Hugging Face's algorithm, and published worked numbers (math sheet section 3,
-mission-anchors b.18), each cited where used.
+transcription of Hugging Face's algorithm, and published worked numbers (the scaling pages of
+docs/scaling/, which give their sources), each cited where used.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def test_ntk_matches_mpmath(factor):
 
 
 def test_ntk_worked_number():
-    # math sheet 3.2: d=128, b=1e4, s=4 -> b' = 40889.9
+    # docs/scaling/ntk.md: d=128, b=1e4, s=4 -> b' = 40889.9
     rope = rr.Rope(128, scaling=S.NTK(4.0))
     b2 = rope.inv_freq()[1] ** (-128 / 2)
     assert abs(b2 - 40889.9) < 0.1
@@ -57,7 +57,7 @@ def test_dynamic_ntk_hf_semantics():
     # up to the trained length the base is unchanged (never below the original)
     np.testing.assert_array_equal(dyn.inv_freq(seq_len=100), plain.inv_freq())
     np.testing.assert_array_equal(dyn.inv_freq(seq_len=lmax), plain.inv_freq())
-    # math sheet 3.3: alpha=2, length 2L -> effective s = 3, b' = 30528 (d=128)
+    # docs/scaling/dynamic-ntk.md: alpha=2, length 2L -> effective s = 3, b' = 30528 (d=128)
     b2 = mpmath.mpf(1e4) * mpmath.mpf(3) ** (mpmath.mpf(d) / (d - 2))
     assert abs(b2 - 30528) < 1
     assert_inv_freq_exact(
@@ -175,7 +175,7 @@ def test_yarn_deepseek_mscale():
 
 
 def test_yarn_paper_ramp_differs_from_code():
-    # math sheet 3.4: d=128, b=1e4, L=4096, s=16: the code's theta' is up to 3.04x the
+    # docs/scaling/yarn.md: d=128, b=1e4, L=4096, s=16: the code's theta' is up to 3.04x the
     # paper's; the paper ramp is linear in r_j = L theta_j / 2pi. (The sheet also places the
     # largest absolute gap at j=30; by hand, j=25 has 0.00678 against 0.00459 at j=30.)
     d, b, l0, s = 128, 1e4, 4096, 16.0
@@ -191,7 +191,7 @@ def test_yarn_paper_ramp_differs_from_code():
 
 # ------------------------------------------------------------------------------ Llama 3
 def test_llama3_bands_worked_numbers():
-    # math sheet 3.5: b=5e5, d=128, L=8192, lf=1, hf=4, s=8
+    # docs/scaling/llama3.md: b=5e5, d=128, L=8192, lf=1, hf=4, s=8
     rope = rr.Rope(128, base=5e5, scaling=S.Llama3(8.0, 1.0, 4.0, 8192))
     inv, theta = rope.inv_freq(), rr.Rope(128, base=5e5).inv_freq()
     np.testing.assert_array_equal(inv[:29], theta[:29])
@@ -241,7 +241,7 @@ def test_longrope_lists_and_attention_factor():
         assert_inv_freq_exact(
             rope, [mp_theta(1e4, d, j) / mpmath.mpf(lam[j]) for j in range(d // 2)], seq_len=seq_len
         )
-    # sqrt(1 + ln 32 / ln 4096) = sqrt(17/12) (math sheet 3.6: 1.1902)
+    # sqrt(1 + ln 32 / ln 4096) = sqrt(17/12) (docs/scaling/longrope.md: 1.1902)
     assert rope.attention_factor == float(mpmath.sqrt(mpmath.mpf(17) / 12))
     # cos_sin switches lists on max(position) + 1
     short_tab = rope.cos_sin(np.arange(4000, 4096))[0]
