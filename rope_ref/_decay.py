@@ -22,8 +22,35 @@ def relative_upper_bound(
     given q, k up to a content factor; it is the paper's motivation, not a guarantee that
     trained models' scores decay.
 
-    ``distances``: an array (any namespace) or a number / list (NumPy); returns B with the
-    same shape, in float64 where available, with the exact angles of ``Rope.cos_sin``.
+    Parameters
+    ----------
+    distances : array, number or list
+        Relative distances r: an array (any namespace) or a number / list (NumPy); integer
+        or real, ``abs(r) < 2**53``.
+    head_dim : int
+        The head size d: even, >= 2.
+    base : float
+        The base b of theta_j = b ** (-2j / d).
+
+    Returns
+    -------
+    array
+        B(r) with the shape of ``distances``, in float64 where available, computed from the
+        exact angles of ``Rope.cos_sin``.
+
+    Raises
+    ------
+    RopeTypeError
+        ``head_dim`` not an integer, ``base`` not real, or distances bool or complex.
+    RopeValueError
+        ``head_dim`` < 2 or odd, ``base`` not finite and > 0, or distances NaN, infinite or
+        ``abs(r) >= 2**53``.
+
+    Examples
+    --------
+    >>> import rope_ref as rr
+    >>> float(rr.relative_upper_bound(0, head_dim=8))  # B(0) = (d/2 + 1) / 2
+    2.5
     """
     rope = Rope(_validate.check_int("head_dim", head_dim, minimum=2), base=base)
     xp = _compat.array_namespace(distances=distances)

@@ -25,6 +25,37 @@ def qkv(
 
     Products and rotations run in the widest float dtype and are rounded once to the result
     dtype of ``x`` and the weights.
+
+    Parameters
+    ----------
+    x : array (..., seq, d_model)
+        Token representations; a real floating array with at least two axes.
+    positions : array or number
+        Positions of the tokens, broadcastable to ``x.shape[:-1]`` without growing it (as in
+        :func:`apply_rope`).
+    w_q : array (d_model, head_dim)
+        Query projection.
+    w_k : array (d_model, head_dim)
+        Key projection.
+    w_v : array (d_model, d_v)
+        Value projection (any width ``d_v``).
+    rope : Rope
+        The specification applied to queries and keys.
+
+    Returns
+    -------
+    q, k, v : tuple of arrays
+        Shapes ``x.shape[:-1] + (head_dim,)`` (q, k) and ``x.shape[:-1] + (d_v,)`` (v), in
+        the result dtype of ``x`` and the weights.
+
+    Raises
+    ------
+    RopeTypeError
+        ``rope`` is not a ``Rope``, an input is not an array or not real floating, or the
+        positions are bool or complex.
+    RopeValueError
+        ``x`` has fewer than two axes, a weight has the wrong shape, or the positions do not
+        broadcast or are out of range (see :func:`apply_rope`).
     """
     if not isinstance(rope, Rope):
         raise RopeTypeError(f"rope must be a rope_ref.Rope, got {type(rope).__name__}")
@@ -68,6 +99,39 @@ def sinusoidal_embedding(
     p[..., 2t] = sin(i / base ** (2t / dim)) and p[..., 2t + 1] = cos(i / base ** (2t / dim)),
     shape ``positions.shape + (dim,)``, with the same exact angles as the rotary tables:
     RoPE uses this frequency ladder but multiplies by the sinusoids instead of adding them.
+
+    Parameters
+    ----------
+    positions : array or number
+        Integer or real positions i (``abs(i) < 2**53``).
+    dim : int
+        Width of the encoding: even, in ``[2, 2**16]``.
+    base : float
+        The base of the frequency ladder (> 0).
+    dtype : dtype, optional
+        A real floating dtype to round the result to; default the working dtype (float64
+        where the namespace has it).
+
+    Returns
+    -------
+    array
+        Shape ``positions.shape + (dim,)``, in the positions' namespace (NumPy for Python
+        numbers and lists).
+
+    Raises
+    ------
+    RopeTypeError
+        ``dim`` not an integer, ``base`` not a real number, positions bool or complex, or
+        ``dtype`` not a real floating dtype.
+    RopeValueError
+        ``dim`` odd, < 2 or > 2**16, ``base`` not finite and > 0, or positions NaN, infinite
+        or ``abs(i) >= 2**53``.
+
+    Examples
+    --------
+    >>> import rope_ref as rr
+    >>> rr.sinusoidal_embedding([0], 4).tolist()  # sin 0, cos 0 in each pair
+    [[0.0, 1.0, 0.0, 1.0]]
     """
     dim = _validate.check_int("dim", dim, minimum=2)
     if dim % 2:

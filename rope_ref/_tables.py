@@ -46,7 +46,14 @@ def clear_cache() -> None:
 
 
 def cache_info() -> dict[str, int]:
-    """Entries, hits and misses of the table cache."""
+    """Entries, hits and misses of the table cache.
+
+    Returns
+    -------
+    dict of str to int
+        ``{"entries": ..., "hits": ..., "misses": ...}``: tables cached now, and lookups
+        that found or missed a cached table since the last ``clear_cache()``.
+    """
     with _lock:
         return {"entries": len(_cache), **_stats}
 
