@@ -4,7 +4,8 @@ Why this module exists
 ----------------------
 The naive table ``cos(m * theta)`` in float64 is off by about ``m * theta * 2**-53`` in absolute
 terms (2.5e-7 at m = 2**31: 1e5-1e14 ulps of the value), because both ``theta`` and the product
-are rounded before the argument reduction of ``cos`` amplifies the error (docs/accuracy.md, "Where the error comes from").
+are rounded before the argument reduction of ``cos`` amplifies the error (docs/accuracy.md,
+"Where the error comes from").
 A reference must be better than what it judges, so rope_ref forms the angle without rounding:
 
 1. On the host, each frequency theta_j is known as an exact real number (a ``Decimal`` with 90

@@ -100,7 +100,7 @@ def hf_yarn_numpy(d, base, factor, l0, beta_fast=32, beta_slow=1, truncate=True)
 
 @pytest.mark.parametrize(
     ("d", "base", "l0", "raw", "trunc"),
-    [  # mission-anchors b.18 worked numbers
+    [  # YaRN's correction range worked out for these sizes (docs/scaling/yarn.md)
         (64, 150000.0, 4096, (8.0928, 17.3980), (8, 18)),
         (64, 10000.0, 4096, (10.4722, 22.5134), (10, 23)),
         (128, 10000.0, 4096, (20.9445, 45.0269), (20, 46)),
@@ -167,7 +167,7 @@ def test_yarn_deepseek_mscale():
     assert rr.Rope(64, scaling=y).attention_factor == 1.0  # g(s,1)/g(s,1)
     g = mpmath.mpf("0.1") * mpmath.log(40) + 1
     assert y.softmax_scale_multiplier() == float(g * g)
-    assert abs(y.softmax_scale_multiplier() - 1.874) < 1e-3  # mission-anchors b.7
+    assert abs(y.softmax_scale_multiplier() - 1.874) < 1e-3  # DeepSeek-V3's factor 40: (0.1 ln 40 + 1)^2
     y2 = S.YaRN(40.0, 4096, mscale=0.707, mscale_all_dim=1.0)
     want = (mpmath.mpf("0.1") * mpmath.mpf(0.707) * mpmath.log(40) + 1) / g
     assert rr.Rope(64, scaling=y2).attention_factor == float(want)
