@@ -167,7 +167,7 @@ def test_yarn_deepseek_mscale():
     assert rr.Rope(64, scaling=y).attention_factor == 1.0  # g(s,1)/g(s,1)
     g = mpmath.mpf("0.1") * mpmath.log(40) + 1
     assert y.softmax_scale_multiplier() == float(g * g)
-    assert abs(y.softmax_scale_multiplier() - 1.874) < 1e-3  # DeepSeek-V3's factor 40: (0.1 ln 40 + 1)^2
+    assert abs(y.softmax_scale_multiplier() - 1.874) < 1e-3  # (0.1 ln 40 + 1)^2
     y2 = S.YaRN(40.0, 4096, mscale=0.707, mscale_all_dim=1.0)
     want = (mpmath.mpf("0.1") * mpmath.mpf(0.707) * mpmath.log(40) + 1) / g
     assert rr.Rope(64, scaling=y2).attention_factor == float(want)
