@@ -51,41 +51,136 @@ class Scaling:
     axis_position: ClassVar[str | None] = None
 
     def check(self, rope: Rope) -> None:
-        """Raise if this schedule cannot serve ``rope`` (called by ``Rope`` at construction)."""
+        """Raise if this schedule cannot serve ``rope`` (called by ``Rope`` at construction).
+
+        The base class accepts every ``rope``; subclasses raise ``RopeValueError`` naming
+        the parameter that does not fit.
+
+        Parameters
+        ----------
+        rope : Rope
+            The specification being built or evaluated (its head size, base, rotary_dim).
+        """
 
     def thetas(self, rope: Rope, seq_len: int | None) -> tuple[Decimal, ...]:
-        """The scaled frequencies theta'_j, j = 0 .. rotary_dim/2 - 1, as exact Decimals."""
+        """The scaled frequencies theta'_j, j = 0 .. rotary_dim/2 - 1, as exact Decimals.
+
+        Parameters
+        ----------
+        rope : Rope
+            The specification being built or evaluated (its head size, base, rotary_dim).
+        seq_len : int or None
+            The sequence length, for schedules that depend on it (``dynamic``); ``None``
+            when not known (the schedule's default).
+
+        Returns
+        -------
+        tuple of decimal.Decimal
+            ``rope.n_pairs`` frequencies >= 0; the base class returns
+            ``rope.unscaled_thetas()``.
+        """
         return rope.unscaled_thetas()
 
     def attention_scaling(self, rope: Rope, seq_len: int | None) -> float:
-        """The factor multiplying both cos and sin (Hugging Face's ``attention_scaling``)."""
+        """The factor multiplying both cos and sin (Hugging Face's ``attention_scaling``).
+
+        Parameters
+        ----------
+        rope : Rope
+            The specification being built or evaluated (its head size, base, rotary_dim).
+        seq_len : int or None
+            The sequence length, for schedules that depend on it (``dynamic``); ``None``
+            when not known (the schedule's default).
+
+        Returns
+        -------
+        float
+            A real number > 0; 1.0 in the base class.
+        """
         return 1.0
 
     @property
     def n_axes(self) -> int:
+        """Number of position axes: 1, or the axes of a multi-axis scheme."""
         return 1
 
     def pair_axes(self, rope: Rope) -> tuple[int, ...] | None:
-        """For multi-axis schemes, the position axis used by each pair; None otherwise."""
+        """For multi-axis schemes, the position axis used by each pair; None otherwise.
+
+        Parameters
+        ----------
+        rope : Rope
+            The specification being built or evaluated (its head size, base, rotary_dim).
+
+        Returns
+        -------
+        tuple of int or None
+            One axis index in ``[0, n_axes)`` per pair; ``None`` in the base class.
+        """
         return None
 
     def magnitude(
         self, xp: Any, m: Any, rope: Rope, *, role: str, seq_len: int | None, dtype: Any
     ) -> Any:
-        """Per-position, per-pair factor on cos and sin (shape m.shape + (n_pairs,)), or None."""
+        """Per-position, per-pair factor on cos and sin (shape m.shape + (n_pairs,)), or None.
+
+        Parameters
+        ----------
+        xp : array namespace
+            The positions' array library.
+        m : array
+            The positions, in the working dtype ``dtype``.
+        rope : Rope
+            The specification being built or evaluated (its head size, base, rotary_dim).
+        role : {"query", "key"}
+            Which side the tables are for (xPos scales queries up and keys down).
+        seq_len : int or None
+            The sequence length, for schedules that depend on it (``dynamic``); ``None``
+            when not known (the schedule's default).
+        dtype : dtype
+            The working dtype of the tables.
+
+        Returns
+        -------
+        array, float or None
+            A factor that broadcasts to ``m.shape + (n_pairs,)`` without growing it, or
+            ``None`` (the base class) for no magnitude scaling.
+        """
         return None
 
     # ------------------------------------------------ multi-axis schemes given as Rope(axes=)
     def check_schedule(self, rope: Rope) -> None:
         """Multi-axis schemes: raise if ``rope.scaling`` cannot serve this scheme (``Rope``
-        calls it at construction when ``axes`` is given)."""
+        calls it at construction when ``axes`` is given).
+
+        The base class runs the schedule's own :meth:`check`.
+
+        Parameters
+        ----------
+        rope : Rope
+            The specification being built or evaluated (its head size, base, rotary_dim).
+        """
         if rope.scaling is not None:
             rope.scaling.check(rope)
 
     def composed_thetas(self, rope: Rope, seq_len: int | None) -> tuple[Decimal, ...]:
         """Multi-axis schemes: the frequencies of ``rope`` (which has ``axes=self``) under its
         schedule ``rope.scaling``. By default the schedule's frequencies over the whole
-        rotary_dim (M-RoPE, as transformers builds Qwen-VL's inv_freq)."""
+        rotary_dim (M-RoPE, as transformers builds Qwen-VL's inv_freq).
+
+        Parameters
+        ----------
+        rope : Rope
+            The specification being built or evaluated (its head size, base, rotary_dim).
+        seq_len : int or None
+            The sequence length, for schedules that depend on it (``dynamic``); ``None``
+            when not known (the schedule's default).
+
+        Returns
+        -------
+        tuple of decimal.Decimal
+            ``rope.n_pairs`` frequencies.
+        """
         if rope.scaling is None:
             return rope.unscaled_thetas()
         return rope.scaling.thetas(rope, seq_len)

@@ -33,6 +33,26 @@ class DynamicNTK(Scaling):
     target ratio. ``variant="vllm"`` evaluates the same formula once at
     :math:`L = \alpha L_{max}` (vLLM's ``DynamicNTKScalingRotaryEmbedding``), giving the
     static base :math:`b (\alpha^2 - \alpha + 1)^{d/(d-2)}` for every length.
+
+    Parameters
+    ----------
+    factor : float
+        The slope alpha > 0 (Hugging Face's ``factor``).
+    max_position_embeddings : int
+        The trained context :math:`L_{max}` (a positive integer; an integral float such as
+        8192.0 is accepted).
+    variant : {"hf", "vllm"}
+        Recompute the base from each length (``"hf"``, dynamic) or once at
+        :math:`\alpha L_{max}` (``"vllm"``, static).
+
+    Raises
+    ------
+    RopeTypeError
+        A parameter of the wrong type (not a real number; a bool; not an integer where one
+        is expected).
+    RopeValueError
+        ``factor`` not finite and > 0, ``max_position_embeddings`` < 1, or
+        ``variant`` not "hf" or "vllm".
     """
 
     factor: float
@@ -56,7 +76,20 @@ class DynamicNTK(Scaling):
         return self.variant == "hf"
 
     def effective_scale(self, seq_len: int | None) -> Decimal:
-        """The NTK scale alpha * L / L_max - (alpha - 1) for this length (exact)."""
+        """The NTK scale alpha * L / L_max - (alpha - 1) for this length (exact).
+
+        Parameters
+        ----------
+        seq_len : int or None
+            The current length l; ``L = max(l, L_max)`` (``L_max`` when None). Ignored by
+            ``variant="vllm"``, which uses ``L = alpha * L_max``.
+
+        Returns
+        -------
+        decimal.Decimal
+            The scale s of the NTK base change ``b' = b * s ** (d / (d - 2))``; >= 1 for
+            ``variant="hf"``.
+        """
         c = ctx()
         lmax = Decimal(self.max_position_embeddings)
         if self.variant == "vllm":

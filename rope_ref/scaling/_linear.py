@@ -22,6 +22,25 @@ class Linear(Scaling):
 
     Equivalent to squeezing positions by ``factor`` (angle = position * frequency).
     Hugging Face ``rope_type="linear"``, parameter ``factor``. No attention factor.
+
+    Parameters
+    ----------
+    factor : float
+        The scale s > 0 (e.g. 4.0 for four times the trained context).
+
+    Raises
+    ------
+    RopeTypeError
+        A parameter of the wrong type (not a real number; a bool; not an integer where one
+        is expected).
+    RopeValueError
+        ``factor`` not finite and > 0.
+
+    Examples
+    --------
+    >>> import rope_ref as rr
+    >>> rr.Rope(4, scaling=rr.scaling.Linear(4.0)).inv_freq().tolist()  # theta_j / 4
+    [0.25, 0.0025]
     """
 
     factor: float

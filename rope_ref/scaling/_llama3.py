@@ -30,6 +30,26 @@ class Llama3(Scaling):
     When hf == lf (Llama 4 Scout: 1 and 1) the middle band is empty: a pair whose wavelength
     equals L/lf exactly (which the exact arithmetic can decide) keeps its frequency, where
     Hugging Face's vectorised form divides 0 by 0 and masks the NaN.
+
+    Parameters
+    ----------
+    factor : float
+        The scale s > 0 applied to low frequencies (8.0 for Llama 3.1).
+    low_freq_factor : float
+        lf > 0: wavelengths above L/lf are divided by s (1.0 for Llama 3.1).
+    high_freq_factor : float
+        hf >= lf: wavelengths below L/hf are kept (4.0 for Llama 3.1).
+    original_max_position_embeddings : int
+        The trained context L (a positive integer; 8192 for Llama 3.1).
+
+    Raises
+    ------
+    RopeTypeError
+        A parameter of the wrong type (not a real number; a bool; not an integer where one
+        is expected).
+    RopeValueError
+        A factor not finite and > 0, ``original_max_position_embeddings`` < 1, or
+        ``high_freq_factor < low_freq_factor``.
     """
 
     factor: float

@@ -33,6 +33,33 @@ class LongRoPE(Scaling):
     choose, e.g. vLLM uses the long list for every position when the served length exceeds
     L). Attention factor (on cos and sin, both lists): ``attention_factor`` if given, else
     :math:`\sqrt{1 + \ln s / \ln L}` for s = ``factor`` > 1 (1 otherwise).
+
+    Parameters
+    ----------
+    short_factor : sequence of float
+        The rescale factors lambda_j (> 0) for lengths up to L, one per pair
+        (``rotary_dim // 2`` values, checked when the ``Rope`` is built).
+    long_factor : sequence of float
+        The rescale factors for lengths above L; as many as ``short_factor``.
+    original_max_position_embeddings : int
+        The trained context L (a positive integer; >= 2 when ``factor`` > 1 and no
+        ``attention_factor`` is given).
+    factor : float
+        The context extension ratio s > 0; sets the default attention factor.
+    attention_factor : float, optional
+        The attention factor (> 0); default :math:`\sqrt{1 + \ln s / \ln L}` for s > 1,
+        else 1.
+
+    Raises
+    ------
+    RopeTypeError
+        A factor list that is not a sequence of real numbers, or a parameter of the wrong
+        type.
+    RopeValueError
+        A factor not finite and > 0, lists of different lengths,
+        ``original_max_position_embeddings`` < 1 (or < 2 when the default attention factor
+        needs its logarithm), or, when the ``Rope`` is built, lists whose length is not
+        ``rotary_dim // 2``.
     """
 
     short_factor: tuple[float, ...]
@@ -84,6 +111,18 @@ class LongRoPE(Scaling):
             )
 
     def uses_long(self, seq_len: int | None) -> bool:
+        """Whether the long factor list applies at this length.
+
+        Parameters
+        ----------
+        seq_len : int or None
+            The sequence length; ``None`` (unknown) selects the short list.
+
+        Returns
+        -------
+        bool
+            ``seq_len > original_max_position_embeddings``.
+        """
         return seq_len is not None and seq_len > self.original_max_position_embeddings
 
     def thetas(self, rope: Rope, seq_len: int | None) -> tuple[Decimal, ...]:

@@ -34,6 +34,22 @@ class MRope(Scaling):
     Given as ``Rope(..., scaling=S, axes=MRope(...))``, the frequencies are the schedule S's
     over the full rotary_dim (as transformers builds them for Qwen2.5-VL / Qwen3-VL configs
     with a ``rope_type`` and an ``mrope_section``), then split between the axes as above.
+
+    Parameters
+    ----------
+    sections : sequence of int
+        Pairs per axis (integers >= 0, at least one; they must sum to ``rotary_dim // 2``,
+        checked when the ``Rope`` is built). Default Qwen2-VL's ``(16, 24, 24)``.
+    interleaved : bool
+        Qwen3-VL's interleaved assignment of pairs to axes instead of consecutive sections.
+
+    Raises
+    ------
+    RopeTypeError
+        ``sections`` is not a sequence of integers, or ``interleaved`` is not a bool.
+    RopeValueError
+        ``sections`` is empty or has a negative entry, or (when the ``Rope`` is built) does
+        not sum to ``rotary_dim // 2``.
     """
 
     sections: tuple[int, ...] = (16, 24, 24)
@@ -55,6 +71,7 @@ class MRope(Scaling):
 
     @property
     def n_axes(self) -> int:
+        """Number of position axes, ``len(sections)``."""
         return len(self.sections)
 
     def check(self, rope: Rope) -> None:
@@ -89,6 +106,20 @@ class Axial(Scaling):
     Given as ``Rope(..., scaling=S, axes=Axial(n))``, each axis is the 1-D RoPE of
     ``rotary_dim / n`` channels under the schedule S (e.g. ``Linear(f)`` divides every
     axis' ladder by f).
+
+    Parameters
+    ----------
+    n_axes : int
+        Number of position axes (>= 1; 2 for images); ``rotary_dim // 2`` must be a multiple
+        of it (checked when the ``Rope`` is built).
+
+    Raises
+    ------
+    RopeTypeError
+        ``n_axes`` is not an integer.
+    RopeValueError
+        ``n_axes`` < 1, or (when the ``Rope`` is built) ``rotary_dim // 2`` is not a multiple
+        of ``n_axes``.
     """
 
     n_axes: int = 2

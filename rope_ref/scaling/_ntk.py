@@ -23,6 +23,19 @@ class NTK(Scaling):
     and the lowest is divided by s, like position interpolation. Not a Hugging Face rope type
     (their "dynamic" type recomputes s from the length: :class:`DynamicNTK`); this is
     lucidrains' ``theta_rescale_factor`` and vLLM's ``dynamic`` with ``alpha``.
+
+    Parameters
+    ----------
+    factor : float
+        The scale s > 0.
+
+    Raises
+    ------
+    RopeTypeError
+        A parameter of the wrong type (not a real number; a bool; not an integer where one
+        is expected).
+    RopeValueError
+        ``factor`` not finite and > 0.
     """
 
     factor: float

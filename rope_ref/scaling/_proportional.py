@@ -24,6 +24,21 @@ class Proportional(Scaling):
     (``Rope.rotary_dim`` must equal ``head_dim``) and rho = ``partial_rotary_factor``. The
     exponent's denominator is D, not the rotated width, and in the half layout the rotated
     channels are [0, R) and [D/2, D/2 + R): not a leading slice like ordinary partial rotary.
+
+    Parameters
+    ----------
+    partial_rotary_factor : float
+        rho in (0, 1]: the fraction of pairs that turn.
+    factor : float
+        The scale s > 0 dividing the turning frequencies.
+
+    Raises
+    ------
+    RopeTypeError
+        A parameter that is not a real number (or is a bool).
+    RopeValueError
+        A parameter not finite and > 0, ``partial_rotary_factor`` > 1, or (when the ``Rope``
+        is built) ``rotary_dim != head_dim``.
     """
 
     partial_rotary_factor: float = 1.0
@@ -44,6 +59,18 @@ class Proportional(Scaling):
             )
 
     def n_rotating(self, rope: Rope) -> int:
+        """Number R of pairs that turn, ``int(partial_rotary_factor * head_dim // 2)``.
+
+        Parameters
+        ----------
+        rope : Rope
+            The specification (its ``head_dim``).
+
+        Returns
+        -------
+        int
+            R, in ``[0, head_dim // 2]``.
+        """
         return int(self.partial_rotary_factor * rope.head_dim // 2)
 
     def thetas(self, rope: Rope, seq_len: int | None) -> tuple[Decimal, ...]:

@@ -40,6 +40,24 @@ class XPos(Scaling):
     depends on m - n alone): 0 by default; ``center=True`` uses c = seq_len // 2 as lucidrains
     does (seq_len from the argument, else max(position) + 1). The power is formed with an
     error-free product, so each factor is within a few ulps of exact.
+
+    Parameters
+    ----------
+    scale_base : float
+        B > 0, the decay length (512 in torchscale and lucidrains).
+    gamma : float
+        gamma > 0 in zeta_j (0.4).
+    center : bool
+        Measure positions from c = seq_len // 2 instead of 0 (makes the schedule depend on
+        the length).
+
+    Raises
+    ------
+    RopeTypeError
+        ``scale_base`` or ``gamma`` not a real number, or ``center`` not a bool.
+    RopeValueError
+        ``scale_base`` or ``gamma`` not finite and > 0; when tables are built, a readable
+        ``|m - c|`` above :meth:`max_offset`.
     """
 
     scale_base: float = 512.0
@@ -56,6 +74,19 @@ class XPos(Scaling):
         return self.center
 
     def zeta(self, rope: Rope) -> tuple[Decimal, ...]:
+        """The per-pair decay bases zeta_j = (2j/d + gamma) / (1 + gamma), d = rotary_dim.
+
+        Parameters
+        ----------
+        rope : Rope
+            The specification (its ``rotary_dim``).
+
+        Returns
+        -------
+        tuple of decimal.Decimal
+            ``rope.n_pairs`` values in ``(0, 1)`` (for the default gamma), exact to 90
+            digits.
+        """
         c = ctx()
         d = Decimal(rope.rotary_dim)
         g = dec(self.gamma)
@@ -65,12 +96,36 @@ class XPos(Scaling):
         )
 
     def rates(self, rope: Rope) -> tuple[Decimal, ...]:
-        """ln(zeta_j) / scale_base (exact Decimals): the query factor is exp(rate_j * (m - c))."""
+        """ln(zeta_j) / scale_base (exact Decimals): the query factor is exp(rate_j * (m - c)).
+
+        Parameters
+        ----------
+        rope : Rope
+            The specification (its ``rotary_dim``).
+
+        Returns
+        -------
+        tuple of decimal.Decimal
+            ``rope.n_pairs`` rates (negative where zeta_j < 1).
+        """
         return _rates(self, rope)
 
     def max_offset(self, rope: Rope, p: int = 53) -> int:
         """The largest ``|m - c|`` accepted: exp(+-rate_j (m - c)) stays within e**+-EXP_LIMIT[p]
-        (float64: 269,739 for the defaults), so the tables are finite normal numbers."""
+        (float64: 269,739 for the defaults), so the tables are finite normal numbers.
+
+        Parameters
+        ----------
+        rope : Rope
+            The specification (its ``rotary_dim``; 269,739 is for ``rotary_dim=128``).
+        p : {53, 24}
+            Significand bits of the working format: 53 (float64) or 24 (float32).
+
+        Returns
+        -------
+        int
+            The bound on ``|m - c|``; ``2**53`` when every rate is 0.
+        """
         top = max(abs(r) for r in self.rates(rope))
         if top == 0:
             return 2**53

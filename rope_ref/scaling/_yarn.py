@@ -37,6 +37,44 @@ class YaRN(Scaling):
     if given; else g(s, mscale) / g(s, mscale_all_dim) when both are given and non-zero
     (DeepSeek-V3); else g(s, 1) = 0.1 ln s + 1, with g = 1 for s <= 1. DeepSeek's extra
     softmax scale is :meth:`softmax_scale_multiplier`.
+
+    Parameters
+    ----------
+    factor : float
+        The context extension ratio s > 0.
+    original_max_position_embeddings : int
+        The trained context :math:`L_0` (a positive integer).
+    beta_fast : float
+        Turns inside :math:`L_0` above which pairs keep their frequency (> 0, >=
+        ``beta_slow``; 32).
+    beta_slow : float
+        Turns inside :math:`L_0` below which pairs are fully interpolated (> 0; 1).
+    mscale : float, optional
+        DeepSeek's ``mscale`` (> 0), used with ``mscale_all_dim`` for the attention factor.
+    mscale_all_dim : float, optional
+        DeepSeek's ``mscale_all_dim`` (> 0); also sets :meth:`softmax_scale_multiplier`.
+    attention_factor : float, optional
+        The attention factor (> 0), overriding the computed one.
+    truncate : bool
+        Floor / ceil the index ramp's ends (Hugging Face's default True).
+    ramp : {"index", "ratio"}
+        The code's ramp over pair indices, or the paper's ramp over turn ratios.
+
+    Raises
+    ------
+    RopeTypeError
+        A parameter of the wrong type (not a real number, not an integer, ``truncate`` not a
+        bool).
+    RopeValueError
+        A parameter not finite and > 0, ``original_max_position_embeddings`` < 1, ``ramp``
+        not "index" or "ratio", or ``beta_fast < beta_slow``.
+
+    Examples
+    --------
+    >>> import rope_ref as rr
+    >>> yarn = rr.scaling.YaRN(4.0, 4096)
+    >>> yarn.correction_range(rr.Rope(64))  # the pair indices where the ramp starts and ends
+    (Decimal('10'), Decimal('23'))
     """
 
     factor: float
@@ -80,7 +118,19 @@ class YaRN(Scaling):
             )
 
     def correction_range(self, rope: Rope) -> tuple[Decimal, Decimal]:
-        """(lo, hi) of the index ramp, exactly as HF computes them (after truncate/clamp)."""
+        """(lo, hi) of the index ramp, exactly as HF computes them (after truncate/clamp).
+
+        Parameters
+        ----------
+        rope : Rope
+            The specification (its ``rotary_dim`` and ``base``).
+
+        Returns
+        -------
+        lo, hi : tuple of decimal.Decimal
+            The ramp's ends in pair-index units: ``lo`` clamped to >= 0, ``hi`` to
+            <= ``rotary_dim - 1``, and ``hi`` raised by 0.001 where it equals ``lo``.
+        """
         c = ctx()
         d = Decimal(rope.rotary_dim)
         ln_b = c.ln(dec(rope.base))
@@ -132,6 +182,14 @@ class YaRN(Scaling):
         )
 
     def attention_factor_exact(self) -> Decimal:
+        """The attention factor on cos and sin, exactly (see the class description).
+
+        Returns
+        -------
+        decimal.Decimal
+            ``attention_factor`` if given; else g(s, mscale) / g(s, mscale_all_dim) when both
+            are given; else 0.1 ln s + 1 (1 for s <= 1).
+        """
         s = dec(self.factor)
         if self.attention_factor is not None:
             return dec(self.attention_factor)
@@ -145,7 +203,14 @@ class YaRN(Scaling):
         return float(self.attention_factor_exact())
 
     def softmax_scale_multiplier(self) -> float:
-        """DeepSeek-V3's extra softmax scale g(s, mscale_all_dim)**2 (1.0 without it)."""
+        """DeepSeek-V3's extra softmax scale g(s, mscale_all_dim)**2 (1.0 without it).
+
+        Returns
+        -------
+        float
+            The factor DeepSeek-V3 multiplies its softmax scale (``1 / sqrt(head_dim)``)
+            by.
+        """
         if not self.mscale_all_dim:
             return 1.0
         g = g_mscale(dec(self.factor), dec(self.mscale_all_dim))
