@@ -30,7 +30,52 @@ MAX_NAME_LENGTH = 300
 
 @dataclass(frozen=True)
 class Case:
-    """One battery case. ``name`` encodes every field; ``case(name)`` rebuilds it."""
+    """One battery case. ``name`` encodes every field; ``case(name)`` rebuilds it.
+
+    Parameters
+    ----------
+    family : {"bshd", "bhsd", "thd"}
+        Axes of x: (batch, seq, heads, head_dim), (batch, heads, seq, head_dim), or packed
+        (total tokens, heads, head_dim) with ``cu_seqlens``.
+    batch : int
+        Sequences (>= 1).
+    seq : int
+        Tokens per sequence (>= 1; below 4096 for ``positions="large"``).
+    heads : int
+        Heads (>= 1).
+    head_dim : int
+        Channels per head (>= 1; must match the preset's head size when ``preset`` is set).
+    layout : {"half", "interleaved"}
+        The channel layout (ignored with a ``preset``).
+    rotary_dim : int, optional
+        Rotating channels; default ``head_dim`` (ignored with a ``preset``).
+    base : float
+        The RoPE base (ignored with a ``preset``).
+    positions : {"arange", "offset", "perseq", "random", "large"}
+        How positions are formed: 0..seq-1, shifted by 1000, shifted per sequence, random
+        below 8192, or just below 2**20.
+    dtype : {"float32", "float16", "bfloat16", "float64"}
+        The dtype of x.
+    preset : str, optional
+        A preset name (``rope_ref.presets()``): the case's ``Rope`` is that model's.
+
+    Raises
+    ------
+    RopeValueError
+        A size not an integer >= 1, more than ``MAX_CASE_ELEMENTS`` elements, or a
+        ``family``, ``positions``, ``dtype`` or ``layout`` not among those listed.
+
+    Examples
+    --------
+    >>> from rope_ref.testing import Case, case
+    >>> c = Case(seq=8, head_dim=64)
+    >>> c.name
+    'bshd-b2-s8-h4-d64-half-r64-base=10000-pos=arange-float32'
+    >>> case(c.name) == c
+    True
+    >>> c.x_shape()
+    (2, 8, 4, 64)
+    """
 
     family: str = "bshd"
     batch: int = 2
@@ -73,6 +118,7 @@ class Case:
 
     @property
     def name(self) -> str:
+        """The case's name, encoding every field (``case(name)`` rebuilds the case)."""
         parts = [
             self.family,
             f"b{self.batch}",
@@ -88,6 +134,19 @@ class Case:
         return "-".join(parts)
 
     def rope(self) -> Rope:
+        """The case's specification: the preset's ``Rope`` (Gemma 3: its full-attention
+        layers), else ``Rope(head_dim, base=base, rotary_dim=rotary_dim, layout=layout)``.
+
+        Returns
+        -------
+        Rope
+            The specification.
+
+        Raises
+        ------
+        RopeValueError
+            The fields do not make a valid ``Rope`` (e.g. an odd ``rotary_dim``).
+        """
         if self.preset is not None:
             layer = "full_attention" if self.preset == "gemma-3" else None
             return Rope.preset(self.preset, layer_type=layer)
@@ -96,10 +155,19 @@ class Case:
 
     @property
     def seed(self) -> int:
+        """The random seed of the case's data: the first 4 bytes of the SHA-256 of ``name``."""
         return int.from_bytes(hashlib.sha256(self.name.encode()).digest()[:4], "little")
 
     # ------------------------------------------------------------------ host data
     def x_shape(self) -> tuple[int, ...]:
+        """The shape of x, from ``family`` and the rope's head size.
+
+        Returns
+        -------
+        tuple of int
+            (batch, seq, heads, head_dim), (batch, heads, seq, head_dim), or (batch * seq,
+            heads, head_dim) for packed cases.
+        """
         d = self.rope().head_dim
         if self.family == "bshd":
             return (self.batch, self.seq, self.heads, d)
@@ -108,7 +176,14 @@ class Case:
         return (self.batch * self.seq, self.heads, d)  # thd: packed, cu_seqlens below
 
     def cu_seqlens(self) -> np.ndarray | None:
-        """Packed (thd) cases: sequences of unequal lengths summing to batch * seq."""
+        """Packed (thd) cases: sequences of unequal lengths summing to batch * seq.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            int64 offsets of shape (batch + 1,), from 0 to ``batch * seq``, strictly
+            increasing (random cut points from ``seed``); None for other families.
+        """
         if self.family != "thd":
             return None
         total = self.batch * self.seq
@@ -117,7 +192,14 @@ class Case:
         return np.concatenate([[0], cuts, [total]]).astype(np.int64)
 
     def token_positions(self) -> np.ndarray:
-        """Positions per token: (batch, seq), or (total,) for packed cases."""
+        """Positions per token: (batch, seq), or (total,) for packed cases.
+
+        Returns
+        -------
+        numpy.ndarray
+            int64 positions of the form ``positions`` (packed cases restart at 0 in each
+            sequence).
+        """
         rng = np.random.default_rng(self.seed + 1)
         b, s = self.batch, self.seq
         if self.family == "thd":
@@ -149,14 +231,43 @@ class Case:
 
     def positions_for(self, rope: Rope) -> np.ndarray:
         """Positions shaped to broadcast against x.shape[:-1] (multi-axis schemes: text
-        tokens, every axis the same)."""
+        tokens, every axis the same).
+
+        Parameters
+        ----------
+        rope : Rope
+            The specification (its multi-axis scheme decides the per-axis axis).
+
+        Returns
+        -------
+        numpy.ndarray
+            int64 positions: (batch, seq, 1), (batch, 1, seq) or (total, 1) by family,
+            with a leading (M-RoPE) or trailing (axial) axis of equal positions for
+            multi-axis schemes.
+        """
         return positions_like(self.family, self.token_positions(), rope)
 
     def x(self, *, role: str = "query") -> np.ndarray:
         """The input in float64 holding values exactly representable in ``dtype``.
 
         ``role="key"`` gives the keys: independent data of the same shape (so that a kernel
-        that swaps or reuses q and k is caught)."""
+        that swaps or reuses q and k is caught).
+
+        Parameters
+        ----------
+        role : {"query", "key"}
+            Which input: queries or keys.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 standard normal values of shape ``x_shape()``, rounded to ``dtype``.
+
+        Raises
+        ------
+        RopeValueError
+            ``role`` not "query" or "key".
+        """
         if role not in ROLES:
             raise RopeValueError(f"role must be one of {ROLES}, got {role!r}")
         rng = np.random.default_rng(self.seed + (2 if role == "query" else 3))
@@ -173,7 +284,32 @@ class Case:
         """(x, positions, rope) in namespace ``xp`` (NumPy by default): x in ``dtype``.
 
         ``rope`` replaces the case's own specification (e.g. one read from a config.json;
-        its head_dim must equal the case's); ``role="key"`` gives the keys' data."""
+        its head_dim must equal the case's); ``role="key"`` gives the keys' data.
+
+        Parameters
+        ----------
+        xp : array namespace or module, optional
+            The library to put x and positions in (``torch``, ``jax.numpy``, ...); default
+            NumPy.
+        device : device, optional
+            The device of the arrays (with ``xp``).
+        rope : Rope, optional
+            A specification replacing the case's own (same head_dim).
+        role : {"query", "key"}
+            Queries' or keys' data.
+
+        Returns
+        -------
+        x, positions, rope : tuple
+            x in ``dtype``, positions as :meth:`positions_for`, and the specification used.
+
+        Raises
+        ------
+        RopeValueError
+            ``dtype`` is bfloat16 without ``xp`` (NumPy has none), ``role`` is not "query"
+            or "key", ``rope`` is not a ``Rope`` (raised as a value error), or its head_dim
+            differs from the case's.
+        """
         rope = self._rope(rope)
         x, pos = self.x(role=role), self.positions_for(rope)
         if xp is None:
@@ -199,7 +335,27 @@ class Case:
     def expected(self, *, rope: Rope | None = None, role: str = "query") -> np.ndarray:
         """The exact result rounded once to ``dtype`` (float64 array; bfloat16 values exact).
 
-        ``rope`` and ``role`` as in :meth:`data`."""
+        ``rope`` and ``role`` as in :meth:`data`.
+
+        Parameters
+        ----------
+        rope : Rope, optional
+            A specification replacing the case's own (same head_dim).
+        role : {"query", "key"}
+            Queries or keys.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``apply_rope`` of :meth:`x` in float64 (correct to within an ulp), rounded once
+            to ``dtype`` and held in float64.
+
+        Raises
+        ------
+        RopeValueError
+            ``role`` is not "query" or "key", ``rope`` is not a ``Rope``, or its head_dim
+            differs from the case's.
+        """
         from .._apply import apply_rope
 
         rope = self._rope(rope)
@@ -248,7 +404,25 @@ def axis_scheme(rope: Rope) -> Any:
 
 
 def case(name: str) -> Case:
-    """Rebuild a case from its name (the inverse of ``Case.name``)."""
+    """Rebuild a case from its name (the inverse of ``Case.name``).
+
+    Parameters
+    ----------
+    name : str
+        A case name, as ``Case.name`` writes it (at most ``MAX_NAME_LENGTH`` characters).
+
+    Returns
+    -------
+    Case
+        The case with that name.
+
+    Raises
+    ------
+    RopeValueError
+        ``name`` is not a string (raised as a value error), too long, does not parse, names
+        an unknown preset, is not the canonical spelling (the message suggests it), or
+        gives fields that make no valid ``Case`` or ``Rope``.
+    """
     if not isinstance(name, str):
         raise RopeValueError(f"name must be a string, got {name!r}")
     if len(name) > MAX_NAME_LENGTH:
@@ -314,7 +488,23 @@ def cases(
 ) -> list[Case]:
     """The battery: shapes, position forms, layouts, partial rotary, head sizes, every preset's
     schedule and the dtypes, each varied around a base case. With ``xp``, dtypes the
-    namespace lacks are left out (NumPy has no bfloat16)."""
+    namespace lacks are left out (NumPy has no bfloat16).
+
+    Parameters
+    ----------
+    dtypes : tuple of str
+        The dtypes to vary over (of ``"float32"``, ``"float16"``, ``"bfloat16"``,
+        ``"float64"``).
+    presets : bool
+        Include two float32 cases (positions "arange" and "large") per preset.
+    xp : array namespace or module, optional
+        Leave out the dtypes this library lacks.
+
+    Returns
+    -------
+    list of Case
+        The cases, each name once, in a fixed order.
+    """
     if xp is not None:
         dtypes = tuple(d for d in dtypes if hasattr(xp, d))
     out: list[Case] = []
