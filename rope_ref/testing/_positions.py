@@ -211,6 +211,15 @@ def positions_from_padding_mask(mask: Any, side: str | None = "left", *, pad_val
     -------
     array of ``mask.shape``
         Integer positions (the namespace's default integer dtype) in mask's namespace.
+
+    Raises
+    ------
+    RopeTypeError
+        ``mask`` is not an array or nested sequence, or has a dtype other than bool or
+        integer; ``pad_value`` is not an integer.
+    RopeValueError
+        ``side`` not "left", "right" or None; a 0-d ``mask``; or, where the values can be
+        read, entries other than 0 and 1 or a row padded on the other side.
     """
     if side not in SIDES:
         raise RopeValueError(f"side must be one of {SIDES}, got {side!r}")

@@ -55,6 +55,16 @@ def hf_apply_rotary_pos_emb(
     Returns
     -------
     (q_embed, k_embed) : arrays of the shapes and dtypes of q and k.
+
+    Raises
+    ------
+    RopeTypeError
+        q, k, cos or sin not a real floating array, ``unsqueeze_dim`` not an integer, or
+        ``position_ids`` (with 2-D tables) not integer.
+    RopeValueError
+        cos and sin of different shapes, 0-d or with an odd last axis (or one below 2), a
+        table wider than q or k, ``position_ids`` outside the rows of 2-D tables, an
+        ``unsqueeze_dim`` out of range, or expanded tables that do not broadcast to q or k.
     """
     if not _compat.is_array(q):
         raise RopeTypeError(f"q must be an array, got {type(q).__name__}")
@@ -134,6 +144,15 @@ def hf_cos_sin(rope: Rope, x: Any, position_ids: Any) -> tuple[Any, Any]:
         shape is ``position_ids.shape``, without the axes axis for multi-axis schemes: for
         M-RoPE this is the per-token table ``apply_multimodal_rotary_pos_emb`` assembles from
         the per-axis ones, ready for :func:`hf_apply_rotary_pos_emb`.
+
+    Raises
+    ------
+    RopeTypeError
+        ``rope`` not a ``Rope``, ``x`` not a real floating array, or ``position_ids`` bool,
+        complex or not convertible to an array.
+    RopeValueError
+        ``position_ids`` NaN, infinite or too large, or not shaped for the rope's
+        multi-axis scheme (see ``Rope.cos_sin``).
     """
     if not isinstance(rope, Rope):
         raise RopeTypeError(f"rope must be a rope_ref.Rope, got {type(rope).__name__}")

@@ -61,6 +61,19 @@ def mlx_rope(
     array of ``x.shape`` and ``x.dtype``, computed in float64 and rounded once. MLX itself
     works in float32 (base, scale and freqs included) and is compared against this within
     its own tolerance.
+
+    Raises
+    ------
+    RopeTypeError
+        ``x`` not a real floating array, ``dims`` or a scalar ``offset`` not an integer,
+        ``traditional`` not a bool, ``base``, ``scale`` or an entry of ``freqs`` not a real
+        number, an ``offset`` array not of an integer dtype, or a ``freqs`` array not real
+        floating.
+    RopeValueError
+        ``x`` with fewer than 3 axes, ``dims`` odd, < 1 or > ``x.shape[-1]``, non-finite
+        ``scale`` or ``base``, both or neither of ``base`` and ``freqs``, an ``offset``
+        array not of shape () / (1,) / (B,), ``freqs`` not 1-D, lazy, of the wrong length
+        or with a period that is not positive and finite, or positions out of range.
     """
     if not _compat.is_array(x):
         raise RopeTypeError(f"x must be an array, got {type(x).__name__}")

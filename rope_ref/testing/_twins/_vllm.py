@@ -62,6 +62,18 @@ def vllm_rotary(
     -------
     (query, key) : new arrays of the shapes and dtypes given (key None when None). Channels
     [rotary_dim, head_size) of each head pass through.
+
+    Raises
+    ------
+    RopeTypeError
+        ``head_size`` not an integer, ``is_neox_style`` not a bool, positions, query or
+        ``cos_sin_cache`` not arrays (key not an array or None), query, key or the cache not
+        real floating, or positions not of an integer dtype.
+    RopeValueError
+        ``head_size`` < 1, a cache that is not 2-D or whose width is odd, < 2 or above
+        ``head_size``, query or key not shaped ``positions.shape + (num_heads * head_size,)``
+        or ``+ (num_heads, head_size)``, or (where readable) positions outside the cache's
+        rows.
     """
     head_size = _validate.check_int("head_size", head_size, minimum=1)
     if not isinstance(is_neox_style, bool):
