@@ -79,6 +79,15 @@ def write_safetensors(path: Path, tensors: dict[str, tuple[str, np.ndarray]]) ->
 
     The format: an 8-byte little-endian header length, a JSON header (sorted keys) with
     dtype, shape and byte offsets of each tensor, then the little-endian bytes.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The file to write (replaced if it exists).
+    tensors : dict of str to (str, numpy.ndarray)
+        Each tensor's name, its stored dtype name (a key of the writer's dtype table, e.g.
+        ``"float32"``, ``"bfloat16"``, ``"int64"``) and its values; bfloat16 values must be
+        exactly representable (they are stored as their upper 16 bits).
     """
     header: dict[str, Any] = {}
     blobs = []
@@ -389,6 +398,25 @@ def write_vectors(
 
     ``rope`` replaces each case's own Rope (e.g. one read from a config.json, recorded in the
     manifest as ``config``); the cases then supply shapes, positions, data and dtypes.
+
+    Parameters
+    ----------
+    cases : list of Case
+        The cases to write (e.g. ``rope_ref.testing.cases()``).
+    out : str or pathlib.Path
+        The directory (created if missing): one ``.safetensors`` and one ``.npz`` per case,
+        and ``manifest.json``.
+    rope : Rope, optional
+        A specification replacing each case's own.
+    config : dict, optional
+        The config ``rope`` was read from, recorded in the manifest.
+
+    Returns
+    -------
+    dict
+        The manifest written to ``manifest.json``: the rope_ref version, the format, the
+        ``config`` if given, and per case its files, SHA-256 digests, shapes, rope and
+        tolerance.
     """
     from .. import __version__
     from .._apply import apply_rope
