@@ -706,6 +706,51 @@ def _ratio(err: np.ndarray, allow: np.ndarray) -> np.ndarray:
     return np.where(err == 0, 0.0, np.where(allow > 0, r, np.inf))
 
 
+def _checked_lse(lse: Array, ref_lse: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+    """The lse under test as float64 NumPy and its dtype's name (None, None without one)."""
+    if lse is None:
+        return None, None
+    lse_np = to_numpy(lse)
+    if tuple(lse_np.shape) != tuple(ref_lse.shape):
+        raise RopeValueError(
+            f"lse must have shape (..., Hq, Sq) = {tuple(ref_lse.shape)}, "
+            f"got {tuple(lse_np.shape)}"
+        )
+    if not np.issubdtype(lse_np.dtype, np.floating):
+        raise RopeTypeError(f"lse must have a real floating dtype, got {lse_np.dtype}")
+    lse_dtype = _dtype_name(getattr(lse, "dtype", lse_np.dtype))
+    return lse_np.astype(np.float64), lse_dtype
+
+
+def _breakdown(
+    comb_err: np.ndarray, comb_ratio: np.ndarray, sq: int
+) -> tuple[list[tuple[int, float, float]], list[tuple[int, int, float, float]]]:
+    """The largest error and error/allowance per head, and per band of query rows."""
+    hd_axes = (*tuple(range(comb_ratio.ndim - 2)), comb_ratio.ndim - 1)
+    by_head = [
+        (h, float(e), float(r))
+        for h, (e, r) in enumerate(
+            zip(
+                np.max(comb_err, axis=hd_axes, initial=0.0),
+                np.max(comb_ratio, axis=hd_axes, initial=0.0),
+                strict=True,
+            )
+        )
+    ]
+    by_rows = []
+    edges = np.unique(np.linspace(0, sq, min(sq, 8) + 1).astype(int))
+    for a, b in itertools.pairwise(edges):
+        by_rows.append(
+            (
+                int(a),
+                int(b),
+                float(np.max(comb_err[..., a:b], initial=0.0)),
+                float(np.max(comb_ratio[..., a:b], initial=0.0)),
+            )
+        )
+    return by_head, by_rows
+
+
 def assert_attention_close(
     out: Array,
     q: Array,
@@ -818,19 +863,7 @@ def assert_attention_close(
     if not np.issubdtype(out_np.dtype, np.floating):
         raise RopeTypeError(f"out must have a real floating dtype, got {out_np.dtype}")
     out_dtype = _dtype_name(getattr(out, "dtype", out_np.dtype)) if dtype is None else dtype
-    lse_np = None
-    lse_dtype = None
-    if lse is not None:
-        lse_np = to_numpy(lse)
-        if tuple(lse_np.shape) != tuple(ref_lse.shape):
-            raise RopeValueError(
-                f"lse must have shape (..., Hq, Sq) = {tuple(ref_lse.shape)}, "
-                f"got {tuple(lse_np.shape)}"
-            )
-        if not np.issubdtype(lse_np.dtype, np.floating):
-            raise RopeTypeError(f"lse must have a real floating dtype, got {lse_np.dtype}")
-        lse_dtype = _dtype_name(getattr(lse, "dtype", lse_np.dtype))
-        lse_np = lse_np.astype(np.float64)
+    lse_np, lse_dtype = _checked_lse(lse, ref_lse)
     out_np = out_np.astype(np.float64)
 
     exact = _rounding(out_dtype, accumulate_dtype, True, lse_dtype)
@@ -887,28 +920,7 @@ def assert_attention_close(
     )
     comb_err = err_o if err_l is None else np.maximum(err_o, err_l)
     comb_ratio = ratio_o if ratio_l is None else np.maximum(ratio_o, ratio_l)
-    hd_axes = (*tuple(range(comb_ratio.ndim - 2)), comb_ratio.ndim - 1)
-    by_head = [
-        (h, float(e), float(r))
-        for h, (e, r) in enumerate(
-            zip(
-                np.max(comb_err, axis=hd_axes, initial=0.0),
-                np.max(comb_ratio, axis=hd_axes, initial=0.0),
-                strict=True,
-            )
-        )
-    ]
-    by_rows = []
-    edges = np.unique(np.linspace(0, p.sq, min(p.sq, 8) + 1).astype(int))
-    for a, b in itertools.pairwise(edges):
-        by_rows.append(
-            (
-                int(a),
-                int(b),
-                float(np.max(comb_err[..., a:b], initial=0.0)),
-                float(np.max(comb_ratio[..., a:b], initial=0.0)),
-            )
-        )
+    by_head, by_rows = _breakdown(comb_err, comb_ratio, p.sq)
     diagnosis = None
     if not passed and diagnose:
         diagnosis = _Diagnosis(
