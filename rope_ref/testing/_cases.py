@@ -504,6 +504,11 @@ def cases(
     -------
     list of Case
         The cases, each name once, in a fixed order.
+
+    Raises
+    ------
+    RopeValueError
+        A dtype in ``dtypes`` that is not one of the four above.
     """
     if xp is not None:
         dtypes = tuple(d for d in dtypes if hasattr(xp, d))

@@ -165,6 +165,15 @@ def positions_from_cu_seqlens(cu_seqlens: Any, offsets: Any = None) -> Any:
         ``t - cu_seqlens[i] + offsets[i]``. Dtype that of ``cu_seqlens`` without offsets;
         with offsets int64 (sums are formed after widening, so small integer dtypes never
         wrap around).
+
+    Raises
+    ------
+    RopeTypeError
+        ``cu_seqlens`` (or an entry of the sequence) or ``offsets`` not integer, or
+        ``cu_seqlens`` not an array or sequence.
+    RopeValueError
+        ``cu_seqlens`` not 1-D and non-empty, lazy or traced, not starting at 0 or
+        decreasing somewhere; ``offsets`` not 0-d/1-D or without one entry per sequence.
     """
     if isinstance(cu_seqlens, (list, tuple)):
         np_xp = _compat.array_namespace()

@@ -417,6 +417,14 @@ def write_vectors(
         The manifest written to ``manifest.json``: the rope_ref version, the format, the
         ``config`` if given, and per case its files, SHA-256 digests, shapes, rope and
         tolerance.
+
+    Raises
+    ------
+    RopeValueError
+        ``rope`` whose head_dim differs from a case's, or a case whose own ``Rope`` cannot
+        be built.
+    OSError
+        ``out`` cannot be created or written.
     """
     from .. import __version__
     from .._apply import apply_rope
