@@ -100,3 +100,17 @@ def per_pair(rope, p):
         g = rope.n_pairs // sc.n_axes
         return np.stack([p[..., j // g] for j in range(rope.n_pairs)], axis=-1)
     return np.repeat(p[..., None], rope.n_pairs, axis=-1)
+
+
+def _load_mpmath_reference() -> dict[str, np.ndarray]:
+    with np.load(DATA / "mpmath_cos_sin.npz", allow_pickle=False) as npz:
+        return {name: npz[name] for name in npz.files}
+
+
+#: the exact tables computed with mpmath by scripts/mpmath_reference.py (hi + lo per value)
+MPMATH_REF = _load_mpmath_reference()
+
+
+def mpmath_ref(d: int, b: float, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(hi, lo) of the exact cos or sin table for head_dim d and base b."""
+    return MPMATH_REF[f"d{d}_b{b:g}_{name}_hi"], MPMATH_REF[f"d{d}_b{b:g}_{name}_lo"]

@@ -7,7 +7,6 @@ backends are skipped with their reason, visibly (``-ra``).
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import hypothesis
@@ -15,11 +14,8 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-for _p in (ROOT, ROOT / "scripts"):  # backends/ and the reference-data scripts
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
 
-import backends  # noqa: E402
+import backends  # noqa: E402  (importable through pytest's pythonpath setting)
 
 hypothesis.settings.register_profile(
     "default",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import rope_numpy_formula, ulps
+from _helpers import rope_numpy_formula, ulps
 
 import rope_ref as rr
 

@@ -16,7 +16,7 @@ import uuid
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from _helpers import ROOT
 
 import rope_ref as rr
 from rope_ref._cli import _parser, main

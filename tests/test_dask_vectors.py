@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from _helpers import ROOT
 
 import rope_ref as rr
 from rope_ref.testing import DaskUnavailableError, read_vectors_dask, write_vectors_dask

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import ROOT
+from _helpers import ROOT
 
 DOCS = ROOT / "docs"
 PAGES = sorted(p for p in DOCS.rglob("*.md") if "_build" not in p.parts)
@@ -40,13 +40,12 @@ def test_page_blocks_compile(page):
 
 def test_the_build_runs_the_same_blocks():
     """rr_checks (the build) and this module find the same blocks on every page."""
-    import sys
+    import importlib.util
 
-    sys.path.insert(0, str(DOCS / "_ext"))
-    try:
-        import rr_checks
-    finally:
-        sys.path.remove(str(DOCS / "_ext"))
+    spec = importlib.util.spec_from_file_location("rr_checks", DOCS / "_ext" / "rr_checks.py")
+    assert spec is not None and spec.loader is not None
+    rr_checks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rr_checks)
     for page in PAGES:
         text = page.read_text()
         assert [c for _, c in rr_checks.page_blocks(text)] == BLOCK.findall(text), page

@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from conftest import ROOT
+from _helpers import ROOT
 
 pytestmark = pytest.mark.docs
 

@@ -9,19 +9,18 @@ import mpmath
 import mpmath_reference
 import numpy as np
 import pytest
-from _helpers import DATA, ulps
+from _helpers import MPMATH_REF, mpmath_ref, ulps
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import rope_ref as rr
 from rope_ref import _exact
 
-REF = np.load(DATA / "mpmath_cos_sin.npz")
+REF = MPMATH_REF
 GRID = [(int(d), float(b)) for d in REF["head_dims"] for b in REF["bases"]]
 
 
-def _ref(d, b, name):
-    return REF[f"d{d}_b{b:g}_{name}_hi"], REF[f"d{d}_b{b:g}_{name}_lo"]
+_ref = mpmath_ref
 
 
 @pytest.mark.parametrize(("head_dim", "base"), GRID, ids=[f"d{d}-b{b:g}" for d, b in GRID])

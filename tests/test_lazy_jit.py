@@ -38,7 +38,8 @@ def test_cos_sin_and_matrix_under_jax_jit():
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
     import mpmath_reference
-    from test_exact import REF, _ref
+    from _helpers import MPMATH_REF as REF
+    from _helpers import mpmath_ref as _ref
 
     rope = rr.Rope(128, base=5e5)
     pos = REF["positions"]

@@ -12,7 +12,7 @@ import math
 import mpmath
 import numpy as np
 import pytest
-from helpers import ulps
+from _helpers import ulps
 
 import rope_ref as rr
 from rope_ref import scaling as S
