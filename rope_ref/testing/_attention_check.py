@@ -304,16 +304,17 @@ def _abs_positions(p: _Problem, pos: np.ndarray, target: tuple[int, ...]) -> np.
 
 
 def _phase_unit(rope: Rope, seq_len: int | None) -> np.ndarray:
-    """theta_j (3 + ln+(1/theta_j)): the angle error per unit |position| and per u_angle.
+    """theta_j (3 + 4 ln+(1/theta_j)): the angle error per unit |position| and per u_angle.
 
     An angle formed in a format with unit u: theta_j rounded (u), the position rounded (u),
-    the product rounded (u), and theta_j computed as base**(-2j/d) with the exponent rounded,
-    ln(1/theta_j) u relative. Uses the larger of the scaled and unscaled frequency (dynamic
-    schedules pick theirs from the positions)."""
+    the product rounded (u), and theta_j computed as base**(-2j/d) or exp(2j * -(ln base / d))
+    with the exponent formed in that format: up to 4 ln(1/theta_j) u relative (ln base 1 ulp,
+    the quotient, the product; as the RoPE error model's C_ln). Uses the larger of the
+    scaled and unscaled frequency (dynamic schedules pick theirs from the positions)."""
     scaled = np.array([float(t) for t in rope.thetas(seq_len=seq_len)])
     plain = np.array([float(t) for t in rope.unscaled_thetas()])
     th = np.maximum(scaled, plain)
-    out: np.ndarray = th * (3.0 + np.maximum(0.0, -np.log(np.maximum(th, 1e-300))))
+    out: np.ndarray = th * (3.0 + 4.0 * np.maximum(0.0, -np.log(np.maximum(th, 1e-300))))
     return out
 
 
