@@ -220,16 +220,29 @@ def attention_vjp(
         grad if grad.dtype == dtype else xp.astype(grad, dtype)
         for grad, dtype in zip((dq_rot, dk_rot, dv_g), sp.dtypes, strict=True)
     )
+    if _attention._prod((*batch, hq, sq, sp.sk)) == 0:  # no pair: zeros (Dask cannot reduce
+        grads = tuple(  # the empty blocks above when it computes them)
+            xp.zeros(x.shape, dtype=x.dtype, device=sp.device) for x in (q, k, v)
+        )
     if p_sink is None or sp.sinks_shape is None:
         return grads
 
+    if _attention._prod((*batch, hq, sq)) == 0:  # no rows (Dask cannot reduce empty blocks)
+        return (
+            *grads,
+            xp.zeros(sp.sinks_shape, dtype=_sink_dtype(xp, sinks, wd), device=sp.device),
+        )
     # sink: dO/dsigma = -P_sink O, dlse/dsigma = P_sink
     d_sink = xp.sum(p_sink * row, axis=-1)  # (..., Hk, G)
     d_sink = _reduce_to(xp, xp.reshape(d_sink, (*batch, hq)), sp.sinks_shape)
-    out_dtype = sinks.dtype if _compat.is_real_floating(xp, sinks.dtype) else wd
+    out_dtype = _sink_dtype(xp, sinks, wd)
     if d_sink.dtype != out_dtype:
         d_sink = xp.astype(d_sink, out_dtype)
     return (*grads, d_sink)
+
+
+def _sink_dtype(xp: Any, sinks: Any, wd: Any) -> Any:
+    return sinks.dtype if _compat.is_real_floating(xp, sinks.dtype) else wd
 
 
 def _finite(xp: Any, x: Any) -> Any:
