@@ -745,7 +745,8 @@ def _explanations(hyps: Any) -> list[str]:
 
 def _legacy_judge(got: np.ndarray, want: np.ndarray, *, dtype: str, rope: Any, pos: Any,
                   strict: bool, note: str) -> _Verdict:  # pragma: no cover - fallback
-    from .testing._assert import _ulps, default_tolerance
+    from .testing._assert import default_tolerance
+    from .testing._compare import ulps as _ulps
 
     err = np.abs(got - want)
     rtol, atol_unit = default_tolerance(dtype, rope=rope, positions=pos)

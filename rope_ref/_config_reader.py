@@ -188,7 +188,8 @@ class KeyReader:
     ) -> float | None:
         """A finite real number (> 0 when ``positive``), or ``default`` when absent."""
         if not self.has(key):
-            return self.get(key, default)
+            got: float | None = self.get(key, default)
+            return got
         return as_number(self.name(key), self.get(key), positive=positive)
 
     def integer(self, key: str, *, maximum: int = MAX_LENGTH, minimum: int = 1) -> int | None:

@@ -99,7 +99,9 @@ class ScheduleInput:
         return self.max_pos
 
 
-def _build(inp: ScheduleInput, make: Callable[..., S.Scaling], *args: Any, **kw: Any) -> Any:
+def _build(
+    inp: ScheduleInput, make: Callable[..., S.Scaling], *args: Any, **kw: Any
+) -> S.Scaling:
     """Construct a schedule; an error it raises is re-raised naming the config dict."""
     try:
         return make(*args, **kw)

@@ -223,7 +223,7 @@ def _rope_type(pr: KeyReader) -> str:
     if rope_type in ALIASES:
         rope_type, note = ALIASES[rope_type]
         pr.report.notes.append(note)
-    return rope_type
+    return str(rope_type)
 
 
 def _base(r: KeyReader, pr: KeyReader, use_local: bool) -> float:

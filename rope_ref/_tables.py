@@ -81,7 +81,8 @@ def tables(
 ) -> tuple[Any, Any]:
     """``rope._cos_sin_work(...)`` for validated positions, deduplicated and cached."""
     if not _compat.prefers_blocks(positions) or not _compat.is_concrete(positions):
-        return rope._cos_sin_work(xp, positions, wd, integral=integral, seq_len=seq_len, role=role)
+        c, s = rope._cos_sin_work(xp, positions, wd, integral=integral, seq_len=seq_len, role=role)
+        return c, s
     key = None
     digest = _digest(positions)
     if digest is not None:
@@ -151,4 +152,5 @@ def _distinct(
                 xp.reshape(xp.take(cos_u, idx, axis=0), shape),
                 xp.reshape(xp.take(sin_u, idx, axis=0), shape),
             )
-    return rope._cos_sin_work(xp, positions, wd, integral=integral, seq_len=seq_len, role=role)
+    c, s = rope._cos_sin_work(xp, positions, wd, integral=integral, seq_len=seq_len, role=role)
+    return c, s

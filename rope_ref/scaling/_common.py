@@ -28,15 +28,15 @@ def positive_int(owner: str, name: str, value: Any) -> int:
     """A positive integer of any library; an integral float (8192.0) is accepted too."""
     label = f"{owner}.{name}"
     try:
-        value = as_int(value, label)
+        n = as_int(value, label)
     except RopeTypeError:
         v = as_real(value, label)
         if not v.is_integer():
             raise RopeTypeError(f"{label} must be a positive integer, got {value!r}") from None
-        value = int(v)
-    if value <= 0:
+        n = int(v)
+    if n <= 0:
         raise RopeValueError(f"{label} must be a positive integer, got {value!r}")
-    return value
+    return n
 
 
 def flag(owner: str, name: str, value: Any) -> bool:

@@ -273,7 +273,7 @@ class Case:
         rng = np.random.default_rng(self.seed + (2 if role == "query" else 3))
         x = rng.standard_normal(self.x_shape())
         if self.dtype == "bfloat16":
-            from ._assert import _bf16
+            from ._diagnose import bf16 as _bf16
 
             return _bf16(x.astype(np.float32)).astype(np.float64)
         return x.astype(self.dtype).astype(np.float64)
@@ -361,12 +361,13 @@ class Case:
         rope = self._rope(rope)
         y = apply_rope(self.x(role=role), self.positions_for(rope), rope, role=role)
         if self.dtype == "bfloat16":
-            from ._assert import _bf16
+            from ._diagnose import bf16 as _bf16
 
             # float64 -> float32 -> bfloat16 may double-round in rare ties: far inside any
             # bfloat16 tolerance
             return _bf16(y.astype(np.float32)).astype(np.float64)
-        return y.astype(self.dtype).astype(np.float64)
+        out: np.ndarray = y.astype(self.dtype).astype(np.float64)
+        return out
 
 
 def positions_like(family: str, tok: np.ndarray, rope: Rope) -> np.ndarray:
