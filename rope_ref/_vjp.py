@@ -115,6 +115,8 @@ def attention_vjp(
     sinks: Any = None,
     d_lse: Any = None,
     seq_len: int | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | None = None,
 ) -> tuple[Any, ...]:
     r"""Gradients of :func:`attention` (same keyword arguments) with respect to q, k, v.
 
@@ -150,6 +152,10 @@ def attention_vjp(
         The cotangent of the output ``out``.
     d_lse : array (..., Hq, Sq), optional
         The cotangent of ``lse`` (when the forward pass returned it and it was used).
+    chunk_size, memory_budget : int, optional
+        As for :func:`attention`: blocks of ``chunk_size`` queries x keys, or automatic
+        blocks (at most 256) when the one-shot temporaries below exceed ``memory_budget``
+        bytes (default ``DEFAULT_MEMORY_BUDGET``).
 
     Returns
     -------
@@ -160,9 +166,12 @@ def attention_vjp(
     exactly the gradients of the rows and keys it touches (a dropped pair adds 0, not
     0 * NaN); rows whose output is infinite (inf in a kept v) have NaN gradients.
 
-    Memory: one shot, no chunking: about six float64 temporaries of the score shape
-    (..., Hq, Sq, Sk) are alive at once (scores, tanh, keep mask, P, dP, dS), i.e.
-    ~48 bytes x batch x Hq x Sq x Sk. Meant for the sizes a reference is used at.
+    Memory: the one-shot path holds about six float64 temporaries of the score shape
+    (..., Hq, Sq, Sk) at once (scores, tanh, keep mask, P, dP, dS), i.e.
+    ~48 bytes x batch x Hq x Sq x Sk. Above ``memory_budget``, or with ``chunk_size``, the
+    gradients are computed in blocks (FlashAttention-2's backward: P recomputed from the
+    forward's softmax statistics, see ``rope_ref/_vjp_blocked.py``), equal to the one-shot
+    result to a few float64 ulps.
     """
     sp = _attention._prepare(
         q,
@@ -187,6 +196,11 @@ def attention_vjp(
     _check_cotangent(xp, d_out, "d_out", (*batch, hq, sq, dv), "the output (..., Hq, Sq, Dv)")
     if d_lse is not None:
         _check_cotangent(xp, d_lse, "d_lse", (*batch, hq, sq), "lse (..., Hq, Sq)")
+    from ._vjp_blocked import maybe_blocked  # (it imports this module)
+
+    blocked = maybe_blocked(sp, d_out, d_lse, sinks, chunk_size, memory_budget)
+    if blocked is not None:
+        return blocked
 
     # ---- forward, the one-shot softmax of attention itself: scores, statistics, weights
     everything = slice(None)

@@ -288,7 +288,10 @@ def attention_vjp_blocked(
         _check_cotangent(xp, d_lse, "d_lse", (*batch, hq, sq), "lse (..., Hq, Sq)")
     grads = maybe_blocked(sp, d_out, d_lse, sinks, chunk_size, memory_budget)
     if grads is None:
-        return attention_vjp(q, k, v, d_out, d_lse=d_lse, sinks=sinks, **options)
+        # the same rules give the same answer there: one shot
+        return attention_vjp(
+            q, k, v, d_out, d_lse=d_lse, sinks=sinks, memory_budget=memory_budget, **options
+        )
     return grads
 
 

@@ -492,3 +492,30 @@ def test_memory_is_bounded():
     finally:
         tracemalloc.stop()
     assert peak < 6 * 2**20, peak
+
+
+# ---------------------------------------------------------------------------- the public entry
+
+
+def test_public_attention_vjp_takes_the_blocked_path(bk):
+    """rr.attention_vjp with chunk_size or a small memory_budget gives the blocked result
+    (bit for bit: the same code), within the bound of the one-shot result without them."""
+    opts = CASES["sinks-d_lse-broadcast-yarn"]
+    one_shot = _run(bk, opts, rr.attention_vjp)
+    tols = _magnitudes(opts, *_data(opts))
+    chunk = _chunks(bk)[0]
+    assert vjp_chunk_for(_spec(b=B, h=2), None, 1000) == 16  # the smallest automatic block
+    for extra, size in (({"chunk_size": chunk}, chunk), ({"memory_budget": 1000}, 16)):
+        blocked = _run(bk, opts, attention_vjp_blocked, chunk_size=size)
+        got = _run(bk, opts, rr.attention_vjp, **extra)
+        for a, b in zip(got, blocked, strict=True):
+            np.testing.assert_array_equal(a, b)
+        _assert_within(got, one_shot, tols)
+
+
+def test_public_attention_vjp_validates_chunk_arguments():
+    q, k, v, d_out, _ = _data({})
+    with pytest.raises(RopeValueError, match="chunk_size"):
+        rr.attention_vjp(q, k, v, d_out, chunk_size=0)
+    with pytest.raises(RopeValueError, match="memory_budget"):
+        rr.attention_vjp(q, k, v, d_out, memory_budget=0)
