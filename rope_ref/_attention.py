@@ -199,7 +199,7 @@ def _check_scalars(
 
 
 def _is_multi_axis(rope: Rope | None) -> bool:
-    return rope is not None and rope.scaling is not None and rope.scaling.axis_position is not None
+    return rope is not None and rope.axis_scheme is not None
 
 
 def _positions(

@@ -246,3 +246,20 @@ def test_axes_with_rotary_offset_is_the_sliced_rope(bk, rng):
     want = x.copy()
     want[..., 9:25] = rr.apply_rope(x[..., 9:25], pos, inner)
     np.testing.assert_array_equal(got, want)
+
+
+def test_attention_takes_the_axes_spelling():
+    # rr.attention reads multi-axis positions for a Rope built with axes= (M-RoPE with a
+    # schedule), as for the older scaling=MRope(...) spelling
+    g = np.random.default_rng(3)
+    q, k, v = (g.standard_normal((1, 2, 5, 16)) for _ in range(3))
+    pos = np.stack([np.arange(5), np.arange(5) // 2, np.arange(5) % 3])
+    new = rr.Rope(16, axes=S.MRope(sections=(2, 3, 3)))
+    old = rr.Rope(16, scaling=S.MRope(sections=(2, 3, 3)))
+    keep = np.tril(np.ones((5, 5), dtype=bool))
+    a = rr.attention(q, k, v, rope=new, q_positions=pos, k_positions=pos, mask=keep)
+    b = rr.attention(q, k, v, rope=old, q_positions=pos, k_positions=pos, mask=keep)
+    np.testing.assert_array_equal(a, b)
+    # and it is RoPE at work: the one-axis rope at the first axis differs
+    c = rr.attention(q, k, v, rope=rr.Rope(16), q_positions=pos[0], k_positions=pos[0], mask=keep)
+    assert not np.allclose(a, c)

@@ -99,7 +99,7 @@ class _Problem:
     @property
     def multi_axis(self) -> bool:
         r = self.rope
-        return r is not None and r.scaling is not None and r.scaling.axis_position is not None
+        return r is not None and r.axis_scheme is not None
 
     def kwargs(self) -> dict[str, Any]:
         return dict(
@@ -137,7 +137,7 @@ class _Problem:
         query positions become explicit."""
         rows = np.asarray(rows, dtype=np.int64)
         qp = self.explicit_q_positions()
-        trailing = self.multi_axis and self.rope.scaling.axis_position == "trailing"  # type: ignore[union-attr]
+        trailing = self.multi_axis and self.rope.axis_scheme.axis_position == "trailing"  # type: ignore[union-attr]
         axis = -2 if trailing else -1
         if qp.ndim and qp.shape[axis] == self.sq and self.sq != 1:
             qp = np.take(qp, rows, axis=axis)
@@ -299,7 +299,7 @@ def _abs_positions(p: _Problem, pos: np.ndarray, target: tuple[int, ...]) -> np.
     """|position| per token, broadcast to target (multi-axis: the largest over the axes)."""
     a = np.abs(np.asarray(pos, dtype=np.float64))
     if p.multi_axis:
-        a = np.max(a, axis=0 if p.rope.scaling.axis_position == "leading" else -1)  # type: ignore[union-attr]
+        a = np.max(a, axis=0 if p.rope.axis_scheme.axis_position == "leading" else -1)  # type: ignore[union-attr]
     return np.broadcast_to(a, target)
 
 
@@ -1046,7 +1046,7 @@ def _position_of(p: _Problem, idx: tuple[int, ...]) -> Any:
         return int(p.sk - p.sq + row)
     qp = p.q_positions
     if p.multi_axis:
-        lead = p.rope.scaling.axis_position == "leading"  # type: ignore[union-attr]
+        lead = p.rope.axis_scheme.axis_position == "leading"  # type: ignore[union-attr]
         arr = np.moveaxis(qp, 0, -1) if lead else qp
         tok = np.broadcast_to(arr, (*p.batch, p.hq, p.sq, arr.shape[-1]))
         return tuple(int(x) if float(x).is_integer() else float(x) for x in tok[idx])

@@ -323,7 +323,8 @@ def _rope_input(
         else kinds
     )
     use = use or ("arange",)
-    n_axes = 1 if scaling is None or scaling.axis_position is None else scaling.n_axes
+    scheme = rope.axis_scheme  # axes=MRope(...) or the older scaling=MRope(...)
+    n_axes = 1 if scheme is None else scheme.n_axes
     if family == "thd":
         tok = [draw(_positions(b * s, use, max_position)) for _ in range(n_axes)]
         x_shape: tuple[int, ...] = (b * s, h, rope.head_dim)
@@ -343,9 +344,9 @@ def _rope_input(
         else:
             x_shape = (b, h, s, rope.head_dim)
             shaped = [t[:, None, :] for t in tok]
-    if scaling is not None and scaling.axis_position == "leading":
+    if scheme is not None and scheme.axis_position == "leading":
         pos = np.stack(shaped)
-    elif scaling is not None and scaling.axis_position == "trailing":
+    elif scheme is not None and scheme.axis_position == "trailing":
         pos = np.stack(shaped, axis=-1)
     else:
         pos = shaped[0]
