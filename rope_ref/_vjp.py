@@ -210,8 +210,12 @@ def attention_vjp(
 
     # ---- backward (q, k with non-finite entries zeroed: a dropped pair adds 0, not 0 * NaN)
     dog = xp.reshape(xp.astype(d_out, wd), (*batch, hk, g, sq, dv))
-    delta = xp.sum(dog * out, axis=-1)  # rowsum(dO * O) = sum_n P_mn dP_mn
-    dp = xp.matmul(dog, xp.matrix_transpose(sp.vg))
+    if dv == 0:  # no value channels: dO carries nothing (Dask mis-shapes empty contractions)
+        delta = xp.zeros((*batch, hk, g, sq), dtype=wd, device=sp.device)
+        dp = xp.zeros((*batch, hk, g, sq, int(sp.kg.shape[-2])), dtype=wd, device=sp.device)
+    else:
+        delta = xp.sum(dog * out, axis=-1)  # rowsum(dO * O) = sum_n P_mn dP_mn
+        dp = xp.matmul(dog, xp.matrix_transpose(sp.vg))
     row = -delta
     if d_lse is not None:
         # d lse / d S_mn = P_mn, the same weights as the softmax
