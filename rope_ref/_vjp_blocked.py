@@ -169,7 +169,10 @@ def vjp_blocks(sp: _Spec, d_out: Any, d_lse: Any, chunk: int) -> tuple[Any, Any,
             rows = _attention._start(sp, nq)
         out, _, stats = _attention._finish(sp, rows)
         dog = dog_all[..., qsl, :]
-        row = -xp.sum(dog * out, axis=-1)  # -D (+ dL)
+        if dv:
+            row = -xp.sum(dog * out, axis=-1)  # -D (+ dL)
+        else:  # no value channels: D = 0 (and no empty contraction: Dask mis-shapes them)
+            row = xp.zeros((*batch, hk, g, nq), dtype=wd, device=sp.device)
         if dl_all is not None:
             row = row + dl_all[..., qsl]
         if sp.v_bad is not None:  # an infinite output (inf in a kept v) has no gradient: NaN
@@ -180,7 +183,10 @@ def vjp_blocks(sp: _Spec, d_out: Any, d_lse: Any, chunk: int) -> tuple[Any, Any,
             if state == "skip":
                 continue
             p, lg = _recompute(sp, rows, stats, qsl, ksl, state != "full")
-            ds = p * (xp.matmul(dog, xp.matrix_transpose(sp.vg[..., ksl, :])) + row[..., None])
+            if dv:
+                ds = p * (xp.matmul(dog, xp.matrix_transpose(sp.vg[..., ksl, :])) + row[..., None])
+            else:
+                ds = p * row[..., None]  # dP = dO V^T = 0
             if lg.t is not None:
                 ds = ds * (1.0 - lg.t * lg.t)  # d(c tanh(x / c)) / dx
             if lg.keep is not None:  # dropped pairs add 0, also next to a NaN row

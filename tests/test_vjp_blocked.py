@@ -329,8 +329,8 @@ def test_blocked_matches_torch_autograd(name):
 
 @pytest.mark.parametrize(
     "shape",
-    [(2, 2, 0, 8, 0), (2, 2, 5, 0, 3), (0, 2, 5, 7, 3), (2, 2, 0, 0, 3)],
-    ids=["sq0", "sk0", "batch0", "both0"],
+    [(2, 2, 0, 8, 0), (2, 2, 5, 0, 3), (0, 2, 5, 7, 3), (2, 2, 0, 0, 3), (2, 2, 5, 7, 0)],
+    ids=["sq0", "sk0", "batch0", "both0", "dv0"],
 )
 def test_empty_inputs(bk, shape):
     b, h, sq, sk, dv = shape
@@ -343,17 +343,35 @@ def test_empty_inputs(bk, shape):
     got = attention_vjp_blocked(conv(q), conv(k), conv(v), conv(d_out), chunk_size=2, **kw)
     got = [bk.to_numpy(x) for x in got]
     assert [x.shape for x in got] == [q.shape, k.shape, v.shape, sinks.shape]
-    # no key: every weight is on the sink (or nothing), out = 0, so dq = dk = dv = 0 and
-    # d_sinks = sum P_sink (dlse - D) = 0 (no d_lse, D = dO . 0)
+    # no pair, or no value channel: without d_lse the loss <dO, out> is empty or 0, so every
+    # gradient is 0 (d_sinks = sum P_sink (dlse - D) with dlse = 0 and D = dO . O = 0)
     for x in got:
         np.testing.assert_array_equal(x, 0.0)
-    # the block loops themselves (the dispatcher runs empty problems in one shot)
+    # the block loops themselves
     sp = _attention._prepare(conv(q), conv(k), conv(v), **kw)
     dq, dk, dvv, d_sink = vjp_blocks(sp, conv(d_out), None, 2)
     assert tuple(dq.shape) == q.shape and tuple(dk.shape) == k.shape
     assert tuple(dvv.shape) == v.shape and tuple(d_sink.shape) == (b, h, 1)
     for x in (dq, dk, dvv, d_sink):
         np.testing.assert_array_equal(bk.to_numpy(x), 0.0)
+
+
+def test_no_value_channels_with_d_lse():
+    """Dv = 0: only lse carries a gradient, dS = P dL; equal to the one-shot VJP."""
+    g = np.random.default_rng(6)
+    q, k = g.standard_normal((2, 2, SQ, D)), g.standard_normal((2, 2, SK, D))
+    v, d_out = np.zeros((2, 2, SK, 0)), np.zeros((2, 2, SQ, 0))
+    d_lse = g.standard_normal((2, 2, SQ))
+    kw = {"rope": rr.Rope(D), "causal": True, "sinks": np.array([0.5, -0.5]), "d_lse": d_lse}
+    want = attention_vjp(q, k, v, d_out, **kw)
+    assert float(np.max(np.abs(want[0]))) > 0.1  # not a vacuous comparison
+    for chunk in (3, 4):
+        got = attention_vjp_blocked(q, k, v, d_out, chunk_size=chunk, **kw)
+        for a, b in zip(got, want, strict=True):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(
+                a, b, rtol=0, atol=1e-14 * max(1.0, np.max(np.abs(b), initial=0.0))
+            )
 
 
 def test_block_larger_than_keys_only(bk):
