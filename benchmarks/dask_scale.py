@@ -79,12 +79,24 @@ def main() -> None:
         client = Client(a.scheduler)
         cluster = None
     else:
-        cluster = LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True,
-                               memory_limit="900MiB", dashboard_address=None)
+        cluster = LocalCluster(
+            n_workers=a.workers,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit="900MiB",
+            dashboard_address=None,
+        )
         client = Client(cluster)
     t1 = time.perf_counter()
-    manifest = write_vectors_dask(out, rope=rope, tokens=a.tokens, heads=a.heads,
-                                  chunk_tokens=a.chunk, client=client, progress=a.progress)
+    manifest = write_vectors_dask(
+        out,
+        rope=rope,
+        tokens=a.tokens,
+        heads=a.heads,
+        chunk_tokens=a.chunk,
+        client=client,
+        progress=a.progress,
+    )
     t2 = time.perf_counter()
     client.close()
     if cluster is not None:
@@ -102,14 +114,24 @@ def main() -> None:
         assert np.array_equal(np.asarray(y[lo:hi]), want), f"chunk {i} differs"
         checked += hi - lo
     written = sum((out / f).stat().st_size for f in ("x.npy", "y.npy"))
-    result = {"tokens": a.tokens, "heads": a.heads, "head_dim": a.head_dim, "chunk": a.chunk,
-              "workers": a.workers if not a.scheduler else None, "seconds": t2 - t1,
-              "startup_seconds": t1 - t0, "peak_mib": peak / 2**20,
-              "gib_written": written / 2**30, "tokens_checked_bitwise": checked,
-              "out": str(out)}
-    print(f"{a.tokens} tokens x {a.heads} x {a.head_dim}: {t2 - t1:.1f} s, peak memory "
-          f"{peak / 2**20:.0f} MiB (all processes), {written / 2**30:.1f} GiB written to {out}; "
-          f"{checked} tokens read back and equal to NumPy bit for bit")
+    result = {
+        "tokens": a.tokens,
+        "heads": a.heads,
+        "head_dim": a.head_dim,
+        "chunk": a.chunk,
+        "workers": a.workers if not a.scheduler else None,
+        "seconds": t2 - t1,
+        "startup_seconds": t1 - t0,
+        "peak_mib": peak / 2**20,
+        "gib_written": written / 2**30,
+        "tokens_checked_bitwise": checked,
+        "out": str(out),
+    }
+    print(
+        f"{a.tokens} tokens x {a.heads} x {a.head_dim}: {t2 - t1:.1f} s, peak memory "
+        f"{peak / 2**20:.0f} MiB (all processes), {written / 2**30:.1f} GiB written to {out}; "
+        f"{checked} tokens read back and equal to NumPy bit for bit"
+    )
     if not a.out and not a.keep:
         shutil.rmtree(out)
     if a.json:

@@ -100,10 +100,14 @@ def record(
         "note": note,
     }
     RESULTS.append(row)
-    flag = "" if target is None else f"  (target <= {target:g}: " \
-        f"{'met' if row['met'] else 'NOT met'})"
-    print(f"  {bench}: {ours} {med[ours] * 1e3:.1f} ms / {peer} {med[peer] * 1e3:.1f} ms "
-          f"= {row['ratio']:.2f}{flag}", flush=True)
+    flag = (
+        "" if target is None else f"  (target <= {target:g}: {'met' if row['met'] else 'NOT met'})"
+    )
+    print(
+        f"  {bench}: {ours} {med[ours] * 1e3:.1f} ms / {peer} {med[peer] * 1e3:.1f} ms "
+        f"= {row['ratio']:.2f}{flag}",
+        flush=True,
+    )
     return row
 
 
@@ -114,15 +118,19 @@ def bench_apply(repeat: int) -> None:
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
-    print(f"apply_rope, q and k (1, 32, 4096, 128) float32, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), median of {repeat}", flush=True)
+    print(
+        f"apply_rope, q and k (1, 32, 4096, 128) float32, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), median of {repeat}",
+        flush=True,
+    )
     shape, s = (1, 32, 4096, 128), 4096
     g = np.random.default_rng(0)
     q, k = (g.standard_normal(shape, dtype=np.float32) for _ in range(2))
     pos = np.arange(s)
     rope = rr.Rope(128, base=500_000.0)
-    cfg = LlamaConfig(hidden_size=4096, num_attention_heads=32, rope_theta=500_000.0,
-                      max_position_embeddings=8192)
+    cfg = LlamaConfig(
+        hidden_size=4096, num_attention_heads=32, rope_theta=500_000.0, max_position_embeddings=8192
+    )
     emb = LlamaRotaryEmbedding(cfg)
     tq, tk = torch.from_numpy(q), torch.from_numpy(k)
     tpos = torch.arange(s)
@@ -146,10 +154,24 @@ def bench_apply(repeat: int) -> None:
     hq, _ = hf()
     rr.testing.assert_close(hq.numpy(), yq, rope=rope, positions=pos)
     cold = rr.clear_cache  # every repeat builds its table again (shared by q and k)
-    t = time_pair({"rope_ref[numpy]": ours_numpy, "hf": hf, "numpy copy": copy,
-                   "rope_ref[torch]": ours_torch}, repeat, before=cold)
-    record("apply q,k vs HF (NumPy backend)", t, "rope_ref[numpy]", "hf", 0.5,
-           "HF time includes LlamaRotaryEmbedding.forward; ours the exact table (cold cache)")
+    t = time_pair(
+        {
+            "rope_ref[numpy]": ours_numpy,
+            "hf": hf,
+            "numpy copy": copy,
+            "rope_ref[torch]": ours_torch,
+        },
+        repeat,
+        before=cold,
+    )
+    record(
+        "apply q,k vs HF (NumPy backend)",
+        t,
+        "rope_ref[numpy]",
+        "hf",
+        0.5,
+        "HF time includes LlamaRotaryEmbedding.forward; ours the exact table (cold cache)",
+    )
     record("apply q,k vs copy floor (NumPy)", t, "rope_ref[numpy]", "numpy copy", 6.0)
     record("apply q,k vs HF (torch backend)", t, "rope_ref[torch]", "hf", 0.5)
 
@@ -167,15 +189,24 @@ def bench_table(repeat: int) -> None:
     c, _ = rope.cos_sin(pos)
     pc, _ = plain()
     t = time_pair({"exact": lambda: rope.cos_sin(pos), "plain": plain}, repeat)
-    record("table 131072 x 64", t, "exact", "plain", 3.0,
-           f"plain float64 max |error| {float(np.max(np.abs(pc - c))):.1e}")
+    record(
+        "table 131072 x 64",
+        t,
+        "exact",
+        "plain",
+        3.0,
+        f"plain float64 max |error| {float(np.max(np.abs(pc - c))):.1e}",
+    )
 
 
 def bench_backends(repeat: int) -> None:
     """apply_rope on every available backend beside a plain float32 rotate_half there."""
     shape = (1, 32, 4096, 128)
-    print(f"apply_rope per backend vs plain rotate_half (float32 table), q {shape} float32, "
-          f"median of {repeat}", flush=True)
+    print(
+        f"apply_rope per backend vs plain rotate_half (float32 table), q {shape} float32, "
+        f"median of {repeat}",
+        flush=True,
+    )
     rope = rr.Rope(128, base=500_000.0)
     x_np = np.random.default_rng(0).standard_normal(shape)
     for bk in backends.available():
@@ -194,8 +225,11 @@ def bench_backends(repeat: int) -> None:
             h = x.shape[-1] // 2
             return x * cos + xp.concat([-x[..., h:], x[..., :h]], axis=-1) * sin
 
-        t = time_pair({"rope_ref": lambda x=x, pos=pos: rr.apply_rope(x, pos, rope),
-                       "plain": plain}, repeat, before=rr.clear_cache)
+        t = time_pair(
+            {"rope_ref": lambda x=x, pos=pos: rr.apply_rope(x, pos, rope), "plain": plain},
+            repeat,
+            before=rr.clear_cache,
+        )
         record(f"apply q vs plain ({bk.name})", t, "rope_ref", "plain", None)
 
 
@@ -204,15 +238,29 @@ def bench_attention(repeat: int) -> None:
 
     sdpa = torch.nn.functional.scaled_dot_product_attention
     shape = (1, 8, 4096, 128)
-    print(f"causal attention {shape}, torch SDPA ({torch.get_num_threads()} threads), "
-          f"median of {repeat}", flush=True)
+    print(
+        f"causal attention {shape}, torch SDPA ({torch.get_num_threads()} threads), "
+        f"median of {repeat}",
+        flush=True,
+    )
     g = torch.Generator().manual_seed(0)
     for dtype, target in ((torch.float32, 2.0), (torch.float64, 1.5)):
         q, k, v = (torch.randn(shape, generator=g, dtype=dtype) for _ in range(3))
-        t = time_pair({"rope_ref": lambda q=q, k=k, v=v: rr.attention(q, k, v, causal=True),
-                       "sdpa": lambda q=q, k=k, v=v: sdpa(q, k, v, is_causal=True)}, repeat)
-        record(f"attention vs SDPA {str(dtype).split('.')[-1]}", t, "rope_ref", "sdpa", target,
-               "rope_ref computes in float64 for every input dtype")
+        t = time_pair(
+            {
+                "rope_ref": lambda q=q, k=k, v=v: rr.attention(q, k, v, causal=True),
+                "sdpa": lambda q=q, k=k, v=v: sdpa(q, k, v, is_causal=True),
+            },
+            repeat,
+        )
+        record(
+            f"attention vs SDPA {str(dtype).split('.')[-1]}",
+            t,
+            "rope_ref",
+            "sdpa",
+            target,
+            "rope_ref computes in float64 for every input dtype",
+        )
 
 
 RSS_CHILD = r"""
@@ -250,16 +298,25 @@ print(json.dumps({"peak_rss_mib": peak / 1024, "inputs_rss_mib": before / 1024,
 
 
 def bench_attention_memory() -> None:
-    print("chunked attention (1, 1, 32768, 128) float64 causal with RoPE, fresh process",
-          flush=True)
-    res = subprocess.run([sys.executable, "-c", RSS_CHILD], capture_output=True, text=True,
-                         check=True, cwd=ROOT)  # -c: the working directory comes first
+    print(
+        "chunked attention (1, 1, 32768, 128) float64 causal with RoPE, fresh process", flush=True
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", RSS_CHILD], capture_output=True, text=True, check=True, cwd=ROOT
+    )  # -c: the working directory comes first
     r = json.loads(res.stdout.strip().splitlines()[-1])
-    row = {"bench": "attention peak RSS at 32768 keys", "peak_rss_mib": r["peak_rss_mib"],
-           "target_mib": 1024, "met": r["peak_rss_mib"] <= 1024, **r}
+    row = {
+        "bench": "attention peak RSS at 32768 keys",
+        "peak_rss_mib": r["peak_rss_mib"],
+        "target_mib": 1024,
+        "met": r["peak_rss_mib"] <= 1024,
+        **r,
+    }
     RESULTS.append(row)
-    print(f"  peak RSS {r['peak_rss_mib']:.0f} MiB (inputs {r['inputs_rss_mib']:.0f} MiB), "
-          f"{r['seconds']:.1f} s, spot rows vs direct softmax {r['spot_check_max_abs_diff']:.1e}")
+    print(
+        f"  peak RSS {r['peak_rss_mib']:.0f} MiB (inputs {r['inputs_rss_mib']:.0f} MiB), "
+        f"{r['seconds']:.1f} s, spot rows vs direct softmax {r['spot_check_max_abs_diff']:.1e}"
+    )
 
 
 def bench_linear(repeat: int) -> None:
@@ -269,28 +326,48 @@ def bench_linear(repeat: int) -> None:
     for s in (8192, 65536):
         g = np.random.default_rng(1)
         q, k, v = (g.standard_normal((1, 1, s, 64)) for _ in range(3))
-        t.update(time_pair({f"S={s}": lambda q=q, k=k, v=v: rr.linear_attention(
-            q, k, v, rope=rope, causal=True)}, repeat))
+        t.update(
+            time_pair(
+                {
+                    f"S={s}": lambda q=q, k=k, v=v: rr.linear_attention(
+                        q, k, v, rope=rope, causal=True
+                    )
+                },
+                repeat,
+            )
+        )
     record("linear attention 65536 / 8192", t, "S=65536", "S=8192", 10.0, "linear is 8")
 
 
 def bench_dask_scale() -> None:
-    print("Dask LocalCluster (2 workers): golden outputs for 1,048,576 tokens x 32 x 128",
-          flush=True)
-    res = subprocess.run([sys.executable, "-m", "benchmarks.dask_scale", "--json"], cwd=ROOT,
-                         capture_output=True, text=True)
+    print(
+        "Dask LocalCluster (2 workers): golden outputs for 1,048,576 tokens x 32 x 128", flush=True
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "benchmarks.dask_scale", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if res.returncode != 0:
         raise RuntimeError(res.stderr[-4000:])
     r = json.loads(res.stdout.strip().splitlines()[-1])
-    RESULTS.append({"bench": "dask 1,048,576 x 32 x 128 golden outputs", **r,
-                    "target_mib": 2048, "met": r["peak_mib"] <= 2048})
-    print(f"  {r['seconds']:.0f} s, peak memory {r['peak_mib']:.0f} MiB (all processes), "
-          f"{r['gib_written']:.1f} GiB written")
+    RESULTS.append(
+        {
+            "bench": "dask 1,048,576 x 32 x 128 golden outputs",
+            **r,
+            "target_mib": 2048,
+            "met": r["peak_mib"] <= 2048,
+        }
+    )
+    print(
+        f"  {r['seconds']:.0f} s, peak memory {r['peak_mib']:.0f} MiB (all processes), "
+        f"{r['gib_written']:.1f} GiB written"
+    )
 
 
 def markdown() -> str:
-    lines = ["| benchmark | rope_ref | peer | ratio | target | met |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| benchmark | rope_ref | peer | ratio | target | met |", "|---|---|---|---|---|---|"]
     for r in RESULTS:
         if "ratio" in r:
             spread = "{:.1f}..{:.1f}".format(*(1e3 * x for x in r["ours_spread_s"]))
@@ -300,11 +377,14 @@ def markdown() -> str:
                 f"| {r['bench']} | {r['ours']} {r['ours_s'] * 1e3:.1f} ms ({spread}) "
                 f"| {r['peer']} {r['peer_s'] * 1e3:.1f} ms ({pspread}) | {r['ratio']:.2f} "
                 f"| {target} "
-                f"| {'' if r['met'] is None else ('yes' if r['met'] else 'NO')} |")
+                f"| {'' if r['met'] is None else ('yes' if r['met'] else 'NO')} |"
+            )
         else:
             value = r.get("peak_rss_mib", r.get("peak_mib"))
-            lines.append(f"| {r['bench']} | {value:.0f} MiB peak | | | <= {r['target_mib']} MiB "
-                         f"| {'yes' if r['met'] else 'NO'} |")
+            lines.append(
+                f"| {r['bench']} | {value:.0f} MiB peak | | | <= {r['target_mib']} MiB "
+                f"| {'yes' if r['met'] else 'NO'} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -316,14 +396,23 @@ def main() -> None:
     p.add_argument("--dask-scale", action="store_true", help="also run benchmarks.dask_scale")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     a = p.parse_args()
-    env = {"python": platform.python_version(), "machine": platform.machine(),
-           "cpus": os.cpu_count(), "numpy": np.__version__, "rope_ref": rr.__version__,
-           "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    env = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "numpy": np.__version__,
+        "rope_ref": rr.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     print(f"rope_ref {rr.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs")
-    steps = {"apply": lambda: bench_apply(a.repeat), "table": lambda: bench_table(a.repeat),
-             "backends": lambda: bench_backends(a.repeat),
-             "attention": lambda: bench_attention(max(3, a.repeat // 2)),
-             "memory": bench_attention_memory, "linear": lambda: bench_linear(3)}
+    steps = {
+        "apply": lambda: bench_apply(a.repeat),
+        "table": lambda: bench_table(a.repeat),
+        "backends": lambda: bench_backends(a.repeat),
+        "attention": lambda: bench_attention(max(3, a.repeat // 2)),
+        "memory": bench_attention_memory,
+        "linear": lambda: bench_linear(3),
+    }
     for name in choices:
         if name in a.only:
             steps[name]()

@@ -82,9 +82,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse without ``sys.exit`` and with one-line errors."""
 
     def error(self, message: str) -> Any:
-        raise _UsageError(
-            f"{self.prog}: error: {message} (see {self.prog} --help)", formatted=True
-        )
+        raise _UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)", formatted=True)
 
     def exit(self, status: int = 0, message: str | None = None) -> Any:
         if message:
@@ -262,7 +260,7 @@ def _decay(args: argparse.Namespace) -> int:
         except ImportError:
             raise _UsageError("--png needs matplotlib (pip install matplotlib)") from None
     curve: list[np.ndarray] = []
-    with (open(args.csv, "w", encoding="utf-8") if args.csv else _Stdout()) as fh:
+    with open(args.csv, "w", encoding="utf-8") if args.csv else _Stdout() as fh:
         fh.write("relative_distance,relative_upper_bound\n")
         for lo in range(0, n, _DECAY_CHUNK):  # streamed: memory independent of --max
             r = np.arange(lo, min(n, lo + _DECAY_CHUNK), dtype=np.float64) * step
@@ -383,8 +381,9 @@ def _read_supports(target: Any, spec: str) -> dict[str, Any]:
     try:
         raw = getattr(target, "rope_ref_supports", None)
     except Exception as exc:
-        raise _UsageError(f"{spec}.rope_ref_supports cannot be read: {type(exc).__name__}: "
-                          f"{_one_line(exc)}") from None
+        raise _UsageError(
+            f"{spec}.rope_ref_supports cannot be read: {type(exc).__name__}: {_one_line(exc)}"
+        ) from None
     if raw is None:
         return {}
     where = f"{spec}.rope_ref_supports"
@@ -401,23 +400,21 @@ def _read_supports(target: Any, spec: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in _SUPPORT_KEYS:
-            raise _UsageError(
-                f"{where}: unknown key {key!r} (known: {', '.join(_SUPPORT_KEYS)})"
-            )
+            raise _UsageError(f"{where}: unknown key {key!r} (known: {', '.join(_SUPPORT_KEYS)})")
         if key in choices:
             vals = (value,) if isinstance(value, str) else value
             if not isinstance(vals, (tuple, list, set, frozenset)) or not all(
                 isinstance(v, str) and v in choices[key] for v in vals
             ):
                 raise _UsageError(
-                    f"{where}[{key!r}] must be a tuple of names from {choices[key]}, "
-                    f"got {value!r}"
+                    f"{where}[{key!r}] must be a tuple of names from {choices[key]}, got {value!r}"
                 )
             out[key] = tuple(vals)
         elif key == "positions":
             if value not in ("1d", "multi-axis"):
-                raise _UsageError(f"{where}['positions'] must be '1d' or 'multi-axis', "
-                                  f"got {value!r}")
+                raise _UsageError(
+                    f"{where}['positions'] must be '1d' or 'multi-axis', got {value!r}"
+                )
             out[key] = value
         elif key == "max_position":
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -467,8 +464,13 @@ def _declined(sup: dict[str, Any], c: Any, rope: Any) -> str | None:
     return None
 
 
-_FRAMEWORK_ORDER = (("torch", "torch"), ("jax", "jax"), ("cupy", "cupy"), ("dask", "dask"),
-                    ("array_api_strict", "strict"))
+_FRAMEWORK_ORDER = (
+    ("torch", "torch"),
+    ("jax", "jax"),
+    ("cupy", "cupy"),
+    ("dask", "dask"),
+    ("array_api_strict", "strict"),
+)
 
 
 def _detect_backend(target: Any) -> tuple[str, str]:
@@ -478,9 +480,13 @@ def _detect_backend(target: Any) -> tuple[str, str]:
 
     roots: set[str] = set()
     obj = inspect.unwrap(target) if callable(target) else target
-    mro = obj.__mro__ if isinstance(obj, type) else type(obj).__mro__ if not (
-        inspect.isfunction(obj) or inspect.ismethod(obj) or inspect.isbuiltin(obj)
-    ) else ()
+    mro = (
+        obj.__mro__
+        if isinstance(obj, type)
+        else type(obj).__mro__
+        if not (inspect.isfunction(obj) or inspect.ismethod(obj) or inspect.isbuiltin(obj))
+        else ()
+    )
     for klass in mro:
         roots.add(str(getattr(klass, "__module__", "")).split(".")[0])
     mod_name = str(getattr(obj, "__module__", "") or "")
@@ -505,8 +511,9 @@ def _detect_backend(target: Any) -> tuple[str, str]:
     return "numpy", "the target uses no other array library"
 
 
-def _choose_backend(args: argparse.Namespace, conv: Any, target: Any,
-                    sup: dict[str, Any]) -> tuple[str, str]:
+def _choose_backend(
+    args: argparse.Namespace, conv: Any, target: Any, sup: dict[str, Any]
+) -> tuple[str, str]:
     if args.backend != "auto":
         return args.backend, "--backend"
     if "backend" in sup:
@@ -562,8 +569,8 @@ def _check_preset(name: str) -> None:
         close = difflib.get_close_matches(name, presets(), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise _UsageError(
-            f"--preset {name!r} is not a preset{hint}; `python -c \"import rope_ref; "
-            "print(rope_ref.presets())\"` lists them"
+            f'--preset {name!r} is not a preset{hint}; `python -c "import rope_ref; '
+            'print(rope_ref.presets())"` lists them'
         )
 
 
@@ -574,11 +581,19 @@ def _selection(args: argparse.Namespace) -> tuple[list[_Item], dict[str, Any] | 
     from .testing._cases import FAMILIES, POSITION_FORMS, Case, case, cases
 
     dtypes = tuple(args.dtype) if args.dtype else ("float32",)
-    given = [o for o, v in (("--cases", args.cases), ("--preset", args.preset),
-                            ("--hf-config", getattr(args, "hf_config", None))) if v]
+    given = [
+        o
+        for o, v in (
+            ("--cases", args.cases),
+            ("--preset", args.preset),
+            ("--hf-config", getattr(args, "hf_config", None)),
+        )
+        if v
+    ]
     if len(given) > 1:
-        raise _UsageError(f"give at most one of --cases, --preset, --hf-config (got "
-                          f"{' and '.join(given)})")
+        raise _UsageError(
+            f"give at most one of --cases, --preset, --hf-config (got {' and '.join(given)})"
+        )
     if args.cases:
         items = []
         for n in args.cases:
@@ -596,26 +611,37 @@ def _selection(args: argparse.Namespace) -> tuple[list[_Item], dict[str, Any] | 
             for fam in FAMILIES:
                 for form in POSITION_FORMS:
                     c = Case(family=fam, head_dim=rope.head_dim, positions=form, dtype=dt)
-                    label = (f"{fam}-b{c.batch}-s{c.seq}-h{c.heads}-d{rope.head_dim}-config-"
-                             f"pos={form}-{dt}")
+                    label = (
+                        f"{fam}-b{c.batch}-s{c.seq}-h{c.heads}-d{rope.head_dim}-config-"
+                        f"pos={form}-{dt}"
+                    )
                     items.append(_Item(label, c, rope))
         return items, config
     if args.preset:
         _check_preset(args.preset)
         config = preset_info(args.preset)["config"]
-        rope = _config_rope(config, f"--preset {args.preset}", args.layer_type) if (
-            args.layer_type) else None
+        rope = (
+            _config_rope(config, f"--preset {args.preset}", args.layer_type)
+            if (args.layer_type)
+            else None
+        )
         items = []
         for dt in dtypes:
             for fam in FAMILIES:
                 for form in POSITION_FORMS:
-                    c = Case(preset=args.preset, family=fam, positions=form,
-                             head_dim=_preset_head_dim(args.preset), dtype=dt)
+                    c = Case(
+                        preset=args.preset,
+                        family=fam,
+                        positions=form,
+                        head_dim=_preset_head_dim(args.preset),
+                        dtype=dt,
+                    )
                     r = rope if rope is not None else c.rope()
                     items.append(_Item(c.name, c, r))
         return items, config
-    return [_Item(c.name, c, c.rope()) for c in cases(dtypes=dtypes, presets=not args.no_presets)
-            ], None
+    return [
+        _Item(c.name, c, c.rope()) for c in cases(dtypes=dtypes, presets=not args.no_presets)
+    ], None
 
 
 def _preset_head_dim(name: str) -> int:
@@ -627,18 +653,22 @@ def _preset_head_dim(name: str) -> int:
 def _hf_objects(target: Any, config: dict[str, Any] | None, where: str) -> dict[str, Any]:
     """The transformers config object and the module's apply function (hf-module)."""
     if config is None:
-        raise _UsageError("--convention hf-module needs --hf-config config.json or --preset NAME "
-                          "(the config the rotary-embedding class is built from)")
+        raise _UsageError(
+            "--convention hf-module needs --hf-config config.json or --preset NAME "
+            "(the config the rotary-embedding class is built from)"
+        )
     try:
         import transformers
     except ImportError:
-        raise _UsageError("--convention hf-module needs transformers (pip install "
-                          "transformers)") from None
+        raise _UsageError(
+            "--convention hf-module needs transformers (pip install transformers)"
+        ) from None
     base = getattr(transformers, "PreTrainedConfig", None) or transformers.PretrainedConfig
     mod = sys.modules.get(getattr(target, "__module__", ""), None)
     scope = vars(mod) if mod is not None else {}
-    found = [v for v in scope.values() if isinstance(v, type) and issubclass(v, base)
-             and v is not base]
+    found = [
+        v for v in scope.values() if isinstance(v, type) and issubclass(v, base) and v is not base
+    ]
     prefix = getattr(target, "__name__", "").replace("RotaryEmbedding", "")
     preferred = [v for v in found if v.__name__ == f"{prefix}Config"]
     cfg_cls: Any = (preferred or found)[0] if (preferred or found) else None
@@ -651,8 +681,9 @@ def _hf_objects(target: Any, config: dict[str, Any] | None, where: str) -> dict[
             obj = cfg_cls(**config)
     except Exception as exc:
         name = getattr(cfg_cls, "__name__", "a transformers config")
-        raise _UsageError(f"{where}: cannot make {name} from it: {type(exc).__name__}: "
-                          f"{_one_line(exc)}") from None
+        raise _UsageError(
+            f"{where}: cannot make {name} from it: {type(exc).__name__}: {_one_line(exc)}"
+        ) from None
     apply = scope.get("apply_rotary_pos_emb")
     if apply is not None:
         try:
@@ -702,8 +733,17 @@ def _run_timed(thunk: Any, timeout: float) -> tuple[str, Any, threading.Thread]:
     return "ok", box.get("value"), t
 
 
-def _judge(got: np.ndarray, want: np.ndarray, *, dtype: str, rope: Any, pos: Any, x: Any,
-           role: str, strict: bool) -> _Verdict:
+def _judge(
+    got: np.ndarray,
+    want: np.ndarray,
+    *,
+    dtype: str,
+    rope: Any,
+    pos: Any,
+    x: Any,
+    role: str,
+    strict: bool,
+) -> _Verdict:
     """The verdict on one output: ``rope_ref.testing.compare`` (per-element error model,
     accuracy class, diagnosis by fitting); the older tolerance if compare is unavailable."""
     compare: Any
@@ -713,15 +753,31 @@ def _judge(got: np.ndarray, want: np.ndarray, *, dtype: str, rope: Any, pos: Any
         compare = None
     if compare is not None:
         try:
-            rep = compare(got, want, dtype=dtype, rope=rope, positions=pos, x=x, role=role,
-                          strict=strict)
+            rep = compare(
+                got, want, dtype=dtype, rope=rope, positions=pos, x=x, role=role, strict=strict
+            )
         except Exception as exc:  # pragma: no cover - a bug in the judge, not the target
-            return _legacy_judge(got, want, dtype=dtype, rope=rope, pos=pos, strict=strict,
-                                 note=f"compare failed ({type(exc).__name__}: {exc})")
+            return _legacy_judge(
+                got,
+                want,
+                dtype=dtype,
+                rope=rope,
+                pos=pos,
+                strict=strict,
+                note=f"compare failed ({type(exc).__name__}: {exc})",
+            )
         diag = _explanations(getattr(rep, "diagnosis", ()) or ())
-        return _Verdict(bool(rep.passed), str(rep.accuracy_class), float(rep.max_abs_error),
-                        float(rep.max_ulp), float(rep.atol), float(rep.worst_ratio), diag,
-                        str(rep.message), [list(p) for p in getattr(rep, "phase_error", ())])
+        return _Verdict(
+            bool(rep.passed),
+            str(rep.accuracy_class),
+            float(rep.max_abs_error),
+            float(rep.max_ulp),
+            float(rep.atol),
+            float(rep.worst_ratio),
+            diag,
+            str(rep.message),
+            [list(p) for p in getattr(rep, "phase_error", ())],
+        )
     return _legacy_judge(got, want, dtype=dtype, rope=rope, pos=pos, strict=strict, note="")
 
 
@@ -743,8 +799,9 @@ def _explanations(hyps: Any) -> list[str]:
     return full or part
 
 
-def _legacy_judge(got: np.ndarray, want: np.ndarray, *, dtype: str, rope: Any, pos: Any,
-                  strict: bool, note: str) -> _Verdict:  # pragma: no cover - fallback
+def _legacy_judge(
+    got: np.ndarray, want: np.ndarray, *, dtype: str, rope: Any, pos: Any, strict: bool, note: str
+) -> _Verdict:  # pragma: no cover - fallback
     from .testing._assert import default_tolerance
     from .testing._compare import ulps as _ulps
 
@@ -758,8 +815,7 @@ def _legacy_judge(got: np.ndarray, want: np.ndarray, *, dtype: str, rope: Any, p
     passed = cls == "exact" if strict else ok
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = float(np.max(np.where(allow > 0, err / allow, np.inf * (err > 0)), initial=0.0))
-    return _Verdict(passed, cls, float(np.max(err, initial=0.0)), ulp, atol, ratio, [],
-                    note, [])
+    return _Verdict(passed, cls, float(np.max(err, initial=0.0)), ulp, atol, ratio, [], note, [])
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -788,12 +844,16 @@ def _check(args: argparse.Namespace) -> int:
     if backend == "jax":
         importlib.import_module("jax").config.update("jax_enable_x64", True)
 
-    print(f"rope-ref check {args.target}: convention {conv.name}, backend {backend} ({why})"
-          + (", strict" if args.strict else ""))
+    print(
+        f"rope-ref check {args.target}: convention {conv.name}, backend {backend} ({why})"
+        + (", strict" if args.strict else "")
+    )
     print(f"  calls {conv.signature}")
     width = max([len(i.label) for i in items] + [4])
-    head = (f"{'case':<{width}}  {'out':<3}  {'max abs err':>11}  {'max ulp':>9}  "
-            f"{'allowance':>9}  {'class':<22}  result")
+    head = (
+        f"{'case':<{width}}  {'out':<3}  {'max abs err':>11}  {'max ulp':>9}  "
+        f"{'allowance':>9}  {'class':<22}  result"
+    )
     print(head)
     rows: list[dict[str, Any]] = []
     skipped: dict[str, list[str]] = {}
@@ -803,8 +863,12 @@ def _check(args: argparse.Namespace) -> int:
     for n, item in enumerate(items):
         if progress:
             done = int(30 * n / len(items))
-            print(f"\r[{'#' * done}{'.' * (30 - done)}] {n}/{len(items)}", end="",
-                  file=sys.stderr, flush=True)
+            print(
+                f"\r[{'#' * done}{'.' * (30 - done)}] {n}/{len(items)}",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
         c, rope = item.case, item.rope
         row: dict[str, Any] = {"case": item.label}
         rows.append(row)
@@ -817,10 +881,18 @@ def _check(args: argparse.Namespace) -> int:
         if why_skip is None:
             x, _, _ = c.data(xp, rope=rope)
             k, _, _ = c.data(xp, rope=rope, role="key")
-            ci = CaseInputs(family=c.family, rope=rope, xp=array_api_compat.array_namespace(x),
-                            device=None, x=x, k=k, tok=c.token_positions(),
-                            cu_seqlens=c.cu_seqlens(), row_limit=args.table_rows,
-                            options=options)
+            ci = CaseInputs(
+                family=c.family,
+                rope=rope,
+                xp=array_api_compat.array_namespace(x),
+                device=None,
+                x=x,
+                k=k,
+                tok=c.token_positions(),
+                cu_seqlens=c.cu_seqlens(),
+                row_limit=args.table_rows,
+                options=options,
+            )
             try:
                 call = conv.prepare(target, ci)
             except Unfit as unfit:
@@ -870,16 +942,30 @@ def _check(args: argparse.Namespace) -> int:
             if got.shape != want.shape:
                 problems[name] = f"output {name} has shape {got.shape}, expected {want.shape}"
                 continue
-            verdicts[name] = _judge(got, want, dtype=c.dtype, rope=rope,
-                                    pos=c.positions_for(rope), x=c.x(role=role), role=role,
-                                    strict=args.strict)
+            verdicts[name] = _judge(
+                got,
+                want,
+                dtype=c.dtype,
+                rope=rope,
+                pos=c.positions_for(rope),
+                x=c.x(role=role),
+                role=role,
+                strict=args.strict,
+            )
         failing = set(problems) | {n for n, v in verdicts.items() if not v.passed}
         bad = [n for n in conv.outputs if n in failing]
         shown_name = {"q": "x"} if conv.outputs == ("q",) else {}  # one output: "x"
         row["outputs"] = {
-            shown_name.get(n, n): {"passed": v.passed, "class": v.cls, "max_abs_err": v.max_abs,
-                "max_ulp": v.max_ulp, "allowance": v.allowance, "worst_ratio": v.ratio,
-                "diagnosis": v.diagnosis, "phase_error": v.phase_error}
+            shown_name.get(n, n): {
+                "passed": v.passed,
+                "class": v.cls,
+                "max_abs_err": v.max_abs,
+                "max_ulp": v.max_ulp,
+                "allowance": v.allowance,
+                "worst_ratio": v.ratio,
+                "diagnosis": v.diagnosis,
+                "phase_error": v.phase_error,
+            }
             for n, v in verdicts.items()
         }
         if call.note:
@@ -889,15 +975,29 @@ def _check(args: argparse.Namespace) -> int:
         row["result"] = "fail" if bad else "ok"
         counts["failed" if bad else "passed"] += 1
         if verdicts:
-            shown = max(verdicts, key=lambda n: (not verdicts[n].passed,
-                                                 _CLASS_ORDER.get(verdicts[n].cls, 2),
-                                                 verdicts[n].ratio))
+            shown = max(
+                verdicts,
+                key=lambda n: (
+                    not verdicts[n].passed,
+                    _CLASS_ORDER.get(verdicts[n].cls, 2),
+                    verdicts[n].ratio,
+                ),
+            )
             v = verdicts[shown]
             # the worst output's numbers at the row level too (the report's earlier fields)
-            row.update({"max_abs_err": v.max_abs, "max_ulp": v.max_ulp, "atol": v.allowance,
-                        "class": v.cls, "diagnosis": v.diagnosis})
-            line = (f"{shown_name.get(shown, shown):<3}  {v.max_abs:>11.3e}  "
-                    f"{v.max_ulp:>9.3g}  {v.allowance:>9.2e}  {v.cls:<22}  ")
+            row.update(
+                {
+                    "max_abs_err": v.max_abs,
+                    "max_ulp": v.max_ulp,
+                    "atol": v.allowance,
+                    "class": v.cls,
+                    "diagnosis": v.diagnosis,
+                }
+            )
+            line = (
+                f"{shown_name.get(shown, shown):<3}  {v.max_abs:>11.3e}  "
+                f"{v.max_ulp:>9.3g}  {v.allowance:>9.2e}  {v.cls:<22}  "
+            )
         else:
             shown, v, line = "", None, f"{'':<3}  {'':>11}  {'':>9}  {'':>9}  {'':<22}  "
         if not bad:
@@ -924,23 +1024,31 @@ def _check(args: argparse.Namespace) -> int:
             print(f"  {len(names):>4}  {reason} (e.g. {names[0]})")
     ran = counts["passed"] + counts["failed"] + counts["errors"] + counts["timeouts"]
     failed = ran - counts["passed"]
-    extra = [f"{counts[k]} {k.rstrip('s') if counts[k] == 1 else k}"
-             for k in ("errors", "timeouts") if counts[k]]
+    extra = [
+        f"{counts[k]} {k.rstrip('s') if counts[k] == 1 else k}"
+        for k in ("errors", "timeouts")
+        if counts[k]
+    ]
     summary = f"{counts['passed']} passed, {failed} failed"
     if extra:
         summary += f" (of which {', '.join(extra)})".replace("timeouts", "timed out").replace(
-            "timeout", "timed out")
+            "timeout", "timed out"
+        )
     if n_skip:
         summary += f", {n_skip} skipped"
     print(summary)
     alive = [t for t in abandoned if t.is_alive()]
     if alive:
-        print(f"note: {len(alive)} timed-out call(s) still running in the background were "
-              "abandoned", file=sys.stderr)
+        print(
+            f"note: {len(alive)} timed-out call(s) still running in the background were abandoned",
+            file=sys.stderr,
+        )
     code = 1 if failed else (0 if ran else 2)
     if ran == 0:
-        print("rope-ref check: no case ran (every case was skipped): nothing was checked",
-              file=sys.stderr)
+        print(
+            "rope-ref check: no case ran (every case was skipped): nothing was checked",
+            file=sys.stderr,
+        )
     if args.json:
         report = {
             "target": args.target,
@@ -955,8 +1063,9 @@ def _check(args: argparse.Namespace) -> int:
             "cases": rows,
         }
         try:
-            Path(args.json).write_text(json.dumps(report, indent=1, default=str) + "\n",
-                                       encoding="utf-8")
+            Path(args.json).write_text(
+                json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8"
+            )
         except OSError as exc:
             raise _UsageError(f"--json {args.json}: cannot write it ({exc.strerror})") from None
     return code
@@ -1025,54 +1134,92 @@ def _parser() -> argparse.ArgumentParser:
         "error, 130 interrupted. `rope-ref COMMAND --help` for each command.",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    info = sub.add_parser("info", help="list the array libraries found and their versions",
-                          description="List the array libraries found (without importing "
-                          "them) and their versions.")
+    info = sub.add_parser(
+        "info",
+        help="list the array libraries found and their versions",
+        description="List the array libraries found (without importing them) and their versions.",
+    )
     info.set_defaults(func=_info)
-    demo = sub.add_parser("demo", help="exact tables against plain float64 at one position",
-                          description="Rotate one vector at a large position three ways and "
-                          "show how far plain float64 angles are from the exact tables.")
-    demo.add_argument("--position", type=int, default=2**31 - 1,
-                      help="the position m (default: 2**31 - 1 = 2147483647)")
-    demo.add_argument("--head-dim", type=int, default=128,
-                      help="channels per head (default: 128)")
-    demo.add_argument("--base", type=float, default=10_000.0,
-                      help="the RoPE base b (default: 10000)")
+    demo = sub.add_parser(
+        "demo",
+        help="exact tables against plain float64 at one position",
+        description="Rotate one vector at a large position three ways and "
+        "show how far plain float64 angles are from the exact tables.",
+    )
+    demo.add_argument(
+        "--position",
+        type=int,
+        default=2**31 - 1,
+        help="the position m (default: 2**31 - 1 = 2147483647)",
+    )
+    demo.add_argument("--head-dim", type=int, default=128, help="channels per head (default: 128)")
+    demo.add_argument(
+        "--base", type=float, default=10_000.0, help="the RoPE base b (default: 10000)"
+    )
     demo.set_defaults(func=_demo)
 
     def battery_options(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--preset", metavar="NAME",
-                       help="only this preset's cases (rope_ref.presets() lists them; default: "
-                       "the whole battery)")
-        q.add_argument("--cases", nargs="+", metavar="NAME",
-                       help="these cases, by name (rope_ref.testing.cases() names them; "
-                       "default: the whole battery)")
-        q.add_argument("--dtype", nargs="+", choices=["float32", "float16", "bfloat16",
-                                                      "float64"],
-                       help="the dtypes of the cases (default: float32)")
-        q.add_argument("--no-presets", action="store_true",
-                       help="leave out the preset cases (default: included)")
-        q.add_argument("--layer-type", metavar="TYPE",
-                       help="the layer type of a per-layer-type config (default: the "
-                       "config's own default)")
+        q.add_argument(
+            "--preset",
+            metavar="NAME",
+            help="only this preset's cases (rope_ref.presets() lists them; default: "
+            "the whole battery)",
+        )
+        q.add_argument(
+            "--cases",
+            nargs="+",
+            metavar="NAME",
+            help="these cases, by name (rope_ref.testing.cases() names them; "
+            "default: the whole battery)",
+        )
+        q.add_argument(
+            "--dtype",
+            nargs="+",
+            choices=["float32", "float16", "bfloat16", "float64"],
+            help="the dtypes of the cases (default: float32)",
+        )
+        q.add_argument(
+            "--no-presets",
+            action="store_true",
+            help="leave out the preset cases (default: included)",
+        )
+        q.add_argument(
+            "--layer-type",
+            metavar="TYPE",
+            help="the layer type of a per-layer-type config (default: the config's own default)",
+        )
 
-    vec = sub.add_parser("vectors", help="write golden vector files (safetensors, npz, manifest)",
-                         description="Write golden vector files: x, positions and the exact "
-                         "result of each case (safetensors and npz) and manifest.json.")
+    vec = sub.add_parser(
+        "vectors",
+        help="write golden vector files (safetensors, npz, manifest)",
+        description="Write golden vector files: x, positions and the exact "
+        "result of each case (safetensors and npz) and manifest.json.",
+    )
     battery_options(vec)
-    vec.add_argument("--hf-config", metavar="FILE",
-                     help="a config.json to build the Rope from (default: none; the cases' "
-                     "own)")
-    vec.add_argument("--out", required=True, metavar="DIR",
-                     help="output directory (required; created if missing)")
+    vec.add_argument(
+        "--hf-config",
+        metavar="FILE",
+        help="a config.json to build the Rope from (default: none; the cases' own)",
+    )
+    vec.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output directory (required; created if missing)",
+    )
     from .testing._dask_vectors import add_dask_arguments
 
     add_dask_arguments(vec)  # --backend {numpy,dask}, --scheduler, --tokens, ...
     vec.set_defaults(func=_vectors)
 
     conv_lines = "\n".join(
-        textwrap.fill(c.signature, width=92, initial_indent=f"  {c.name:<11} ",
-                      subsequent_indent=" " * 14, break_on_hyphens=False)
+        textwrap.fill(
+            c.signature,
+            width=92,
+            initial_indent=f"  {c.name:<11} ",
+            subsequent_indent=" " * 14,
+            break_on_hyphens=False,
+        )
         + (f"\n  {'':<11} e.g. {c.example}" if c.example else "")
         for c in CONVENTIONS.values()
     )
@@ -1084,46 +1231,76 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_CHECK_EPILOG.format(conventions=conv_lines),
         formatter_class=fmt,
     )
-    chk.add_argument("target", help="MODULE:FUNCTION or MODULE:CLASS (imported with the current "
-                     "directory on sys.path)")
-    chk.add_argument("--convention", default="rope_ref", choices=list(CONVENTIONS),
-                     help="how the target is called (default: rope_ref, fn(x, positions, rope));"
-                     " signatures below")
-    chk.add_argument("--backend", default="auto", choices=["auto", *sorted(_NAMESPACES)],
-                     help="array library the inputs are made in (default: auto, follows the "
-                     "target)")
-    chk.add_argument("--strict", action="store_true",
-                     help='pass only the "exact" accuracy class (default: "lower-precision '
-                     'angles" passes too)')
-    chk.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                     help="per-case limit; a call past it is reported and abandoned (default: "
-                     "60)")
-    chk.add_argument("--table-rows", type=int, default=1 << 17, metavar="N",
-                     help="the most rows of a per-position table the check builds (flash, "
-                     "vllm, torchtune; beyond it flash/vllm tables start at the smallest "
-                     "position) (default: 131072)")
-    chk.add_argument("--hf-config", metavar="FILE",
-                     help="judge that config's RoPE (hf-module: build the class from it) "
-                     "(default: none)")
-    chk.add_argument("--json", metavar="PATH", help="also write the report as JSON (default: "
-                     "none)")
+    chk.add_argument(
+        "target",
+        help="MODULE:FUNCTION or MODULE:CLASS (imported with the current directory on sys.path)",
+    )
+    chk.add_argument(
+        "--convention",
+        default="rope_ref",
+        choices=list(CONVENTIONS),
+        help="how the target is called (default: rope_ref, fn(x, positions, rope));"
+        " signatures below",
+    )
+    chk.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", *sorted(_NAMESPACES)],
+        help="array library the inputs are made in (default: auto, follows the target)",
+    )
+    chk.add_argument(
+        "--strict",
+        action="store_true",
+        help='pass only the "exact" accuracy class (default: "lower-precision angles" passes too)',
+    )
+    chk.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="per-case limit; a call past it is reported and abandoned (default: 60)",
+    )
+    chk.add_argument(
+        "--table-rows",
+        type=int,
+        default=1 << 17,
+        metavar="N",
+        help="the most rows of a per-position table the check builds (flash, "
+        "vllm, torchtune; beyond it flash/vllm tables start at the smallest "
+        "position) (default: 131072)",
+    )
+    chk.add_argument(
+        "--hf-config",
+        metavar="FILE",
+        help="judge that config's RoPE (hf-module: build the class from it) (default: none)",
+    )
+    chk.add_argument("--json", metavar="PATH", help="also write the report as JSON (default: none)")
     battery_options(chk)
     chk.set_defaults(func=_check)
 
-    dec = sub.add_parser("decay", help="print the long-term decay curve (RoFormer Figure 2)",
-                         description="The relative upper bound of RoFormer eq. (37) at "
-                         "distances 0, step, 2 step, ... up to max, as CSV (streamed).")
+    dec = sub.add_parser(
+        "decay",
+        help="print the long-term decay curve (RoFormer Figure 2)",
+        description="The relative upper bound of RoFormer eq. (37) at "
+        "distances 0, step, 2 step, ... up to max, as CSV (streamed).",
+    )
     dec.add_argument("--head-dim", type=int, default=128, help="channels per head (default: 128)")
     dec.add_argument("--base", type=float, default=10_000.0, help="the RoPE base (default: 10000)")
-    dec.add_argument("--max", type=float, default=256.0,
-                     help=f"the largest distance (default: 256; at most {DECAY_MAX_POINTS} "
-                     "points)")
-    dec.add_argument("--step", type=float, default=1.0,
-                     help="the distance between points, > 0 (default: 1)")
-    dec.add_argument("--csv", metavar="PATH",
-                     help="write the curve as CSV (default: print it to stdout)")
-    dec.add_argument("--png", metavar="PATH",
-                     help="plot it as Figure 2 (needs matplotlib; default: no plot)")
+    dec.add_argument(
+        "--max",
+        type=float,
+        default=256.0,
+        help=f"the largest distance (default: 256; at most {DECAY_MAX_POINTS} points)",
+    )
+    dec.add_argument(
+        "--step", type=float, default=1.0, help="the distance between points, > 0 (default: 1)"
+    )
+    dec.add_argument(
+        "--csv", metavar="PATH", help="write the curve as CSV (default: print it to stdout)"
+    )
+    dec.add_argument(
+        "--png", metavar="PATH", help="plot it as Figure 2 (needs matplotlib; default: no plot)"
+    )
     dec.set_defaults(func=_decay)
     return p
 
@@ -1173,8 +1350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a bug in rope_ref: one line, no traceback (unless asked)
         if os.environ.get("ROPE_REF_DEBUG"):
             raise
-        print(f"rope-ref: internal error: {type(e).__name__}: {_one_line(e)} (set "
-              "ROPE_REF_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"rope-ref: internal error: {type(e).__name__}: {_one_line(e)} (set "
+            "ROPE_REF_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
 
 

@@ -99,9 +99,7 @@ class ScheduleInput:
         return self.max_pos
 
 
-def _build(
-    inp: ScheduleInput, make: Callable[..., S.Scaling], *args: Any, **kw: Any
-) -> S.Scaling:
+def _build(inp: ScheduleInput, make: Callable[..., S.Scaling], *args: Any, **kw: Any) -> S.Scaling:
     """Construct a schedule; an error it raises is re-raised naming the config dict."""
     try:
         return make(*args, **kw)

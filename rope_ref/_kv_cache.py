@@ -57,8 +57,7 @@ def _host_ints(a: Array, name: str, shape: tuple[int, ...] | None = None) -> np.
             )
         if host is None:
             raise RopeValueError(
-                f"{name} must be concrete (not traced): it decides which slots are written "
-                "and read"
+                f"{name} must be concrete (not traced): it decides which slots are written and read"
             )
         host = host.astype(np.int64)
     else:

@@ -204,8 +204,10 @@ class Rope:
         else:
             rotary_dim = _validate.check_int("rotary_dim", self.rotary_dim)
             if rotary_dim <= 0 or rotary_dim % 2 or rotary_dim > head_dim - offset:
-                room = f"head_dim - rotary_offset = {head_dim - offset}" if offset else (
-                    f"head_dim={head_dim}"
+                room = (
+                    f"head_dim - rotary_offset = {head_dim - offset}"
+                    if offset
+                    else (f"head_dim={head_dim}")
                 )
                 raise RopeValueError(
                     f"rotary_dim must be even, positive and <= {room}, got {rotary_dim}"

@@ -93,8 +93,10 @@ def per_pair(rope, p):
             axes = [k for k, s in enumerate(sc.sections) for _ in range(s)]
         else:
             n = len(sc.sections)
-            axes = [j % n if (j % n >= 1 and j < n * sc.sections[j % n]) else 0
-                    for j in range(rope.n_pairs)]
+            axes = [
+                j % n if (j % n >= 1 and j < n * sc.sections[j % n]) else 0
+                for j in range(rope.n_pairs)
+            ]
         return np.stack([p[a] for a in axes], axis=-1)
     if isinstance(sc, S.Axial):
         g = rope.n_pairs // sc.n_axes

@@ -536,8 +536,9 @@ def test_rows_masked_everywhere_with_a_finite_fill(fill):
     q32, k32, v32 = (a.astype(np.float32) for a in (q, k, v))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        r = assert_attention_close(ref.astype(np.float32), q32, k32, v32,
-                                   mask=mask.astype(np.float32))
+        r = assert_attention_close(
+            ref.astype(np.float32), q32, k32, v32, mask=mask.astype(np.float32)
+        )
         # a float32 kernel: uniform weights on the padded row (the fill swallows the logits)
         s32 = (q32 @ np.swapaxes(k32, -1, -2)) * np.float32(d**-0.5) + mask.astype(np.float32)
         e32 = np.exp(s32 - s32.max(-1, keepdims=True))
@@ -567,12 +568,13 @@ def test_bf16_rope_attention_correct_is_quiet_and_a_shift_is_seen(d):
         f = pos.float()[:, None] * inv
         emb = torch.cat((f, f), -1)
         c, sn = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
-        return x * c + torch.cat((-x[..., d // 2:], x[..., : d // 2]), -1) * sn
+        return x * c + torch.cat((-x[..., d // 2 :], x[..., : d // 2]), -1) * sn
 
     pos = torch.arange(s)
     q, k, v = (torch.randn(1, 2, s, d, generator=gen).bfloat16() for _ in range(3))
-    kw = dict(rope=rope, q_positions=pos.numpy(), k_positions=pos.numpy(), causal=True,
-              diagnose=False)
+    kw = dict(
+        rope=rope, q_positions=pos.numpy(), k_positions=pos.numpy(), causal=True, diagnose=False
+    )
     good = F.scaled_dot_product_attention(rot_hf(q, pos), rot_hf(k, pos), v, is_causal=True)
     bad = F.scaled_dot_product_attention(rot_hf(q, pos + 1), rot_hf(k, pos), v, is_causal=True)
     with warnings.catch_warnings():
@@ -597,8 +599,11 @@ def test_degenerate_shapes_as_rr_attention_gives_them():
     rng = np.random.default_rng(5)
 
     def qkv(sq, sk, d, dv):
-        return (rng.standard_normal((1, 2, sq, d)), rng.standard_normal((1, 2, sk, d)),
-                rng.standard_normal((1, 2, sk, dv)))
+        return (
+            rng.standard_normal((1, 2, sq, d)),
+            rng.standard_normal((1, 2, sk, d)),
+            rng.standard_normal((1, 2, sk, dv)),
+        )
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -667,5 +672,4 @@ def test_a_few_blind_rows_of_a_correct_half_kernel_do_not_warn():
         r = assert_attention_close(*h)
     assert r.passed
     with pytest.raises(AttentionMismatch):  # and it still sees a 5% error
-        assert_attention_close((h[0] * np.float16(1.05)).astype(np.float16), *h[1:],
-                               diagnose=False)
+        assert_attention_close((h[0] * np.float16(1.05)).astype(np.float16), *h[1:], diagnose=False)

@@ -98,10 +98,14 @@ def test_axial_with_linear_by_hand(bk, rng):
     ("old", "new"),
     [
         (rr.Rope(16, scaling=S.MRope((2, 3, 3))), rr.Rope(16, axes=S.MRope((2, 3, 3)))),
-        (rr.Rope(16, scaling=S.MRope((4, 2, 2), interleaved=True), layout="interleaved"),
-         rr.Rope(16, axes=S.MRope((4, 2, 2), interleaved=True), layout="interleaved")),
-        (rr.Rope(24, rotary_dim=16, scaling=S.Axial(2)),
-         rr.Rope(24, rotary_dim=16, axes=S.Axial(2))),
+        (
+            rr.Rope(16, scaling=S.MRope((4, 2, 2), interleaved=True), layout="interleaved"),
+            rr.Rope(16, axes=S.MRope((4, 2, 2), interleaved=True), layout="interleaved"),
+        ),
+        (
+            rr.Rope(24, rotary_dim=16, scaling=S.Axial(2)),
+            rr.Rope(24, rotary_dim=16, axes=S.Axial(2)),
+        ),
         (rr.Rope(24, scaling=S.Axial(3), base=50.0), rr.Rope(24, axes=S.Axial(3), base=50.0)),
     ],
     ids=["mrope", "mrope-interleaved", "axial-partial", "axial-3"],
@@ -168,11 +172,24 @@ def _qwen_config(rope_scaling):
 @pytest.mark.parametrize(
     ("rope_scaling", "schedule"),
     [
-        ({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768,
-          "mrope_section": [16, 24, 24]},
-         S.YaRN(4.0, original_max_position_embeddings=32768)),
-        ({"rope_type": "linear", "factor": 2.0, "mrope_section": [16, 24, 24],
-          "mrope_interleaved": True}, S.Linear(2.0)),
+        (
+            {
+                "type": "yarn",
+                "factor": 4.0,
+                "original_max_position_embeddings": 32768,
+                "mrope_section": [16, 24, 24],
+            },
+            S.YaRN(4.0, original_max_position_embeddings=32768),
+        ),
+        (
+            {
+                "rope_type": "linear",
+                "factor": 2.0,
+                "mrope_section": [16, 24, 24],
+                "mrope_interleaved": True,
+            },
+            S.Linear(2.0),
+        ),
         ({"type": "dynamic", "factor": 2.0, "mrope_section": [16, 24, 24]}, None),
     ],
     ids=["yarn", "linear-interleaved", "dynamic"],

@@ -114,8 +114,9 @@ def test_cli_check_examples_json(tmp_path, capsys):
     few = [c.name for c in ALL if c.dtype == "float64" and not c.preset][:3]
     assert main(["check", "rope_ref.examples:exact", "--cases", *few]) == 0
     capsys.readouterr()
-    code = main(["check", "rope_ref.examples:float32_angles", "--cases", *few,
-                 "--json", str(report)])
+    code = main(
+        ["check", "rope_ref.examples:float32_angles", "--cases", *few, "--json", str(report)]
+    )
     out = capsys.readouterr().out
     assert code == 1 and "angles formed in float32" in out
     data = json.loads(report.read_text())
@@ -150,8 +151,11 @@ def test_float32_angles_example_passes_float32_presets(capsys):
     # presets included: dynamic schedules (LongRoPE) form their angles with the length read
     # from the positions, multi-axis ones (Qwen-VL) per axis, as rope_ref does
     before = list(sys.path)
-    names = [c.name for c in ALL if c.dtype == "float32" and c.preset in
-             ("phi-3-mini-128k", "qwen2-vl-7b", "llama-3.1-8b")]
+    names = [
+        c.name
+        for c in ALL
+        if c.dtype == "float32" and c.preset in ("phi-3-mini-128k", "qwen2-vl-7b", "llama-3.1-8b")
+    ]
     assert main(["check", "rope_ref.examples:float32_angles", "--cases", *names]) == 0
     out = capsys.readouterr().out
     assert f"{len(names)} passed, 0 failed" in out and "phi-3" in out and "qwen2-vl" in out
@@ -166,8 +170,9 @@ def test_float32_angles_on_longrope_diagnosed_at_float64():
     pos = np.arange(60_000, 60_016)
     x = np.random.default_rng(5).standard_normal((3, 16, rope.head_dim))
     with pytest.raises(AssertionError, match="angles formed in float32"):
-        rr.testing.assert_close(float32_angles(x, pos, rope), rr.apply_rope(x, pos, rope),
-                                rope=rope, positions=pos, x=x)
+        rr.testing.assert_close(
+            float32_angles(x, pos, rope), rr.apply_rope(x, pos, rope), rope=rope, positions=pos, x=x
+        )
 
 
 def test_case_data_accepts_a_plain_module():
@@ -194,7 +199,8 @@ def test_rope_override_must_match_the_head_dim():
     rope = rr.Rope(128, base=5e5)
     y = c.expected(rope=rope)
     np.testing.assert_array_equal(
-        y, rr.apply_rope(c.x(), c.positions_for(rope), rope).astype(np.float32))
+        y, rr.apply_rope(c.x(), c.positions_for(rope), rope).astype(np.float32)
+    )
     with pytest.raises(ValueError, match="head_dim"):
         c.expected(rope=rr.Rope(64))
 

@@ -31,7 +31,7 @@ CASES = [
     "bshd-b2-s16-h4-d128-half-r64-base=1e+06-pos=large-float32",
 ]
 
-TARGETS = '''
+TARGETS = """
 import sys
 import threading
 import numpy as np
@@ -90,7 +90,7 @@ half_only.rope_ref_supports = {"layouts": ("half",), "families": ("bshd", "bhsd"
 def bad_declaration(x, positions, rope):
     return x
 bad_declaration.rope_ref_supports = {"dtype": ("float32",)}
-'''
+"""
 
 
 @pytest.fixture
@@ -148,7 +148,9 @@ def test_every_option_has_help_with_its_default():
             if action.option_strings and action.dest != "help":
                 text = action.help or ""
                 assert "default" in text or (action.required and "required" in text), (
-                    name, action.option_strings)
+                    name,
+                    action.option_strings,
+                )
 
 
 def test_check_help_shows_each_conventions_signature(capsys):
@@ -175,8 +177,17 @@ def test_hf_convention_runs_every_shape_and_judges_k(targets, capsys, tmp_path):
     code, out, _ = run(capsys, "check", f"{targets}:hf", "--convention", "hf", "--cases", *CASES)
     assert code == 0 and summary(out) == f"{len(CASES)} passed, 0 failed"
     report = tmp_path / "r.json"
-    code, out, _ = run(capsys, "check", f"{targets}:hf_k_bug", "--convention", "hf",
-                       "--cases", *CASES, "--json", str(report))
+    code, out, _ = run(
+        capsys,
+        "check",
+        f"{targets}:hf_k_bug",
+        "--convention",
+        "hf",
+        "--cases",
+        *CASES,
+        "--json",
+        str(report),
+    )
     assert code == 1 and summary(out) == f"0 passed, {len(CASES)} failed"
     assert out.count("FAIL k") == len(CASES)
     data = json.loads(report.read_text())
@@ -188,20 +199,23 @@ def test_hf_convention_runs_the_whole_battery(targets, capsys):
     # not one float32 case is skipped (it used to skip all but bhsd half-layout ones)
     code, out, _ = run(capsys, "check", f"{targets}:hf", "--convention", "hf", "--no-presets")
     assert code == 0 and summary(out) == "23 passed, 0 failed"
-    code, out, _ = run(capsys, "check", f"{targets}:hf", "--convention", "hf",
-                       "--preset", "qwen2-vl-7b")  # M-RoPE, every shape and position form
+    code, out, _ = run(
+        capsys, "check", f"{targets}:hf", "--convention", "hf", "--preset", "qwen2-vl-7b"
+    )  # M-RoPE, every shape and position form
     assert code == 0 and summary(out) == "15 passed, 0 failed"
 
 
 @pytest.mark.parametrize("convention", ["flash", "vllm", "mlx"])
 def test_twin_conventions_pass_and_injected_bugs_fail(convention, targets, capsys):
-    code, out, _ = run(capsys, "check", f"{targets}:{convention}", "--convention", convention,
-                       "--cases", *CASES)
+    code, out, _ = run(
+        capsys, "check", f"{targets}:{convention}", "--convention", convention, "--cases", *CASES
+    )
     assert code == 0 and ", 0 failed" in summary(out)
     assert int(summary(out).split()[0]) >= 4  # random positions are the only skips
     wrong = {"flash": "flash_wrong", "vllm": "vllm_k_bug", "mlx": "mlx_wrong"}[convention]
-    code, out, _ = run(capsys, "check", f"{targets}:{wrong}", "--convention", convention,
-                       "--cases", *CASES[:2])
+    code, out, _ = run(
+        capsys, "check", f"{targets}:{wrong}", "--convention", convention, "--cases", *CASES[:2]
+    )
     assert code == 1 and "FAIL" in out
     if convention == "vllm":
         assert out.count("FAIL k") == 2
@@ -212,8 +226,9 @@ def test_strict_passes_only_the_exact_class(capsys):
     name = ["bshd-b2-s16-h4-d128-half-r64-base=1e+06-pos=large-float32"]
     code, out, _ = run(capsys, "check", "rope_ref.examples:float32_angles", "--cases", *name)
     assert code == 0 and "lower-precision angles" in out
-    code, out, _ = run(capsys, "check", "rope_ref.examples:float32_angles", "--cases", *name,
-                       "--strict")
+    code, out, _ = run(
+        capsys, "check", "rope_ref.examples:float32_angles", "--cases", *name, "--strict"
+    )
     assert code == 1 and "FAIL" in out
     code, out, _ = run(capsys, "check", "rope_ref.examples:exact", "--cases", *name, "--strict")
     assert code == 0
@@ -222,8 +237,9 @@ def test_strict_passes_only_the_exact_class(capsys):
 # ---------------------------------------------------------------------------- robustness
 def test_hanging_target_times_out_and_the_run_continues(targets, capsys):
     t0 = time.monotonic()
-    code, out, err = run(capsys, "check", f"{targets}:hangs_on_d72", "--no-presets",
-                         "--timeout", "1")
+    code, out, err = run(
+        capsys, "check", f"{targets}:hangs_on_d72", "--no-presets", "--timeout", "1"
+    )
     assert time.monotonic() - t0 < 30
     assert code == 1
     lines = [ln for ln in out.splitlines() if "-d72-" in ln]
@@ -232,8 +248,9 @@ def test_hanging_target_times_out_and_the_run_continues(targets, capsys):
     assert "abandoned" in err
 
 
-@pytest.mark.parametrize(("target", "text"), [("exits", "SystemExit(0)"),
-                                              ("interrupts", "KeyboardInterrupt")])
+@pytest.mark.parametrize(
+    ("target", "text"), [("exits", "SystemExit(0)"), ("interrupts", "KeyboardInterrupt")]
+)
 def test_exit_and_interrupt_inside_the_target_are_case_errors(target, text, targets, capsys):
     code, out, _ = run(capsys, "check", f"{targets}:{target}", "--cases", *CASES[:3])
     assert code == 1
@@ -268,21 +285,30 @@ def test_declared_support_skips_with_the_reason(targets, capsys):
 def test_torch_target_runs_on_torch_by_default(tmp_path, monkeypatch, capsys):
     pytest.importorskip("torch")
     name = f"rr_torch_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent("""
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent("""
         import torch
         import rope_ref as rr
 
         def rope(x, positions, rope):
             assert isinstance(x, torch.Tensor) and isinstance(positions, torch.Tensor)
             return rr.apply_rope(x, positions, rope)
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
-        code, out, _ = run(capsys, "check", f"{name}:rope", "--cases", *CASES[:2],
-                           "bshd-b2-s16-h4-d128-half-r128-base=10000-pos=arange-bfloat16")
+        code, out, _ = run(
+            capsys,
+            "check",
+            f"{name}:rope",
+            "--cases",
+            *CASES[:2],
+            "bshd-b2-s16-h4-d128-half-r128-base=10000-pos=arange-bfloat16",
+        )
         assert code == 0 and "backend torch" in out and summary(out) == "3 passed, 0 failed"
-        code, out, _ = run(capsys, "check", f"{name}:rope", "--cases", *CASES[:1],
-                           "--backend", "numpy")
+        code, out, _ = run(
+            capsys, "check", f"{name}:rope", "--cases", *CASES[:1], "--backend", "numpy"
+        )
         assert code == 1 and "ERROR AssertionError" in out
     finally:
         sys.modules.pop(name, None)
@@ -292,7 +318,8 @@ def test_torch_target_runs_on_torch_by_default(tmp_path, monkeypatch, capsys):
 def test_hf_module_judges_the_class_and_its_table_builder(tmp_path, monkeypatch, capsys):
     pytest.importorskip("transformers")
     name = f"rr_hf_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent("""
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent("""
         import torch
         from transformers.models.llama.modeling_llama import (
             LlamaConfig, LlamaRotaryEmbedding, apply_rotary_pos_emb)
@@ -302,23 +329,54 @@ def test_hf_module_judges_the_class_and_its_table_builder(tmp_path, monkeypatch,
                 super().__init__(config)
                 d = self.inv_freq.numel() * 2
                 self.inv_freq = 1.0 / (10_000.0 ** (torch.arange(0, d, 2).float() / d))
-    """))
-    (tmp_path / "config.json").write_text(json.dumps(
-        {"model_type": "llama", "hidden_size": 512, "num_attention_heads": 8,
-         "rope_theta": 500000.0, "max_position_embeddings": 8192}))
+    """)
+    )
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "hidden_size": 512,
+                "num_attention_heads": 8,
+                "rope_theta": 500000.0,
+                "max_position_embeddings": 8192,
+            }
+        )
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
-        code, out, _ = run(capsys, "check", f"{name}:LlamaRotaryEmbedding", "--convention",
-                           "hf-module", "--hf-config", str(tmp_path / "config.json"))
+        code, out, _ = run(
+            capsys,
+            "check",
+            f"{name}:LlamaRotaryEmbedding",
+            "--convention",
+            "hf-module",
+            "--hf-config",
+            str(tmp_path / "config.json"),
+        )
         assert code == 0 and summary(out) == "15 passed, 0 failed" and "backend torch" in out
-        code, out, _ = run(capsys, "check", f"{name}:WrongBase", "--convention", "hf-module",
-                           "--preset", "llama-2-7b")  # theta 10000 there: the class is right
+        code, out, _ = run(
+            capsys,
+            "check",
+            f"{name}:WrongBase",
+            "--convention",
+            "hf-module",
+            "--preset",
+            "llama-2-7b",
+        )  # theta 10000 there: the class is right
         assert code == 0
-        code, out, _ = run(capsys, "check", f"{name}:WrongBase", "--convention", "hf-module",
-                           "--hf-config", str(tmp_path / "config.json"))
+        code, out, _ = run(
+            capsys,
+            "check",
+            f"{name}:WrongBase",
+            "--convention",
+            "hf-module",
+            "--hf-config",
+            str(tmp_path / "config.json"),
+        )
         assert code == 1 and "FAIL q,k" in out
-        code, _, err = run(capsys, "check", f"{name}:LlamaRotaryEmbedding", "--convention",
-                           "hf-module")
+        code, _, err = run(
+            capsys, "check", f"{name}:LlamaRotaryEmbedding", "--convention", "hf-module"
+        )
         assert code == 2 and "needs --hf-config" in err
     finally:
         sys.modules.pop(name, None)
@@ -330,8 +388,9 @@ def test_lucidrains_module(capsys):
     code, out, _ = run(capsys, *argv, "--cases", *CASES)
     assert code == 0 and summary(out) == f"{len(CASES)} passed, 0 failed"
     # at bfloat16 it forms positions in bfloat16 (1000 + t rounds): caught and named
-    code, out, _ = run(capsys, *argv, "--cases",
-                       "bshd-b2-s16-h4-d128-half-r128-base=10000-pos=offset-bfloat16")
+    code, out, _ = run(
+        capsys, *argv, "--cases", "bshd-b2-s16-h4-d128-half-r128-base=10000-pos=offset-bfloat16"
+    )
     assert code == 1 and "bfloat16" in out.split("FAIL")[1]
 
 
@@ -356,8 +415,12 @@ def _bad_module(tmp_path, body):
     [
         ["check", "rope_ref.examples:exact", "--preset", "llama-9"],
         ["check", "rope_ref.examples:exact", "--cases", "bshd-b2-nonsense"],
-        ["check", "rope_ref.examples:exact", "--cases", "bshd-b999999-s999999-h9-d128-half-r128-"
-         "base=10000-pos=arange-float32"],
+        [
+            "check",
+            "rope_ref.examples:exact",
+            "--cases",
+            "bshd-b999999-s999999-h9-d128-half-r128-base=10000-pos=arange-float32",
+        ],
         ["check", "rope_ref.examples:exact", "--hf-config", "{tmp}/missing.json"],
         ["check", "rope_ref.examples:exact", "--hf-config", "{tmp}/malformed.json"],
         ["check", "rope_ref.examples:exact", "--hf-config", "{tmp}/list.json"],
@@ -405,8 +468,13 @@ def test_usage_errors_are_one_line_and_exit_2(argv, tmp_path, monkeypatch, capsy
 
 # ---------------------------------------------------------------------------- real processes
 def _rope_ref(*argv, cwd):
-    return subprocess.run([sys.executable, "-m", "rope_ref", *argv], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "rope_ref", *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def test_exit_codes_of_the_real_command(tmp_path):
@@ -432,11 +500,13 @@ def test_hf_config_with_a_schedule_on_multi_axis_positions(targets, tmp_path, ca
     cfg["rope_scaling"] = {"rope_type": "linear", "factor": 2.0, "mrope_section": [16, 24, 24]}
     path = tmp_path / "vl.json"
     path.write_text(json.dumps(cfg))
-    code, out, _ = run(capsys, "check", f"{targets}:hf", "--convention", "hf",
-                       "--hf-config", str(path))
+    code, out, _ = run(
+        capsys, "check", f"{targets}:hf", "--convention", "hf", "--hf-config", str(path)
+    )
     assert code == 0 and summary(out) == "15 passed, 0 failed"
-    code, out, err = run(capsys, "check", f"{targets}:flash", "--convention", "flash",
-                         "--hf-config", str(path))
+    code, out, err = run(
+        capsys, "check", f"{targets}:flash", "--convention", "flash", "--hf-config", str(path)
+    )
     assert code == 2 and "one position per token" in out and "no case ran" in err
 
 

@@ -83,8 +83,15 @@ def test_float64_seed_and_local_schedulers_agree(tmp_path):
 @needs_dask
 def test_float16_synchronous(tmp_path):
     rope = rr.Rope(64, base=5e5)
-    m = write_vectors_dask(tmp_path, rope=rope, tokens=1000, heads=2, chunk_tokens=400,
-                           dtype="float16", scheduler="synchronous")
+    m = write_vectors_dask(
+        tmp_path,
+        rope=rope,
+        tokens=1000,
+        heads=2,
+        chunk_tokens=400,
+        dtype="float16",
+        scheduler="synchronous",
+    )
     _check(tmp_path, m, rope, 1000, 2)
 
 
@@ -94,16 +101,29 @@ def test_local_cluster_two_workers_with_progress(tmp_path):
     rope = rr.Rope(64, base=5e5)
     calls = []
     with (
-        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                 dashboard_address=None) as cluster,
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
         distributed.Client(cluster) as client,
     ):
-        m = write_vectors_dask(tmp_path / "a", rope=rope, tokens=2048, heads=4,
-                               chunk_tokens=512, client=client,
-                               progress=lambda d, t: calls.append((d, t)))
+        m = write_vectors_dask(
+            tmp_path / "a",
+            rope=rope,
+            tokens=2048,
+            heads=4,
+            chunk_tokens=512,
+            client=client,
+            progress=lambda d, t: calls.append((d, t)),
+        )
         # the same cluster by its address, as the CLI's --scheduler connects to it
-        b = write_vectors_dask(tmp_path / "b", rope=rope, tokens=2048, heads=4,
-                               chunk_tokens=512, scheduler=cluster.scheduler_address)
+        b = write_vectors_dask(
+            tmp_path / "b",
+            rope=rope,
+            tokens=2048,
+            heads=4,
+            chunk_tokens=512,
+            scheduler=cluster.scheduler_address,
+        )
     _check(tmp_path / "a", m, rope, 2048, 4)
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert b["files"] == m["files"]
@@ -113,18 +133,30 @@ def test_local_cluster_two_workers_with_progress(tmp_path):
 def test_progress_callback_and_stderr(tmp_path, capsys):
     rope = rr.Rope(8)
     calls = []
-    write_vectors_dask(tmp_path / "a", rope=rope, tokens=50, heads=1, chunk_tokens=10,
-                       progress=lambda d, t: calls.append((d, t)))
+    write_vectors_dask(
+        tmp_path / "a",
+        rope=rope,
+        tokens=50,
+        heads=1,
+        chunk_tokens=10,
+        progress=lambda d, t: calls.append((d, t)),
+    )
     assert calls == [(i, 5) for i in range(1, 6)]  # once per block, in order, in this thread
-    write_vectors_dask(tmp_path / "b", rope=rope, tokens=50, heads=1, chunk_tokens=10,
-                       progress=True)
+    write_vectors_dask(
+        tmp_path / "b", rope=rope, tokens=50, heads=1, chunk_tokens=10, progress=True
+    )
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 5
-    assert all(re.fullmatch(rf"rope-ref vectors \(dask\): {i}/5 blocks written \({20 * i}%\), "
-                            r"\d+\.\d s", line) for i, line in enumerate(err, 1))
+    assert all(
+        re.fullmatch(
+            rf"rope-ref vectors \(dask\): {i}/5 blocks written \({20 * i}%\), "
+            r"\d+\.\d s",
+            line,
+        )
+        for i, line in enumerate(err, 1)
+    )
     # many blocks: a log gets about one line per 5%, and always the last
-    write_vectors_dask(tmp_path / "c", rope=rope, tokens=45, heads=1, chunk_tokens=1,
-                       progress=True)
+    write_vectors_dask(tmp_path / "c", rope=rope, tokens=45, heads=1, chunk_tokens=1, progress=True)
     err = capsys.readouterr().err.splitlines()
     assert [int(line.split(": ")[1].split("/")[0]) for line in err] == [*range(2, 45, 2), 45]
 
@@ -172,10 +204,19 @@ def test_unreachable_scheduler_address(tmp_path):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(rr.RopeValueError, match=r"scheduler 'tcp://127\.0\.0\.1:\d+': cannot "
-                       "connect"):
-        write_vectors_dask(tmp_path, rope=rr.Rope(8), tokens=10, heads=1,
-                           scheduler=f"tcp://127.0.0.1:{port}", connect_timeout=2)
+    with pytest.raises(
+        rr.RopeValueError,
+        match=r"scheduler 'tcp://127\.0\.0\.1:\d+': cannot "
+        "connect",
+    ):
+        write_vectors_dask(
+            tmp_path,
+            rope=rr.Rope(8),
+            tokens=10,
+            heads=1,
+            scheduler=f"tcp://127.0.0.1:{port}",
+            connect_timeout=2,
+        )
 
 
 def _hide(monkeypatch, *names):
@@ -223,8 +264,9 @@ def test_missing_dask_is_a_typed_error(tmp_path, monkeypatch, capsys):
 def test_missing_distributed_for_an_address(tmp_path, monkeypatch):
     _hide(monkeypatch, "distributed")
     with pytest.raises(DaskUnavailableError, match=r"needs dask\.distributed.*rope-ref\[dask\]"):
-        write_vectors_dask(tmp_path, rope=rr.Rope(8), tokens=10, heads=1,
-                           scheduler="tcp://127.0.0.1:1")
+        write_vectors_dask(
+            tmp_path, rope=rr.Rope(8), tokens=10, heads=1, scheduler="tcp://127.0.0.1:1"
+        )
 
 
 NO_DASK_SCRIPT = r"""
@@ -241,8 +283,9 @@ print("LOADED", loaded)
 
 
 def test_import_loads_no_dask():
-    out = subprocess.run([sys.executable, "-c", NO_DASK_SCRIPT], capture_output=True,
-                         text=True, cwd=ROOT, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", NO_DASK_SCRIPT], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     assert "LOADED []" in out.stdout, out.stdout + out.stderr
 
 
@@ -307,30 +350,52 @@ def _cli_args(out, *argv):
 
 @needs_dask
 def test_cli_entry_writes_and_reports(tmp_path, capsys):
-    args = _cli_args(tmp_path / "o", "--tokens", "300", "--heads", "2", "--head-dim", "32",
-                     "--base", "500000", "--chunk-tokens", "100", "--seed", "3",
-                     "--dtype", "float64")
+    args = _cli_args(
+        tmp_path / "o",
+        "--tokens",
+        "300",
+        "--heads",
+        "2",
+        "--head-dim",
+        "32",
+        "--base",
+        "500000",
+        "--chunk-tokens",
+        "100",
+        "--seed",
+        "3",
+        "--dtype",
+        "float64",
+    )
     assert run_vectors_dask(args) == 0
     cap = capsys.readouterr()
-    assert cap.out.strip() == (f"wrote 300 tokens x 2 heads x 32 (float64) in 3 blocks to "
-                               f"{tmp_path / 'o'} (x.npy, y.npy, manifest.json)")
+    assert cap.out.strip() == (
+        f"wrote 300 tokens x 2 heads x 32 (float64) in 3 blocks to "
+        f"{tmp_path / 'o'} (x.npy, y.npy, manifest.json)"
+    )
     assert re.search(r"rope-ref vectors: 3/3 blocks written \(100%\)", cap.err)
     m, _, _ = read_vectors_dask(tmp_path / "o")
     assert m["seed"] == 3 and m["rope"]["base"] == 500000.0
     _check(tmp_path / "o", m, rr.Rope(32, base=5e5), 300, 2)
     # a preset, no progress
-    args = _cli_args(tmp_path / "p", "--tokens", "64", "--preset", "llama-3.1-8b",
-                     "--no-progress")
+    args = _cli_args(tmp_path / "p", "--tokens", "64", "--preset", "llama-3.1-8b", "--no-progress")
     assert run_vectors_dask(args) == 0
     assert capsys.readouterr().err == ""
     m, _, _ = read_vectors_dask(tmp_path / "p")
     _check(tmp_path / "p", m, rr.Rope.preset("llama-3.1-8b"), 64, 1)
     # an HF config file
     cfg = tmp_path / "config.json"
-    cfg.write_text(json.dumps({"hidden_size": 256, "num_attention_heads": 4,
-                               "rope_theta": 1e6, "max_position_embeddings": 4096}))
-    args = _cli_args(tmp_path / "h", "--tokens", "20", "--hf-config", str(cfg),
-                     "--no-progress")
+    cfg.write_text(
+        json.dumps(
+            {
+                "hidden_size": 256,
+                "num_attention_heads": 4,
+                "rope_theta": 1e6,
+                "max_position_embeddings": 4096,
+            }
+        )
+    )
+    args = _cli_args(tmp_path / "h", "--tokens", "20", "--hf-config", str(cfg), "--no-progress")
     assert run_vectors_dask(args) == 0
     m, _, _ = read_vectors_dask(tmp_path / "h")
     assert m["shape"] == [20, 1, 64] and m["rope"]["base"] == 1e6
@@ -347,11 +412,15 @@ def test_cli_entry_rejects_bad_options(tmp_path):
         (("--tokens", "5", "--dtype", "float32", "float64"), "--dtype: --backend dask"),
         (("--tokens", "5", "--cases", "a"), "--cases: not with --backend dask"),
         (("--tokens", "5", "--no-presets"), "--no-presets: not with --backend dask"),
-        (("--tokens", "5", "--preset", "llama-3.1-8b", "--head-dim", "64"),
-         "give one of --preset, --hf-config or --head-dim/--base"),
+        (
+            ("--tokens", "5", "--preset", "llama-3.1-8b", "--head-dim", "64"),
+            "give one of --preset, --hf-config or --head-dim/--base",
+        ),
         (("--tokens", "5", "--preset", "no-such-model"), "no-such-model"),
-        (("--tokens", "5", "--hf-config", "/nonexistent/config.json"),
-         "--hf-config /nonexistent/config.json: cannot read it"),
+        (
+            ("--tokens", "5", "--hf-config", "/nonexistent/config.json"),
+            "--hf-config /nonexistent/config.json: cannot read it",
+        ),
         (("--tokens", "5", "--head-dim", "7"), "--head-dim"),
         (("--tokens", "5", "--layer-type", "sliding_attention"), "--layer-type needs"),
     ]
@@ -375,11 +444,15 @@ def test_cli_entry_unreachable_scheduler_names_the_option(tmp_path, monkeypatch)
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     real = _dask_vectors.write_vectors_dask
-    monkeypatch.setattr(_dask_vectors, "write_vectors_dask",
-                        lambda *a, **k: real(*a, **dict(k, connect_timeout=2)))
+    monkeypatch.setattr(
+        _dask_vectors, "write_vectors_dask", lambda *a, **k: real(*a, **dict(k, connect_timeout=2))
+    )
     args = _cli_args(tmp_path, "--tokens", "5", "--scheduler", f"tcp://127.0.0.1:{port}")
-    with pytest.raises(rr.RopeValueError, match=r"^--scheduler 'tcp://127\.0\.0\.1:\d+': "
-                       "cannot connect"):
+    with pytest.raises(
+        rr.RopeValueError,
+        match=r"^--scheduler 'tcp://127\.0\.0\.1:\d+': "
+        "cannot connect",
+    ):
         run_vectors_dask(args)
 
 
@@ -388,8 +461,11 @@ def test_dask_options_need_the_dask_backend():
     add_dask_arguments(p)
     reject_dask_options(p.parse_args([]))  # nothing given: fine
     assert p.parse_args([]).backend == "numpy"
-    with pytest.raises(rr.RopeValueError, match=r"^--scheduler, --tokens: only with --backend "
-                       "dask$"):
+    with pytest.raises(
+        rr.RopeValueError,
+        match=r"^--scheduler, --tokens: only with --backend "
+        "dask$",
+    ):
         reject_dask_options(p.parse_args(["--tokens", "5", "--scheduler", "tcp://h:1"]))
 
 

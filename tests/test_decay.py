@@ -61,8 +61,22 @@ def test_cli_streams_the_curve_across_chunks(tmp_path, capsys):
 
     n = _DECAY_CHUNK + 5
     step = 0.25
-    assert main(["decay", "--head-dim", "8", "--max", str((n - 1) * step), "--step",
-                 str(step), "--csv", str(tmp_path / "d.csv")]) == 0
+    assert (
+        main(
+            [
+                "decay",
+                "--head-dim",
+                "8",
+                "--max",
+                str((n - 1) * step),
+                "--step",
+                str(step),
+                "--csv",
+                str(tmp_path / "d.csv"),
+            ]
+        )
+        == 0
+    )
     rows = (tmp_path / "d.csv").read_text().splitlines()
     assert rows[0] == "relative_distance,relative_upper_bound" and len(rows) == n + 1
     idx = np.array([0, 1, _DECAY_CHUNK - 1, _DECAY_CHUNK, n - 1])
@@ -103,8 +117,11 @@ def test_cli_bounds_the_number_of_points(capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and str(DECAY_MAX_POINTS) in err
     # the head_dim check comes first, still cheap
-    code, peak = _peak_bytes(lambda: main(["decay", "--max", str(DECAY_MAX_POINTS - 1),
-                                           "--step", "1", "--head-dim", "3"]))
+    code, peak = _peak_bytes(
+        lambda: main(
+            ["decay", "--max", str(DECAY_MAX_POINTS - 1), "--step", "1", "--head-dim", "3"]
+        )
+    )
     assert code == 2 and peak < 8 * DECAY_MAX_POINTS
     capsys.readouterr()
     # and the measure sees NumPy's buffers: one such curve is over the bound

@@ -39,8 +39,17 @@ def exact_tables(rope, pos):
     return np.asarray(c, dtype=np.float64), np.asarray(s, dtype=np.float64)
 
 
-def kernel(x, pos, rope, *, formula="rounded", pos_round=f32, theta_round=f32, prod_round=f32,
-           fast_math=False):
+def kernel(
+    x,
+    pos,
+    rope,
+    *,
+    formula="rounded",
+    pos_round=f32,
+    theta_round=f32,
+    prod_round=f32,
+    fast_math=False,
+):
     """Angles in low precision: inv_freq by ``formula`` (then ``theta_round``), positions
     through ``pos_round``, the product through ``prod_round``; cos/sin of the float32 angle
     (``fast_math``: reduced modulo 2 pi in float32 first); the rotation in float64."""
@@ -59,8 +68,9 @@ def kernel(x, pos, rope, *, formula="rounded", pos_round=f32, theta_round=f32, p
 
 
 def with_(rope, **kw):
-    args = dict(base=rope.base, rotary_dim=rope.rotary_dim, layout=rope.layout,
-                scaling=rope.scaling)
+    args = dict(
+        base=rope.base, rotary_dim=rope.rotary_dim, layout=rope.layout, scaling=rope.scaling
+    )
     args.update(kw)
     return rr.Rope(rope.head_dim, **args)
 
@@ -74,91 +84,227 @@ PARTIAL = rr.Rope(64, rotary_dim=16)
 # kind: (rope, positions, dtype under test, make(x, pos, rope, bug) -> float64, family, phrase)
 #   make(..., bug=False) is the same pipeline without the mistake (it must pass)
 KINDS = {
-    "layout": (PLAIN, FAR, "float32",
-               lambda x, p, r, bug: rr.apply_rope(x, p, with_(r, layout="interleaved") if bug
-                                                  else r),
-               "layout", "the other layout ('interleaved' instead of 'half')"),
-    "permutation": (PLAIN, FAR, "float32",
-                    lambda x, p, r, bug: _permuted(rr.apply_rope(x, p, r), r) if bug
-                    else rr.apply_rope(x, p, r),
-                    "permutation", "the interleave permutation"),
-    "shift+1": (PLAIN, FAR, "float32", lambda x, p, r, bug: rr.apply_rope(x, p + bug, r),
-                "shift", "positions shifted by +1"),
-    "shift-3": (PLAIN, FAR, "float32", lambda x, p, r, bug: rr.apply_rope(x, p - 3 * bug, r),
-                "shift", "positions shifted by -3"),
-    "sign": (PLAIN, FAR, "float32",
-             lambda x, p, r, bug: rotate(x, *_signed(r, p, bug), r),
-             "sign", "rotation by -m"),
-    "no-scaling": (LLAMA3, FAR, "float32",
-                   lambda x, p, r, bug: rr.apply_rope(x, p, with_(r, scaling=None) if bug else r),
-                   "no-scaling", "the frequency scaling not applied"),
-    "factor": (YARN, FAR, "float32",
-               lambda x, p, r, bug: rr.apply_rope(x, p, r) / (r.attention_factor if bug else 1),
-               "factor", "the attention factor 1.27726 missing from cos and sin"),
-    "swap": (PLAIN, FAR, "float32",
-             lambda x, p, r, bug: rotate(x, *exact_tables(r, p)[:: -1 if bug else 1], r),
-             "swap", "cos and sin swapped"),
+    "layout": (
+        PLAIN,
+        FAR,
+        "float32",
+        lambda x, p, r, bug: rr.apply_rope(x, p, with_(r, layout="interleaved") if bug else r),
+        "layout",
+        "the other layout ('interleaved' instead of 'half')",
+    ),
+    "permutation": (
+        PLAIN,
+        FAR,
+        "float32",
+        lambda x, p, r, bug: (
+            _permuted(rr.apply_rope(x, p, r), r) if bug else rr.apply_rope(x, p, r)
+        ),
+        "permutation",
+        "the interleave permutation",
+    ),
+    "shift+1": (
+        PLAIN,
+        FAR,
+        "float32",
+        lambda x, p, r, bug: rr.apply_rope(x, p + bug, r),
+        "shift",
+        "positions shifted by +1",
+    ),
+    "shift-3": (
+        PLAIN,
+        FAR,
+        "float32",
+        lambda x, p, r, bug: rr.apply_rope(x, p - 3 * bug, r),
+        "shift",
+        "positions shifted by -3",
+    ),
+    "sign": (
+        PLAIN,
+        FAR,
+        "float32",
+        lambda x, p, r, bug: rotate(x, *_signed(r, p, bug), r),
+        "sign",
+        "rotation by -m",
+    ),
+    "no-scaling": (
+        LLAMA3,
+        FAR,
+        "float32",
+        lambda x, p, r, bug: rr.apply_rope(x, p, with_(r, scaling=None) if bug else r),
+        "no-scaling",
+        "the frequency scaling not applied",
+    ),
+    "factor": (
+        YARN,
+        FAR,
+        "float32",
+        lambda x, p, r, bug: rr.apply_rope(x, p, r) / (r.attention_factor if bug else 1),
+        "factor",
+        "the attention factor 1.27726 missing from cos and sin",
+    ),
+    "swap": (
+        PLAIN,
+        FAR,
+        "float32",
+        lambda x, p, r, bug: rotate(x, *exact_tables(r, p)[:: -1 if bug else 1], r),
+        "swap",
+        "cos and sin swapped",
+    ),
     # angles in float32: a bug in a float64 kernel, the class "lower-precision angles" in a
     # float32 one (the bug=False twin is the same kernel judged in float32)
-    "f32-rounded": (PLAIN, FAR, "float64", lambda x, p, r, bug: kernel(x, p, r),
-                    "float32-angles", "angles formed in float32 (inv_freq correctly rounded"),
-    "f32-reciprocal": (PLAIN, FAR, "float64",
-                       lambda x, p, r, bug: kernel(x, p, r, formula="reciprocal"),
-                       "float32-angles", "angles formed in float32 (inv_freq = 1.0 / base **"),
-    "f32-power": (PLAIN, FAR, "float64", lambda x, p, r, bug: kernel(x, p, r, formula="power"),
-                  "float32-angles", "angles formed in float32 (inv_freq = base ** (-arange"),
-    "bf16-angles": (PLAIN, FAR, "float32",
-                    lambda x, p, r, bug: kernel(x, p, r, pos_round=bf16 if bug else f32,
-                                                theta_round=bf16 if bug else f32,
-                                                prod_round=bf16 if bug else f32),
-                    "bfloat16-angles", "angles formed in bfloat16"),
-    "bf16-positions": (PLAIN, np.arange(300, 3300, 250), "float32",
-                       lambda x, p, r, bug: kernel(x, p, r, pos_round=bf16 if bug else f32),
-                       "half-positions", "positions rounded to bfloat16"),
-    "f16-positions": (PLAIN, np.arange(3000, 6300, 275), "float32",
-                      lambda x, p, r, bug: kernel(x, p, r, pos_round=f16 if bug else f32),
-                      "half-positions", "positions rounded to float16"),
-    "bf16-inv-freq": (PLAIN, FAR, "float32",
-                      lambda x, p, r, bug: kernel(x, p, r, formula="reciprocal",
-                                                  theta_round=bf16 if bug else f32),
-                      "half-inv-freq", "inv_freq stored in bfloat16"),
-    "fast-math": (PLAIN, np.arange(2_000_000, 2_000_012), "float64",
-                  lambda x, p, r, bug: kernel(x, p, r, fast_math=True),
-                  "fast-math", "fast-math sin/cos"),
-    "bf16-tables": (PLAIN, FAR, "float32",
-                    lambda x, p, r, bug: rotate(x, *(bf16(t).astype(np.float64) if bug else t
-                                                     for t in exact_tables(r, p)), r),
-                    "table-dtype", "cos/sin tables rounded to bfloat16"),
-    "wrong-base": (PLAIN, FAR, "float32",
-                   lambda x, p, r, bug: rr.apply_rope(x, p, with_(r, base=1e4) if bug else r),
-                   "base", "a wrong base: 10000 instead of 500000"),
-    "odd-base": (PLAIN, FAR, "float32",
-                 lambda x, p, r, bug: rr.apply_rope(x, p, with_(r, base=123_456.0) if bug
-                                                    else r),
-                 "base", "a wrong base: 123456 instead of 500000 (estimated"),
-    "end-channels": (PARTIAL, FAR, "float32",
-                     lambda x, p, r, bug: _at_end(x, p, r) if bug else rr.apply_rope(x, p, r),
-                     "channels", "rotary applied to channels 48..63 instead of 0..15"),
-    "whole-head": (PARTIAL, FAR, "float32",
-                   lambda x, p, r, bug: rr.apply_rope(x, p, with_(r, rotary_dim=64) if bug
-                                                      else r),
-                   "channels", "rotary applied to the whole head"),
-    "yarn-beta": (YARN, FAR, "float32",
-                  lambda x, p, r, bug: rr.apply_rope(x, p, with_(r, scaling=S.YaRN(
-                      16.0, 4096, beta_fast=16.0)) if bug else r),
-                  "schedule", "wrong YaRN parameters: beta_fast=16 instead of 32"),
-    "yarn-omax": (YARN, FAR, "float32",
-                  lambda x, p, r, bug: rr.apply_rope(x, p, with_(r, scaling=S.YaRN(
-                      16.0, 8192)) if bug else r),
-                  "schedule", "original_max_position_embeddings=8192 instead of 4096"),
-    "llama3-low": (LLAMA3, FAR, "float32",
-                   lambda x, p, r, bug: rr.apply_rope(x, p, with_(r, scaling=S.Llama3(
-                       8.0, 2.0, 4.0, 8192)) if bug else r),
-                   "schedule", "wrong Llama3 parameters: low_freq_factor=2 instead of 1"),
-    "linear-factor": (rr.Rope(64, scaling=S.Linear(4.0)), FAR, "float32",
-                      lambda x, p, r, bug: rr.apply_rope(x, p, with_(r, scaling=S.Linear(
-                          2.0)) if bug else r),
-                      "schedule", "wrong Linear parameters: factor=2 instead of 4"),
+    "f32-rounded": (
+        PLAIN,
+        FAR,
+        "float64",
+        lambda x, p, r, bug: kernel(x, p, r),
+        "float32-angles",
+        "angles formed in float32 (inv_freq correctly rounded",
+    ),
+    "f32-reciprocal": (
+        PLAIN,
+        FAR,
+        "float64",
+        lambda x, p, r, bug: kernel(x, p, r, formula="reciprocal"),
+        "float32-angles",
+        "angles formed in float32 (inv_freq = 1.0 / base **",
+    ),
+    "f32-power": (
+        PLAIN,
+        FAR,
+        "float64",
+        lambda x, p, r, bug: kernel(x, p, r, formula="power"),
+        "float32-angles",
+        "angles formed in float32 (inv_freq = base ** (-arange",
+    ),
+    "bf16-angles": (
+        PLAIN,
+        FAR,
+        "float32",
+        lambda x, p, r, bug: kernel(
+            x,
+            p,
+            r,
+            pos_round=bf16 if bug else f32,
+            theta_round=bf16 if bug else f32,
+            prod_round=bf16 if bug else f32,
+        ),
+        "bfloat16-angles",
+        "angles formed in bfloat16",
+    ),
+    "bf16-positions": (
+        PLAIN,
+        np.arange(300, 3300, 250),
+        "float32",
+        lambda x, p, r, bug: kernel(x, p, r, pos_round=bf16 if bug else f32),
+        "half-positions",
+        "positions rounded to bfloat16",
+    ),
+    "f16-positions": (
+        PLAIN,
+        np.arange(3000, 6300, 275),
+        "float32",
+        lambda x, p, r, bug: kernel(x, p, r, pos_round=f16 if bug else f32),
+        "half-positions",
+        "positions rounded to float16",
+    ),
+    "bf16-inv-freq": (
+        PLAIN,
+        FAR,
+        "float32",
+        lambda x, p, r, bug: kernel(
+            x, p, r, formula="reciprocal", theta_round=bf16 if bug else f32
+        ),
+        "half-inv-freq",
+        "inv_freq stored in bfloat16",
+    ),
+    "fast-math": (
+        PLAIN,
+        np.arange(2_000_000, 2_000_012),
+        "float64",
+        lambda x, p, r, bug: kernel(x, p, r, fast_math=True),
+        "fast-math",
+        "fast-math sin/cos",
+    ),
+    "bf16-tables": (
+        PLAIN,
+        FAR,
+        "float32",
+        lambda x, p, r, bug: rotate(
+            x, *(bf16(t).astype(np.float64) if bug else t for t in exact_tables(r, p)), r
+        ),
+        "table-dtype",
+        "cos/sin tables rounded to bfloat16",
+    ),
+    "wrong-base": (
+        PLAIN,
+        FAR,
+        "float32",
+        lambda x, p, r, bug: rr.apply_rope(x, p, with_(r, base=1e4) if bug else r),
+        "base",
+        "a wrong base: 10000 instead of 500000",
+    ),
+    "odd-base": (
+        PLAIN,
+        FAR,
+        "float32",
+        lambda x, p, r, bug: rr.apply_rope(x, p, with_(r, base=123_456.0) if bug else r),
+        "base",
+        "a wrong base: 123456 instead of 500000 (estimated",
+    ),
+    "end-channels": (
+        PARTIAL,
+        FAR,
+        "float32",
+        lambda x, p, r, bug: _at_end(x, p, r) if bug else rr.apply_rope(x, p, r),
+        "channels",
+        "rotary applied to channels 48..63 instead of 0..15",
+    ),
+    "whole-head": (
+        PARTIAL,
+        FAR,
+        "float32",
+        lambda x, p, r, bug: rr.apply_rope(x, p, with_(r, rotary_dim=64) if bug else r),
+        "channels",
+        "rotary applied to the whole head",
+    ),
+    "yarn-beta": (
+        YARN,
+        FAR,
+        "float32",
+        lambda x, p, r, bug: rr.apply_rope(
+            x, p, with_(r, scaling=S.YaRN(16.0, 4096, beta_fast=16.0)) if bug else r
+        ),
+        "schedule",
+        "wrong YaRN parameters: beta_fast=16 instead of 32",
+    ),
+    "yarn-omax": (
+        YARN,
+        FAR,
+        "float32",
+        lambda x, p, r, bug: rr.apply_rope(
+            x, p, with_(r, scaling=S.YaRN(16.0, 8192)) if bug else r
+        ),
+        "schedule",
+        "original_max_position_embeddings=8192 instead of 4096",
+    ),
+    "llama3-low": (
+        LLAMA3,
+        FAR,
+        "float32",
+        lambda x, p, r, bug: rr.apply_rope(
+            x, p, with_(r, scaling=S.Llama3(8.0, 2.0, 4.0, 8192)) if bug else r
+        ),
+        "schedule",
+        "wrong Llama3 parameters: low_freq_factor=2 instead of 1",
+    ),
+    "linear-factor": (
+        rr.Rope(64, scaling=S.Linear(4.0)),
+        FAR,
+        "float32",
+        lambda x, p, r, bug: rr.apply_rope(x, p, with_(r, scaling=S.Linear(2.0)) if bug else r),
+        "schedule",
+        "wrong Linear parameters: factor=2 instead of 4",
+    ),
 }
 
 
@@ -225,8 +371,9 @@ def hf_llama_rotary(x, position_ids, base, dim, attention_scaling=1.0):
     4.4x-5.x, default rope type), with torch, as written there."""
     import torch
 
-    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).to(
-        dtype=torch.float) / dim))
+    inv_freq = 1.0 / (
+        base ** (torch.arange(0, dim, 2, dtype=torch.int64).to(dtype=torch.float) / dim)
+    )
     inv_freq_expanded = inv_freq[None, :, None].float().expand(position_ids.shape[0], -1, 1)
     position_ids_expanded = position_ids[:, None, :].float()
     freqs = (inv_freq_expanded.float() @ position_ids_expanded.float()).transpose(1, 2)
@@ -236,7 +383,7 @@ def hf_llama_rotary(x, position_ids, base, dim, attention_scaling=1.0):
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (batch, 1, seq, dim)
 
     def rotate_half(t):
-        return torch.cat((-t[..., t.shape[-1] // 2:], t[..., : t.shape[-1] // 2]), dim=-1)
+        return torch.cat((-t[..., t.shape[-1] // 2 :], t[..., : t.shape[-1] // 2]), dim=-1)
 
     return x * cos + rotate_half(x) * sin
 
@@ -267,16 +414,18 @@ def test_transformers_llama_rotary_embedding_on_float64_is_named():
     llama = pytest.importorskip("transformers.models.llama.modeling_llama")
     from transformers import LlamaConfig
 
-    cfg = LlamaConfig(hidden_size=256, num_attention_heads=2, rope_theta=500_000.0,
-                      max_position_embeddings=131072)
+    cfg = LlamaConfig(
+        hidden_size=256, num_attention_heads=2, rope_theta=500_000.0, max_position_embeddings=131072
+    )
     emb = llama.LlamaRotaryEmbedding(cfg)
     rope = rr.Rope.from_hf_config(cfg.to_dict())
     pos = torch.arange(70_000, 70_016)[None, :]
     x = torch.from_numpy(np.random.default_rng(4).standard_normal((1, 2, 16, 128)))
     cos, sin = emb(x, pos)
     got, _ = llama.apply_rotary_pos_emb(x, x, cos, sin)
-    report = compare(got, rr.apply_rope(x, pos[:, None, :], rope), rope=rope,
-                     positions=pos[:, None, :], x=x)
+    report = compare(
+        got, rr.apply_rope(x, pos[:, None, :], rope), rope=rope, positions=pos[:, None, :], x=x
+    )
     assert not report.passed
     assert report.diagnosis[0].params.get("formula") == "reciprocal", report.message
 
@@ -423,8 +572,9 @@ def test_exp_log_inv_freq_angles_are_named():
     pos = np.arange(2**20, 2**20 + 16)
     x = np.random.default_rng(9).standard_normal((16, 96))
     b = np.float32(7.5e5)
-    inv = np.exp(np.arange(0, 96, 2, dtype=np.float32)
-                 * (-np.log(b) / np.float32(96)).astype(np.float32)).astype(np.float32)
+    inv = np.exp(
+        np.arange(0, 96, 2, dtype=np.float32) * (-np.log(b) / np.float32(96)).astype(np.float32)
+    ).astype(np.float32)
     ang = (pos.astype(np.float32)[:, None] * inv).astype(np.float32).astype(np.float64)
     c, s = np.cos(ang), np.sin(ang)
     got = np.concatenate([x[:, :48] * c - x[:, 48:] * s, x[:, 48:] * c + x[:, :48] * s], -1)

@@ -72,8 +72,16 @@ ROPES = {
     "xpos": rr.Rope(64, scaling=S.XPos()),
     "axial": rr.Rope(64, scaling=S.Axial(2)),
 }
-PRESETS = ["llama-3.1-8b", "phi-3-mini-128k", "qwen2.5-7b-yarn", "qwen2-vl-7b", "qwen3-vl",
-           "gpt-oss-20b", "deepseek-v3", "gemma-3-local"]
+PRESETS = [
+    "llama-3.1-8b",
+    "phi-3-mini-128k",
+    "qwen2.5-7b-yarn",
+    "qwen2-vl-7b",
+    "qwen3-vl",
+    "gpt-oss-20b",
+    "deepseek-v3",
+    "gemma-3-local",
+]
 RNG = np.random.default_rng(20261205)
 POSITIONS = {
     "start": np.arange(0, 24),
@@ -166,7 +174,7 @@ def test_torch_float32_pipeline_stays_under_the_allowance():
             f = rope.attention_factor
             cos, sin = emb.cos() * f, emb.sin() * f
             q = torch.from_numpy(x)
-            rot = torch.cat((-q[..., d // 2:], q[..., : d // 2]), dim=-1)
+            rot = torch.cat((-q[..., d // 2 :], q[..., : d // 2]), dim=-1)
             got = (q * cos + rot * sin).numpy()
             r = compare(got, rr.apply_rope(x, pos, rope), rope=rope, positions=pos)
             assert r.passed, r.message
@@ -214,11 +222,24 @@ def _visible(rope, pos, move_of):
 
 
 BUGS = {
-    "shift +1": (lambda x, p, r: rr.apply_rope(x, p + 1, r),
-                 lambda th, m: 2 * np.abs(np.sin(th / 2)) + 0 * m),
-    "wrong base": (lambda x, p, r: rr.apply_rope(x, p, rr.Rope(
-        r.head_dim, base=r.base * 1.5, rotary_dim=r.rotary_dim, layout=r.layout,
-        scaling=r.scaling)), None),
+    "shift +1": (
+        lambda x, p, r: rr.apply_rope(x, p + 1, r),
+        lambda th, m: 2 * np.abs(np.sin(th / 2)) + 0 * m,
+    ),
+    "wrong base": (
+        lambda x, p, r: rr.apply_rope(
+            x,
+            p,
+            rr.Rope(
+                r.head_dim,
+                base=r.base * 1.5,
+                rotary_dim=r.rotary_dim,
+                layout=r.layout,
+                scaling=r.scaling,
+            ),
+        ),
+        None,
+    ),
     "factor missing": (lambda x, p, r: rr.apply_rope(x, p, r) / F32(r.attention_factor), None),
 }
 
@@ -241,11 +262,19 @@ def test_injected_bugs_exceed_the_allowance_wherever_visible():
                 visible = _visible(rope, pos, lambda th, m, f=f: abs(1 - 1 / f) + 0 * m * th)
             else:  # base * 1.5: pair j turns by m (theta'_j - theta_j), at least this much
                 sl = int(np.max(pos)) + 1 if rope.scaling and rope.scaling.dynamic else None
-                wrong = rr.Rope(rope.head_dim, base=rope.base * 1.5, rotary_dim=rope.rotary_dim,
-                                layout=rope.layout, scaling=rope.scaling).inv_freq(seq_len=sl)
+                wrong = rr.Rope(
+                    rope.head_dim,
+                    base=rope.base * 1.5,
+                    rotary_dim=rope.rotary_dim,
+                    layout=rope.layout,
+                    scaling=rope.scaling,
+                ).inv_freq(seq_len=sl)
                 dth = np.abs(wrong - rope.inv_freq(seq_len=sl))
-                visible = _visible(rope, pos, lambda th, m, dth=dth: np.where(
-                    m * dth < np.pi, 2 * np.sin(m * dth / 2), 0.0))
+                visible = _visible(
+                    rope,
+                    pos,
+                    lambda th, m, dth=dth: np.where(m * dth < np.pi, 2 * np.sin(m * dth / 2), 0.0),
+                )
             if visible:
                 assert not r.passed, (bug, _rn, _pn)
                 smallest = min(smallest, r.worst_ratio)
@@ -267,8 +296,9 @@ def test_one_position_error_near_ten_million_warns_and_strict_fails():
         report = assert_close(wrong, want, rope=rope, positions=pos)
     assert report.accuracy_class == "lower-precision angles"
     assert any("strict=True" in b for b in report.blind_spots)
-    assert any("any output passes" in b and "from |position| 1e+07 on" in b
-               for b in report.blind_spots)
+    assert any(
+        "any output passes" in b and "from |position| 1e+07 on" in b for b in report.blind_spots
+    )
     with pytest.raises(AssertionError, match="accuracy class: lower-precision angles"):
         assert_close(wrong, want, rope=rope, positions=pos, strict=True)
     # at small positions the same bug fails without strict, and nothing warns
@@ -276,8 +306,12 @@ def test_one_position_error_near_ten_million_warns_and_strict_fails():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(AssertionError):
-            assert_close(rr.apply_rope(x, near + 1, rope), rr.apply_rope(x, near, rope),
-                         rope=rope, positions=near)
+            assert_close(
+                rr.apply_rope(x, near + 1, rope),
+                rr.apply_rope(x, near, rope),
+                rope=rope,
+                positions=near,
+            )
 
 
 def test_pair_zero_of_a_scaled_rope_is_in_the_allowance():
@@ -287,8 +321,7 @@ def test_pair_zero_of_a_scaled_rope_is_in_the_allowance():
     rope = rr.Rope(96, rotary_dim=24, scaling=S.Linear(3.0))
     pos = np.arange(100_000, 100_064)
     x = RNG.standard_normal((4, 64, 96)).astype(np.float32)
-    r = compare(float32_angles(x, pos, rope), rr.apply_rope(x, pos, rope), rope=rope,
-                positions=pos)
+    r = compare(float32_angles(x, pos, rope), rr.apply_rope(x, pos, rope), rope=rope, positions=pos)
     assert r.passed and r.accuracy_class == "lower-precision angles", r.message
     assert 0 < r.worst_ratio < 1
 
@@ -317,8 +350,13 @@ def test_exact_angle_kernels_are_in_the_exact_class(dtype):
     # half precision): a few ulp, the "exact" class, which strict mode passes
     rnd = {"float32": f32, "float16": lambda a: np.asarray(a, np.float16), "bfloat16": bf16}[dtype]
     worst = 0.0
-    for rope in (rr.Rope(64), ROPES["yarn"], ROPES["xpos"], rr.Rope.preset("llama-3.1-8b"),
-                 ROPES["interleaved"]):
+    for rope in (
+        rr.Rope(64),
+        ROPES["yarn"],
+        ROPES["xpos"],
+        rr.Rope.preset("llama-3.1-8b"),
+        ROPES["interleaved"],
+    ):
         pos = np.arange(1000, 1128)
         x = rnd(RNG.standard_normal((128, rope.head_dim)))
         c, s = (rnd(t) for t in rope.cos_sin(pos))
@@ -347,12 +385,14 @@ def test_partial_blind_spots_are_reported_without_a_warning():
         warnings.simplefilter("error")
         report = assert_close(kernel(x, pos, rope, "reciprocal"), want, rope=rope, positions=pos)
     assert not report.vacuous
-    assert len(report.blind_spots) == 1 and "other pairs of the same tokens" in (
-        report.blind_spots[0])
+    assert (
+        len(report.blind_spots) == 1 and "other pairs of the same tokens" in (report.blind_spots[0])
+    )
     # listed pairs: those whose threshold (computed here) lies below 2**20 + 15
     theta = rope.inv_freq()
     thr = (2 * np.sin(theta / 2) - 4 * 2.0**-24 - 8 * 2.0**-24) / (
-        theta * (4 * np.abs(np.log(theta)) + 6) * 2.0**-24)
+        theta * (4 * np.abs(np.log(theta)) + 6) * 2.0**-24
+    )
     blind = np.flatnonzero(thr <= pos.max())
     assert blind.size and report.blind_spots[0].startswith(f"pairs {blind[0]}-{blind[-1]} ")
     assert blind[-1] == 63 and blind[0] > 0  # the slowest pairs, never pair 0
@@ -365,15 +405,19 @@ def test_torch_exp_log_inv_freq_kernel_is_no_false_alarm():
     # over the allowance (ratio 1.08) at these bases, head dims and positions
     torch = pytest.importorskip("torch")
     worst = 0.0
-    for base, d, start in ((7.5e5, 96, 2**21), (9e5, 96, 2**16), (6e5, 80, 3 * 2**20),
-                           (5e5, 80, 2**20)):
+    for base, d, start in (
+        (7.5e5, 96, 2**21),
+        (9e5, 96, 2**16),
+        (6e5, 80, 3 * 2**20),
+        (5e5, 80, 2**20),
+    ):
         rope = rr.Rope(d, base=base)
         pos = torch.arange(start, start + 64)
         x = torch.from_numpy(RNG.standard_normal((64, d)).astype(np.float32))
         inv = torch.exp(torch.arange(0, d, 2).float() * -(torch.log(torch.tensor(base)) / d))
         ang = pos.float()[:, None] * inv
         emb = torch.cat((ang, ang), -1)
-        rot = torch.cat((-x[..., d // 2:], x[..., : d // 2]), -1)
+        rot = torch.cat((-x[..., d // 2 :], x[..., : d // 2]), -1)
         got = (x * emb.cos() + rot * emb.sin()).numpy()
         want = rr.apply_rope(x.numpy(), pos.numpy(), rope)
         r = compare(got, want, rope=rope, positions=pos.numpy())
@@ -387,6 +431,5 @@ def test_torch_exp_log_inv_freq_kernel_is_no_false_alarm():
             assert not bug.passed
         else:
             assert bug.vacuous and bug.blind_spots
-            assert not compare(shifted, want, rope=rope, positions=pos.numpy(),
-                               strict=True).passed
+            assert not compare(shifted, want, rope=rope, positions=pos.numpy(), strict=True).passed
     assert worst < 0.75

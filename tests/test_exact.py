@@ -173,8 +173,15 @@ def test_blocked_tables_equal_single_pass(bk, monkeypatch, threads):
     rope = rr.Rope(128, base=5e5)
     rng = np.random.default_rng(5)
     # blocks of small, medium and large positions: 1, 2 and 3 pieces, both signs
-    mags = np.sort(np.concatenate([rng.integers(0, 2**18, 1000), rng.integers(0, 2**36, 1000),
-                                   rng.integers(0, 2**40, 1000)]))
+    mags = np.sort(
+        np.concatenate(
+            [
+                rng.integers(0, 2**18, 1000),
+                rng.integers(0, 2**36, 1000),
+                rng.integers(0, 2**40, 1000),
+            ]
+        )
+    )
     pos = (mags * rng.choice([-1, 1], size=mags.size)).reshape(3, 1000)
     table = _exact.angle_table(rope.thetas(), 53)
     want = _exact.exact_cos_sin(
@@ -188,5 +195,7 @@ def test_blocked_tables_equal_single_pass(bk, monkeypatch, threads):
 
 def test_pieces_needed():
     fmt = _exact.angle_table(rr.Rope(8).thetas(), 53).fmt
-    assert [_exact._pieces_needed(fmt, float(v)) for v in
-            (0, 2**18 - 1, 2**18, 2**36 - 1, 2**36, 2**53 - 1)] == [1, 1, 2, 2, 3, 3]
+    assert [
+        _exact._pieces_needed(fmt, float(v))
+        for v in (0, 2**18 - 1, 2**18, 2**36 - 1, 2**36, 2**53 - 1)
+    ] == [1, 1, 2, 2, 3, 3]

@@ -42,6 +42,7 @@ def test_blocked_rotation_is_bit_identical(bk, monkeypatch, rope, shapes, thread
     rng = np.random.default_rng(11)
     x = bk.from_numpy(rng.standard_normal(xshape), "float32")
     pos = bk.from_numpy(rng.integers(0, 5000, size=pshape))
+
     def run():
         return rr.apply_rope(x, pos, rope, role="key", seq_len=5000)
 

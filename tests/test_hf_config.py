@@ -390,8 +390,14 @@ def test_deepseek_rope_placed_on_the_full_head():
     # trailing channels of the qk_nope_head_dim + qk_rope_head_dim head (docs/mla.md)
     import dataclasses
 
-    cfg = {"model_type": "deepseek_v3", "qk_rope_head_dim": 64, "qk_nope_head_dim": 128,
-           "rope_theta": 10000.0, "rope_interleave": True, "max_position_embeddings": 4096}
+    cfg = {
+        "model_type": "deepseek_v3",
+        "qk_rope_head_dim": 64,
+        "qk_nope_head_dim": 128,
+        "rope_theta": 10000.0,
+        "rope_interleave": True,
+        "max_position_embeddings": 4096,
+    }
     rope = rr.Rope.from_hf_config(cfg)
     assert (rope.head_dim, rope.rotary_dim, rope.rotary_offset) == (64, 64, 0)
     full = dataclasses.replace(rope, head_dim=192, rotary_offset=128)

@@ -29,9 +29,25 @@ def _rotate_row(x, cos, sin, interleaved):
     return y
 
 
-def loop_reference(q, kc, vc, kn, vn, *, seqlens, tables, interleaved, block_table=None,
-                   batch_idx=None, leftpad=None, causal=False, window=(-1, -1),
-                   softcap=0.0, scale=None, sinks=None):
+def loop_reference(
+    q,
+    kc,
+    vc,
+    kn,
+    vn,
+    *,
+    seqlens,
+    tables,
+    interleaved,
+    block_table=None,
+    batch_idx=None,
+    leftpad=None,
+    causal=False,
+    window=(-1, -1),
+    softcap=0.0,
+    scale=None,
+    sinks=None,
+):
     """(out, lse, k_cache, v_cache), written from flash-attn's documented semantics."""
     b, sq, hq, d = q.shape
     hk, dv = kc.shape[2], vc.shape[3]
@@ -55,7 +71,7 @@ def loop_reference(q, kc, vc, kn, vn, *, seqlens, tables, interleaved, block_tab
                 k_rot = kn[bi, i, h].astype(np.float64)
                 if tables is not None:
                     k_rot = _rotate_row(k_rot, tables[0][pos], tables[1][pos], interleaved)
-                kc[row, s, h] = k_rot.astype(kn.dtype)   # the cache keeps its dtype
+                kc[row, s, h] = k_rot.astype(kn.dtype)  # the cache keeps its dtype
                 vc[row, s, h] = vn[bi, i, h]
     out = np.zeros((b, sq, hq, dv))
     lse = np.full((b, hq, sq), -np.inf)
@@ -100,8 +116,21 @@ def loop_reference(q, kc, vc, kn, vn, *, seqlens, tables, interleaved, block_tab
     return out, lse, kc, vc
 
 
-def _setup(rng, *, b=2, sq=3, sn=3, hq=4, hk=2, d=16, dv=None, slots=24, page=None,
-           n_pages=None, batch_cache=None):
+def _setup(
+    rng,
+    *,
+    b=2,
+    sq=3,
+    sn=3,
+    hq=4,
+    hk=2,
+    d=16,
+    dv=None,
+    slots=24,
+    page=None,
+    n_pages=None,
+    batch_cache=None,
+):
     dv = d if dv is None else dv
     q = rng.standard_normal((b, sq, hq, d))
     kn = rng.standard_normal((b, sn, hk, d)) if sn else None
@@ -159,10 +188,24 @@ def test_matches_loop(bk, cfg, rng):
     rope = rr.Rope(d, layout="interleaved" if interleaved else "half") if use_rope else None
     n_slots = kc.shape[1] * (table.shape[1] if table is not None else 1)
     tables = rope.cos_sin(np.arange(n_slots)) if rope is not None else None
-    want = loop_reference(q, kc, vc, kn, vn, seqlens=seqlens, tables=tables,
-                          interleaved=interleaved, block_table=table, batch_idx=batch_idx,
-                          leftpad=leftpad, causal=causal, window=window, softcap=softcap,
-                          scale=scale, sinks=sinks)
+    want = loop_reference(
+        q,
+        kc,
+        vc,
+        kn,
+        vn,
+        seqlens=seqlens,
+        tables=tables,
+        interleaved=interleaved,
+        block_table=table,
+        batch_idx=batch_idx,
+        leftpad=leftpad,
+        causal=causal,
+        window=window,
+        softcap=softcap,
+        scale=scale,
+        sinks=sinks,
+    )
     f = bk.from_numpy
     args = [f(a) for a in (q, kc, vc)] + [None if a is None else f(a) for a in (kn, vn)]
     kw = dict(
@@ -171,8 +214,9 @@ def test_matches_loop(bk, cfg, rng):
         cache_leftpad=None if leftpad is None else f(leftpad), causal=causal,
         softcap=softcap or None, scale=scale, return_lse=True,
     )  # fmt: skip
-    got = rr.kv_cache_attention(*args, rope=rope, window=window,
-                                sinks=None if sinks is None else f(sinks), **kw)
+    got = rr.kv_cache_attention(
+        *args, rope=rope, window=window, sinks=None if sinks is None else f(sinks), **kw
+    )
     for g, w in zip(got, (want[0], want[2], want[3], want[1]), strict=True):
         g = bk.to_numpy(g)
         assert g.shape == w.shape
@@ -200,9 +244,13 @@ def test_only_intended_slots_change_and_inputs_untouched(bk, page, rng):
     before = [a.copy() for a in (q, kc, vc, kn, vn)]
     f = bk.from_numpy
     arrays = [f(a) for a in (q, kc, vc, kn, vn)]
-    _, k2, v2 = rr.kv_cache_attention(*arrays, cache_seqlens=f(seqlens), rope=rr.Rope(16),
-                                      block_table=None if table is None else f(table),
-                                      causal=True)
+    _, k2, v2 = rr.kv_cache_attention(
+        *arrays,
+        cache_seqlens=f(seqlens),
+        rope=rr.Rope(16),
+        block_table=None if table is None else f(table),
+        causal=True,
+    )
     for a, was in zip(arrays, before, strict=True):
         np.testing.assert_array_equal(bk.to_numpy(a), was)  # the caller's arrays
     expect_changed = np.zeros(kc.shape[:2], dtype=bool)
@@ -217,7 +265,7 @@ def test_only_intended_slots_change_and_inputs_untouched(bk, page, rng):
         diff = np.any(bk.to_numpy(new) != old, axis=(2, 3))
         np.testing.assert_array_equal(diff, expect_changed)
     v_new = bk.to_numpy(v2)
-    for bi, s0 in enumerate(seqlens):               # values are written as given
+    for bi, s0 in enumerate(seqlens):  # values are written as given
         for i in range(kn.shape[1]):
             s = s0 + i
             where = (bi, s) if table is None else (table[bi, s // page_size], s % page_size)
@@ -227,8 +275,9 @@ def test_only_intended_slots_change_and_inputs_untouched(bk, page, rng):
 def test_float32_rounds_once(rng):
     q, kc, vc, kn, vn, seqlens, _ = _setup(rng)
     q32, kc32, vc32, kn32, vn32 = (a.astype(np.float32) for a in (q, kc, vc, kn, vn))
-    out, k2, _ = rr.kv_cache_attention(q32, kc32, vc32, kn32, vn32, cache_seqlens=seqlens,
-                                       rope=rr.Rope(16), causal=True)
+    out, k2, _ = rr.kv_cache_attention(
+        q32, kc32, vc32, kn32, vn32, cache_seqlens=seqlens, rope=rr.Rope(16), causal=True
+    )
     assert out.dtype == np.float32 and k2.dtype == np.float32
     k_rot = rr.apply_rope(kn32, (seqlens[:, None] + np.arange(3))[:, :, None], rr.Rope(16))
     for bi, s0 in enumerate(seqlens):
@@ -239,8 +288,9 @@ def test_empty_rows_give_zero(rng):
     # leftpad at the end of the valid keys: nothing to attend to
     q, kc, vc, _, _, _, _ = _setup(rng, sn=0)
     seqlens = np.array([5, 0])
-    out, _, _, lse = rr.kv_cache_attention(q, kc, vc, cache_seqlens=seqlens,
-                                           cache_leftpad=np.array([5, 0]), return_lse=True)
+    out, _, _, lse = rr.kv_cache_attention(
+        q, kc, vc, cache_seqlens=seqlens, cache_leftpad=np.array([5, 0]), return_lse=True
+    )
     assert np.all(out == 0) and np.all(np.isneginf(lse))
 
 

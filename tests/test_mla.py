@@ -84,12 +84,12 @@ def rr_mla(hidden, positions, w, eps, rope, *, absorbed, mscale=True):
         out = rr.attention(q, kk, v, rope=full, causal=True, q_positions=positions,
                            k_positions=positions, scale=scale)  # fmt: skip
     else:
-        q_pe = rr.apply_rope(q[..., NOPE:], positions, rope)        # (H, S, R)
-        k_pe = rr.apply_rope(k_pe, positions, rope, role="key")      # (S, R), shared by heads
+        q_pe = rr.apply_rope(q[..., NOPE:], positions, rope)  # (H, S, R)
+        k_pe = rr.apply_rope(k_pe, positions, rope, role="key")  # (S, R), shared by heads
         # absorbed: MQA over the latent (512 + 64), values = the latent
         q_lat = np.einsum("hsn,hnl->hsl", q_nope, w_uk)
-        qq = np.concatenate([q_lat, q_pe], axis=-1)              # (H, S, 576)
-        kk = np.concatenate([c, k_pe], axis=-1)[None]             # (1, S, 576)
+        qq = np.concatenate([q_lat, q_pe], axis=-1)  # (H, S, 576)
+        kk = np.concatenate([c, k_pe], axis=-1)[None]  # (1, S, 576)
         lat = rr.attention(qq, kk, c[None], causal=True, q_positions=positions,
                            k_positions=positions, scale=scale)  # fmt: skip
         out = np.einsum("hsl,hvl->hsv", lat, w_uv)
@@ -114,9 +114,9 @@ def _run(interleave, impl, patch_norm):
     rope = rr.Rope.from_hf_config(_config_dict(interleave))
     g = np.random.default_rng(0)
     s = 24
-    positions = np.arange(100_000, 100_000 + s)                  # long context, YaRN regime
+    positions = np.arange(100_000, 100_000 + s)  # long context, YaRN regime
     hidden = g.standard_normal((s, HIDDEN))
-    cos, sin = rope.cos_sin(positions)                           # exact tables (s, 32)
+    cos, sin = rope.cos_sin(positions)  # exact tables (s, 32)
     cos_hf = torch.from_numpy(np.concatenate([cos, cos], -1))[None]
     sin_hf = torch.from_numpy(np.concatenate([sin, sin], -1))[None]
     mask = torch.full((s, s), -math.inf, dtype=torch.float64).triu(1)[None, None]

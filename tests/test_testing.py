@@ -157,8 +157,9 @@ def test_report_fields_and_classes(bk):
     x = bk.to_numpy(xb).astype(np.float32)
     ang = POS.astype(np.float32)[:, None] * rope.inv_freq(dtype=np.float32)
     c, s = np.cos(ang), np.sin(ang)
-    mine = np.concatenate([x[..., :32] * c - x[..., 32:] * s, x[..., 32:] * c + x[..., :32] * s],
-                          -1)
+    mine = np.concatenate(
+        [x[..., :32] * c - x[..., 32:] * s, x[..., 32:] * c + x[..., :32] * s], -1
+    )
     got = bk.from_numpy(mine, "float32")
     r = assert_close(got, want, rope=rope, positions=pb)
     assert r.accuracy_class == "lower-precision angles" and 0 < r.worst_ratio <= 1
@@ -167,7 +168,7 @@ def test_report_fields_and_classes(bk):
     a, d = mine.astype(np.float64), bk.to_numpy(want).astype(np.float64)
     za, zd = a[..., :32] + 1j * a[..., 32:], d[..., :32] + 1j * d[..., 32:]
     want_phase = float(np.max(np.abs(np.angle(za * np.conj(zd)))))
-    (lo, hi, phase), = r.phase_error
+    ((lo, hi, phase),) = r.phase_error
     assert (lo, hi) == (65536, 1048576) and phase == pytest.approx(want_phase, rel=1e-6)
     strict = compare(got, want, rope=rope, positions=pb, strict=True)
     assert not strict.passed and strict.accuracy_class == "lower-precision angles"
@@ -182,9 +183,13 @@ def test_known_phase_error_is_recovered():
     cos, sin = rope.cos_sin(pos)
     delta = np.array([1e-9, 1e-7, 1e-5, 1e-3])[:, None]  # per position
     c2, s2 = np.cos(delta), np.sin(delta)
-    turned = np.concatenate([x[:, :16] * (cos * c2 - sin * s2) - x[:, 16:] * (sin * c2 + cos * s2),
-                             x[:, 16:] * (cos * c2 - sin * s2) + x[:, :16] * (sin * c2 + cos * s2)],
-                            -1)
+    turned = np.concatenate(
+        [
+            x[:, :16] * (cos * c2 - sin * s2) - x[:, 16:] * (sin * c2 + cos * s2),
+            x[:, 16:] * (cos * c2 - sin * s2) + x[:, :16] * (sin * c2 + cos * s2),
+        ],
+        -1,
+    )
     r = compare(turned, rr.apply_rope(x, pos, rope), rope=rope, positions=pos)
     got = {lo: p for lo, _hi, p in r.phase_error}
     assert got[0] == pytest.approx(1e-9, rel=1e-4) and got[256] == pytest.approx(1e-7, rel=1e-6)
@@ -202,11 +207,13 @@ def test_non_finite_values(bk):
     assert assert_close(arr(d), want, equal_nan=True).passed
     with pytest.raises(AssertionError, match="not close"):
         assert_close(arr(d), want)  # NaN fails without equal_nan
-    for bad in ([1.0, 1e308, -np.inf, np.nan, 2.0],     # finite where inf is desired
-                [1.0, -np.inf, -np.inf, np.nan, 2.0],   # inf of the wrong sign
-                [1.0, np.inf, -np.inf, 0.0, 2.0],       # a number where NaN is desired
-                [np.inf, np.inf, -np.inf, np.nan, 2.0],  # inf where a number is desired
-                [np.nan, np.inf, -np.inf, np.nan, 2.0]):
+    for bad in (
+        [1.0, 1e308, -np.inf, np.nan, 2.0],  # finite where inf is desired
+        [1.0, -np.inf, -np.inf, np.nan, 2.0],  # inf of the wrong sign
+        [1.0, np.inf, -np.inf, 0.0, 2.0],  # a number where NaN is desired
+        [np.inf, np.inf, -np.inf, np.nan, 2.0],  # inf where a number is desired
+        [np.nan, np.inf, -np.inf, np.nan, 2.0],
+    ):
         r = compare(arr(bad), want, equal_nan=True)
         assert not r.passed and r.accuracy_class == "fail", bad
         assert math.isfinite(r.atol) and not math.isnan(r.atol)
@@ -266,8 +273,13 @@ def test_float8_outputs():
     pos = torch.arange(16)
     x = torch.from_numpy(np.random.default_rng(8).standard_normal((16, 32)))
     want = rr.apply_rope(x, pos, rope).to(torch.float8_e4m3fn)
-    same = compare(rr.apply_rope(x.float(), pos, rope).to(torch.float8_e4m3fn), want, rope=rope,
-                   positions=pos, strict=True)
+    same = compare(
+        rr.apply_rope(x.float(), pos, rope).to(torch.float8_e4m3fn),
+        want,
+        rope=rope,
+        positions=pos,
+        strict=True,
+    )
     assert same.passed and same.accuracy_class == "exact"
     wrong = rr.apply_rope(x, pos + 1, rope).to(torch.float8_e4m3fn)
     r = compare(wrong, want, rope=rope, positions=pos)

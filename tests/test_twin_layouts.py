@@ -32,8 +32,11 @@ def port_flash(x, cos, sin, offsets, interleaved):
     out = x.astype(np.float64).copy()
     for i in range(b):
         c, sn = cos[offsets[i] : offsets[i] + s], sin[offsets[i] : offsets[i] + s]
-        rep = (lambda t: np.repeat(t, 2, axis=-1)) if interleaved else (
-            lambda t: np.concatenate([t, t], -1))
+        rep = (
+            (lambda t: np.repeat(t, 2, axis=-1))
+            if interleaved
+            else (lambda t: np.concatenate([t, t], -1))
+        )
         c, sn = rep(c)[:, None, :], rep(sn)[:, None, :]
         xr = x[i, ..., :ro].astype(np.float64)
         out[i, ..., :ro] = xr * c + rotate_half(xr, interleaved) * sn
@@ -62,7 +65,7 @@ def test_flash_qkv(bk, rng, interleaved, packed):
              port_flash(k, cos, sin, offsets, interleaved), v]  # fmt: skip
     want = np.stack(parts, axis=2) if packed == "mha" else np.concatenate(parts, axis=2)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
-    assert not np.array_equal(got, qkv)                      # something was rotated
+    assert not np.array_equal(got, qkv)  # something was rotated
 
 
 def test_flashinfer_ragged(bk, rng):
@@ -92,8 +95,12 @@ def port_te(t, freqs, fmt, interleaved, cu_seqlens=None, cp_size=1, cp_rank=0, s
         if cp_size == 1:
             return f
         seg, full = seqlen // 2, cp_size * seqlen
-        return np.concatenate([f[cp_rank * seg : (cp_rank + 1) * seg],
-                               f[full - (cp_rank + 1) * seg : full - cp_rank * seg]])
+        return np.concatenate(
+            [
+                f[cp_rank * seg : (cp_rank + 1) * seg],
+                f[full - (cp_rank + 1) * seg : full - cp_rank * seg],
+            ]
+        )
 
     def base(x, f, fmt, start=None):
         cur = x.shape[1] if fmt == "bshd" else x.shape[0]
@@ -104,8 +111,9 @@ def port_te(t, freqs, fmt, interleaved, cu_seqlens=None, cp_size=1, cp_rank=0, s
             f = f.transpose(1, 0, 2, 3)
         rd = f.shape[-1]
         xr, xp_ = x[..., :rd], x[..., rd:]
-        return np.concatenate([xr * np.cos(f) + rotate_half(xr, interleaved) * np.sin(f), xp_],
-                              axis=-1)
+        return np.concatenate(
+            [xr * np.cos(f) + rotate_half(xr, interleaved) * np.sin(f), xp_], axis=-1
+        )
 
     if fmt != "thd":
         seqlen = t.shape[0] if fmt == "sbhd" else t.shape[1]
@@ -143,7 +151,7 @@ def test_te_dense(bk, rng, interleaved, fmt, cp):
 @pytest.mark.parametrize("cp", [(1, 0), (2, 0), (2, 1), (4, 3)])
 def test_te_thd_and_cp_shards(bk, rng, cp):
     size, rank = cp
-    cu = np.array([0, 8, 8, 24, 40])                         # global, padded to 2 * cp
+    cu = np.array([0, 8, 8, 24, 40])  # global, padded to 2 * cp
     rope = rr.Rope(16, layout="half")
     freqs = te_freqs(rope, 64, False)
     local = cu // size
@@ -174,17 +182,28 @@ def test_te_cp_ranks_cover_every_position_once():
         (lambda: te_thd_positions(np.array([0, 6]), cp_size=2), "multiple of"),
         (lambda: te_thd_positions(np.array([0, 8]), cp_size=2, cp_rank=2), "cp_rank"),
         (lambda: te_thd_positions(np.array([0, 8, 4])), "non-decreasing"),
-        (lambda: te_thd_positions(np.array([0, 8]), cp_size=2,
-                                  start_positions=np.array([1])), "start_positions"),
-        (lambda: te_apply_rotary_pos_emb(np.ones((4, 1, 1, 8)), np.ones((2, 1, 1, 8))),
-         "beyond"),
-        (lambda: te_apply_rotary_pos_emb(np.ones((4, 2, 8)), np.ones((8, 1, 1, 8)), "thd"),
-         "cu_seqlens"),
+        (
+            lambda: te_thd_positions(np.array([0, 8]), cp_size=2, start_positions=np.array([1])),
+            "start_positions",
+        ),
+        (lambda: te_apply_rotary_pos_emb(np.ones((4, 1, 1, 8)), np.ones((2, 1, 1, 8))), "beyond"),
+        (
+            lambda: te_apply_rotary_pos_emb(np.ones((4, 2, 8)), np.ones((8, 1, 1, 8)), "thd"),
+            "cu_seqlens",
+        ),
         (lambda: flashinfer_positions(np.array([0, 2]), np.array([0, 1])), "offsets"),
-        (lambda: flash_apply_rotary_emb_qkv(np.ones((1, 2, 7, 8)), np.ones((4, 2)),
-                                            np.ones((4, 2)), num_heads_q=2), "num_heads_q"),
-        (lambda: flash_apply_rotary_emb_qkv(np.ones((1, 2, 3, 1, 8)), np.ones((4, 2)),
-                                            np.ones((4, 2)), inplace=True), "inplace"),
+        (
+            lambda: flash_apply_rotary_emb_qkv(
+                np.ones((1, 2, 7, 8)), np.ones((4, 2)), np.ones((4, 2)), num_heads_q=2
+            ),
+            "num_heads_q",
+        ),
+        (
+            lambda: flash_apply_rotary_emb_qkv(
+                np.ones((1, 2, 3, 1, 8)), np.ones((4, 2)), np.ones((4, 2)), inplace=True
+            ),
+            "inplace",
+        ),
     ],
 )
 def test_bad_input(call, match):

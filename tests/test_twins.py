@@ -679,14 +679,17 @@ def test_flash_and_mlx_twins_with_small_integer_offsets(bk, rng):
     want = rr.apply_rope(x, pos[:, :, None], rope)
     for off in (off8, off64):
         got = flash_apply_rotary_emb(
-            bk.from_numpy(x), bk.from_numpy(cos), bk.from_numpy(sin),
+            bk.from_numpy(x),
+            bk.from_numpy(cos),
+            bk.from_numpy(sin),
             seqlen_offsets=bk.from_numpy(off),
         )
         np.testing.assert_array_equal(bk.to_numpy(got), want)
     xm = np.swapaxes(x, 1, 2)  # MLX: (B, heads, T, D)
     for off in (off8, off64):
-        got = mlx_rope(bk.from_numpy(xm), 8, traditional=False, base=1e4, scale=1.0,
-                       offset=bk.from_numpy(off))
+        got = mlx_rope(
+            bk.from_numpy(xm), 8, traditional=False, base=1e4, scale=1.0, offset=bk.from_numpy(off)
+        )
         np.testing.assert_array_equal(bk.to_numpy(got), np.swapaxes(want, 1, 2))
 
 

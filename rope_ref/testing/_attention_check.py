@@ -714,8 +714,7 @@ def _checked_lse(lse: Array, ref_lse: np.ndarray) -> tuple[np.ndarray | None, st
     lse_np = to_numpy(lse)
     if tuple(lse_np.shape) != tuple(ref_lse.shape):
         raise RopeValueError(
-            f"lse must have shape (..., Hq, Sq) = {tuple(ref_lse.shape)}, "
-            f"got {tuple(lse_np.shape)}"
+            f"lse must have shape (..., Hq, Sq) = {tuple(ref_lse.shape)}, got {tuple(lse_np.shape)}"
         )
     if not np.issubdtype(lse_np.dtype, np.floating):
         raise RopeTypeError(f"lse must have a real floating dtype, got {lse_np.dtype}")
@@ -1016,8 +1015,18 @@ def _empty_report(
 ) -> AttentionReport:
     """The passing report of a comparison with no query rows (rr.attention's output is
     empty there too)."""
-    worst = dict(index=(), batch=(), head=None, row=None, position=None, quantity="out",
-                 error=0.0, allowance=0.0, actual=None, desired=None)
+    worst = dict(
+        index=(),
+        batch=(),
+        head=None,
+        row=None,
+        position=None,
+        quantity="out",
+        error=0.0,
+        allowance=0.0,
+        actual=None,
+        desired=None,
+    )
     return AttentionReport(
         passed=True,
         worst_ratio=0.0,
@@ -1152,9 +1161,7 @@ class _Diagnosis:
     def normalised(self, o: np.ndarray, ls: np.ndarray) -> np.ndarray:
         """The residual of a candidate against the actual output, in allowances."""
         a_out, a_lse = self.a_out, self.a_lse
-        parts = [
-            np.nan_to_num((a_out - o) / self.ao, nan=1e30, posinf=1e30, neginf=-1e30).ravel()
-        ]
+        parts = [np.nan_to_num((a_out - o) / self.ao, nan=1e30, posinf=1e30, neginf=-1e30).ravel()]
         if a_lse is not None:
             fin = np.isfinite(ls) & np.isfinite(a_lse)
             both_inf = (~np.isfinite(ls)) & (ls == a_lse)
@@ -1464,7 +1471,6 @@ def _window_neighbours(window: tuple[Any, Any]) -> list[tuple[Any, Any, str, int
             win = (new, right) if side == "left" else (left, new)
             out.append((*win, side, delta))
     return out
-
 
 
 def _shifted(rotated: _Problem, pre: _Problem, who: str, t: int) -> tuple[Any, Any]:

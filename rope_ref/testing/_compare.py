@@ -300,7 +300,8 @@ def _fail_report(message: str) -> Report:
     return Report(False, "fail", message, math.inf, math.inf, math.inf, 0.0)
 
 
-def _token_positions_text(rope: Rope, pos: np.ndarray, lead: tuple[int, ...], idx: tuple[Any, ...]
+def _token_positions_text(
+    rope: Rope, pos: np.ndarray, lead: tuple[int, ...], idx: tuple[Any, ...]
 ) -> str:
     from ._error_model import _scheme
 
@@ -430,8 +431,10 @@ def compare(
     mismatch_nonfinite = bool(np.any(~both & ~same))
     max_abs = math.inf if mismatch_nonfinite else (float(np.max(err_fin)) if err.size else 0.0)
     ulp_all = ulps(a_np, d_np, name)
-    max_ulp = math.inf if mismatch_nonfinite else (
-        float(np.max(np.where(both, ulp_all, 0.0))) if err.size else 0.0
+    max_ulp = (
+        math.inf
+        if mismatch_nonfinite
+        else (float(np.max(np.where(both, ulp_all, 0.0))) if err.size else 0.0)
     )
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(same, 0.0, np.where(both, err_cmp / allow_used, math.inf))
@@ -453,8 +456,19 @@ def compare(
             f"worst error/allowance {worst_ratio:.3g}"
         )
         lines = [text, *_phase_lines(phase), *(f"  blind spot: {b}" for b in blind)]
-        return Report(True, cls, "\n".join(lines), max_abs, max_ulp, worst_ratio, atol_rep,
-                      (), phase, blind, serious)
+        return Report(
+            True,
+            cls,
+            "\n".join(lines),
+            max_abs,
+            max_ulp,
+            worst_ratio,
+            atol_rep,
+            (),
+            phase,
+            blind,
+            serious,
+        )
     # ---------------------------------------------------------------- the failure report
     n_bad, total = int(np.sum(bad)), bad.size
     with np.errstate(invalid="ignore"):
@@ -493,8 +507,19 @@ def compare(
         if x is not None:
             hyps, diag_lines = _diagnosis(a_np, d_np, x, pos_np, rope, model.seq_len, role, name)
             lines += diag_lines
-    return Report(False, cls, "\n".join(lines), max_abs, max_ulp, worst_ratio, atol_rep,
-                  hyps, phase, blind, serious)
+    return Report(
+        False,
+        cls,
+        "\n".join(lines),
+        max_abs,
+        max_ulp,
+        worst_ratio,
+        atol_rep,
+        hyps,
+        phase,
+        blind,
+        serious,
+    )
 
 
 def _check_compare_args(
@@ -599,8 +624,11 @@ def _tolerance_text(
         assert atol_v is not None
         return f"atol={atol_v:.3e} + rtol={rtol_v:.3e} * |desired| (tolerances for {name})"
     if modelled:
-        which = "the exact class (strict)" if strict else (
-            "the exact or the lower-precision angles class")
+        which = (
+            "the exact class (strict)"
+            if strict
+            else ("the exact or the lower-precision angles class")
+        )
         return (
             f"atol={atol_rep:.3e} (tolerances for {name}); atol is per element, the error "
             f"model's allowance for {which}, largest shown"
@@ -622,8 +650,14 @@ def _diagnosis(
     from ._diagnose import EXPLAINED, fit_hypotheses
 
     hyps = fit_hypotheses(
-        a_np, d_np, to_numpy(x).astype(np.float64), pos_np, rope,
-        seq_len=seq_len, role=role, dtype=name,
+        a_np,
+        d_np,
+        to_numpy(x).astype(np.float64),
+        pos_np,
+        rope,
+        seq_len=seq_len,
+        role=role,
+        dtype=name,
     )
     lines = []
     partial = [h for h in hyps if h.explained < EXPLAINED and h.explained >= 0.05]
@@ -650,8 +684,9 @@ def _class_line(
     for level, allow in levels:
         n = int(np.sum(~ok_under(allow)))
         parts.append(f"{n} elements outside '{level}'")
-    return f"  accuracy class: {cls}" + (" (strict)" if strict else "") + " (" + ", ".join(
-        parts) + ")"
+    return (
+        f"  accuracy class: {cls}" + (" (strict)" if strict else "") + " (" + ", ".join(parts) + ")"
+    )
 
 
 def _phase_lines(phase: tuple[tuple[int, int, float], ...]) -> list[str]:
@@ -766,9 +801,21 @@ def assert_close(
     """
     __tracebackhide__ = True
     report = compare(
-        actual, desired, rtol=rtol, atol=atol, dtype=dtype, rope=rope, positions=positions,
-        x=x, role=role, seq_len=seq_len, strict=strict, equal_nan=equal_nan,
-        check_dtype=check_dtype, check_device=check_device, check_namespace=check_namespace,
+        actual,
+        desired,
+        rtol=rtol,
+        atol=atol,
+        dtype=dtype,
+        rope=rope,
+        positions=positions,
+        x=x,
+        role=role,
+        seq_len=seq_len,
+        strict=strict,
+        equal_nan=equal_nan,
+        check_dtype=check_dtype,
+        check_device=check_device,
+        check_namespace=check_namespace,
         msg=msg,
     )
     if not report.passed:

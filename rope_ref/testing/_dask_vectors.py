@@ -59,8 +59,15 @@ __all__ = [
 _HEX = set("0123456789abcdef")
 _DTYPES = ("float16", "float32", "float64")
 #: ``scheduler`` names that run on Dask's local schedulers (anything else is an address).
-_LOCAL_SCHEDULERS = ("threads", "threading", "synchronous", "sync", "single-threaded",
-                     "processes", "multiprocessing")
+_LOCAL_SCHEDULERS = (
+    "threads",
+    "threading",
+    "synchronous",
+    "sync",
+    "single-threaded",
+    "processes",
+    "multiprocessing",
+)
 _DIGEST = 32  # bytes of a sha256
 _RECORD = 2 * _DIGEST + 8  # per block: sha256(x bytes), sha256(y bytes), max|y| as float64
 
@@ -89,8 +96,7 @@ def _import(module: str) -> Any:
 
 def _create_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> int:
     """Write the header and size the file (sparse); return the data offset."""
-    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-              "shape": shape}
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
     with open(path, "wb") as f:
         np.lib.format.write_array_header_1_0(f, header)
         offset = f.tell()
@@ -144,8 +150,10 @@ class _StderrProgress:
         if not tty and done % step and done != total:
             return
         pct = 100 * done // total if total else 100
-        text = (f"{self.label}: {done}/{total} blocks written ({pct}%), "
-                f"{time.perf_counter() - self.t0:.1f} s")
+        text = (
+            f"{self.label}: {done}/{total} blocks written ({pct}%), "
+            f"{time.perf_counter() - self.t0:.1f} s"
+        )
         if tty:
             end = "\n" if done == total else ""
             print("\r" + text, end=end, file=stream, flush=True)
@@ -173,8 +181,9 @@ def _progress_callback(progress: Any) -> ProgressCallback | None:
     )
 
 
-def _run_local(result: Any, scheduler: str | None, report: ProgressCallback | None,
-               total: int) -> np.ndarray:
+def _run_local(
+    result: Any, scheduler: str | None, report: ProgressCallback | None, total: int
+) -> np.ndarray:
     """Compute the per-block records on a Dask local scheduler, counting finished blocks."""
     dask = _import("dask")
     callbacks = _import("dask.callbacks")
@@ -193,8 +202,9 @@ def _run_local(result: Any, scheduler: str | None, report: ProgressCallback | No
         return np.asarray(dask.compute(result, **kwargs)[0])
 
 
-def _run_distributed(result: Any, client: Any, report: ProgressCallback | None,
-                     total: int) -> np.ndarray:
+def _run_distributed(
+    result: Any, client: Any, report: ProgressCallback | None, total: int
+) -> np.ndarray:
     """Compute the per-block records on a dask.distributed client, one future per block."""
     distributed = _import("distributed")
     blocks = list(result.to_delayed().ravel())
@@ -313,15 +323,20 @@ def write_vectors_dask(
     np_dtype = np.dtype(dtype)
     shape = (tokens, heads, rope.head_dim)
     row_bytes = heads * rope.head_dim * np_dtype.itemsize
-    bounds = [0, *itertools.accumulate(min(chunk_tokens, tokens - a)
-                                       for a in range(0, tokens, chunk_tokens))]
+    bounds = [
+        0,
+        *itertools.accumulate(
+            min(chunk_tokens, tokens - a) for a in range(0, tokens, chunk_tokens)
+        ),
+    ]
 
     own_client = None
     if scheduler is not None and scheduler.strip() not in _LOCAL_SCHEDULERS:
         distributed = _import("distributed")
         try:
-            own_client = distributed.Client(scheduler.strip(), timeout=connect_timeout,
-                                            set_as_default=False)
+            own_client = distributed.Client(
+                scheduler.strip(), timeout=connect_timeout, set_as_default=False
+            )
         except (OSError, TimeoutError, ValueError, TypeError) as exc:
             raise RopeValueError(
                 f"scheduler {scheduler!r}: cannot connect to a dask.distributed scheduler "
@@ -343,11 +358,20 @@ def write_vectors_dask(
             positions = da.arange(tokens, chunks=chunk_tokens)[:, None]
             # one block per token range, whole trailing axes (the half layout's concat splits)
             y = _apply_rope_dask(x, positions, rope).rechunk(chunks)
-            write = functools.partial(_write_block, paths=(paths[0], paths[1]),
-                                      offsets=(offsets[0], offsets[1]), row_bytes=row_bytes)
+            write = functools.partial(
+                _write_block,
+                paths=(paths[0], paths[1]),
+                offsets=(offsets[0], offsets[1]),
+                row_bytes=row_bytes,
+            )
             result = da.map_blocks(
-                write, x, y, drop_axis=2, chunks=((1,) * n_blocks, (_RECORD,)),
-                dtype=np.uint8, meta=np.empty((0, 0), dtype=np.uint8),
+                write,
+                x,
+                y,
+                drop_axis=2,
+                chunks=((1,) * n_blocks, (_RECORD,)),
+                dtype=np.uint8,
+                meta=np.empty((0, 0), dtype=np.uint8),
             )
             if client is not None:
                 records = _run_distributed(result, client, report, n_blocks)
@@ -364,10 +388,12 @@ def write_vectors_dask(
 
     if records.shape != (n_blocks, _RECORD):  # pragma: no cover - a bug, not bad input
         raise RuntimeError(f"expected {n_blocks} block records, got {records.shape}")
-    max_abs = max((struct.unpack("<d", r[2 * _DIGEST:].tobytes())[0] for r in records),
-                  default=0.0)
-    rtol, atol_unit = default_tolerance(dtype, rope=rope,
-                                        positions=np.array([0, max(tokens - 1, 0)]))
+    max_abs = max(
+        (struct.unpack("<d", r[2 * _DIGEST :].tobytes())[0] for r in records), default=0.0
+    )
+    rtol, atol_unit = default_tolerance(
+        dtype, rope=rope, positions=np.array([0, max(tokens - 1, 0)])
+    )
     manifest: dict[str, Any] = {
         "rope_ref_version": _version(),
         "generator": "rope_ref.testing.write_vectors_dask",
@@ -378,17 +404,20 @@ def write_vectors_dask(
         "positions": f"arange({tokens}) along axis 0 (every head of token t at position t)",
         "seed": seed,
         "inputs": "dask.array.random.default_rng(seed).standard_normal(shape, chunks) in float64, "
-                  f"rounded to {dtype}",
+        f"rounded to {dtype}",
         "output": "exact rotation (float64 on exact cos/sin), rounded once to dtype",
-        "tolerance": {"rtol": rtol, "atol": atol_unit * float(max_abs),
-                      "rule": "|y_impl - y| <= atol + rtol * |y| elementwise"},
+        "tolerance": {
+            "rtol": rtol,
+            "atol": atol_unit * float(max_abs),
+            "rule": "|y_impl - y| <= atol + rtol * |y| elementwise",
+        },
         "files": {},
         "chunks": {"axis": 0, "bounds": bounds},
     }
     for k, name in enumerate(("x.npy", "y.npy")):
         manifest["files"][name] = {
             "data_offset": offsets[k],
-            "chunk_sha256": [r[k * _DIGEST:(k + 1) * _DIGEST].tobytes().hex() for r in records],
+            "chunk_sha256": [r[k * _DIGEST : (k + 1) * _DIGEST].tobytes().hex() for r in records],
         }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
@@ -532,9 +561,15 @@ def read_vectors_dask(
 # --------------------------------------------------------------------------- the CLI
 
 #: The options only ``--backend dask`` reads, as argparse dests, with their flags.
-_DASK_ONLY = {"scheduler": "--scheduler", "tokens": "--tokens", "heads": "--heads",
-              "head_dim": "--head-dim", "base": "--base", "chunk_tokens": "--chunk-tokens",
-              "seed": "--seed"}
+_DASK_ONLY = {
+    "scheduler": "--scheduler",
+    "tokens": "--tokens",
+    "heads": "--heads",
+    "head_dim": "--head-dim",
+    "base": "--base",
+    "chunk_tokens": "--chunk-tokens",
+    "seed": "--seed",
+}
 
 
 def add_dask_arguments(parser: argparse.ArgumentParser) -> None:
@@ -559,24 +594,48 @@ def add_dask_arguments(parser: argparse.ArgumentParser) -> None:
         "positions 0..TOKENS-1, streamed block by block into x.npy and y.npy with a manifest "
         "holding each block's sha256. The Rope: --preset, --hf-config, or --head-dim/--base.",
     )
-    g.add_argument("--backend", choices=["numpy", "dask"], default="numpy",
-                   help="numpy: the battery's cases (default); dask: one large golden set")
-    g.add_argument("--scheduler", metavar="ADDRESS",
-                   help="a dask.distributed scheduler (tcp://HOST:PORT; --out must be visible "
-                   "to its workers), or threads, synchronous, processes (default: threads in "
-                   "this process)")
-    g.add_argument("--tokens", type=int, metavar="N",
-                   help="tokens (rows of x); required with --backend dask (no default)")
+    g.add_argument(
+        "--backend",
+        choices=["numpy", "dask"],
+        default="numpy",
+        help="numpy: the battery's cases (default); dask: one large golden set",
+    )
+    g.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="a dask.distributed scheduler (tcp://HOST:PORT; --out must be visible "
+        "to its workers), or threads, synchronous, processes (default: threads in "
+        "this process)",
+    )
+    g.add_argument(
+        "--tokens",
+        type=int,
+        metavar="N",
+        help="tokens (rows of x); required with --backend dask (no default)",
+    )
     g.add_argument("--heads", type=int, metavar="H", help="heads per token (default: 1)")
-    g.add_argument("--head-dim", type=int, metavar="D",
-                   help="channels per head without --preset/--hf-config (default: 128)")
-    g.add_argument("--base", type=float, metavar="B",
-                   help="the RoPE base without --preset/--hf-config (default: 10000)")
-    g.add_argument("--chunk-tokens", type=int, metavar="C",
-                   help="tokens per Dask block (default: 1024)")
+    g.add_argument(
+        "--head-dim",
+        type=int,
+        metavar="D",
+        help="channels per head without --preset/--hf-config (default: 128)",
+    )
+    g.add_argument(
+        "--base",
+        type=float,
+        metavar="B",
+        help="the RoPE base without --preset/--hf-config (default: 10000)",
+    )
+    g.add_argument(
+        "--chunk-tokens", type=int, metavar="C", help="tokens per Dask block (default: 1024)"
+    )
     g.add_argument("--seed", type=int, metavar="S", help="seed of the inputs (default: 0)")
-    g.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="do not print blocks done/total to stderr (default: printed)")
+    g.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="do not print blocks done/total to stderr (default: printed)",
+    )
 
 
 def reject_dask_options(args: argparse.Namespace) -> None:
@@ -601,8 +660,14 @@ def _cli_rope(args: argparse.Namespace) -> Rope:
     preset = getattr(args, "preset", None)
     hf_config = getattr(args, "hf_config", None)
     layer_type = getattr(args, "layer_type", None)
-    explicit = [f for f, v in (("--head-dim", getattr(args, "head_dim", None)),
-                               ("--base", getattr(args, "base", None))) if v is not None]
+    explicit = [
+        f
+        for f, v in (
+            ("--head-dim", getattr(args, "head_dim", None)),
+            ("--base", getattr(args, "base", None)),
+        )
+        if v is not None
+    ]
     sources = [f for f, v in (("--preset", preset), ("--hf-config", hf_config)) if v]
     if len(sources) > 1 or (sources and explicit):
         raise RopeValueError(
@@ -631,8 +696,7 @@ def _cli_rope(args: argparse.Namespace) -> Rope:
     head_dim = getattr(args, "head_dim", None)
     base = getattr(args, "base", None)
     try:
-        return Rope(128 if head_dim is None else head_dim,
-                    base=10_000.0 if base is None else base)
+        return Rope(128 if head_dim is None else head_dim, base=10_000.0 if base is None else base)
     except RopeError as exc:
         flag = "--head-dim" if "head_dim" in str(exc) else "--base"
         raise RopeValueError(f"{flag}: {' '.join(str(exc).split())}") from None
@@ -665,6 +729,7 @@ def run_vectors_dask(args: argparse.Namespace, *, stdout: TextIO | None = None) 
     rope_ref.RopeValueError
         A bad option, named as the user wrote it (``--tokens``, ``--scheduler``, ...).
     """
+
     def opt(name: str, default: Any = None) -> Any:
         value = getattr(args, name, None)
         return default if value is None else value
@@ -686,8 +751,12 @@ def run_vectors_dask(args: argparse.Namespace, *, stdout: TextIO | None = None) 
         raise RopeValueError("--backend dask needs --out DIR")
     rope = _cli_rope(args)
     sizes = {}
-    for dest, default, least in (("tokens", None, 0), ("heads", 1, 1),
-                                 ("chunk_tokens", 1024, 1), ("seed", 0, 0)):
+    for dest, default, least in (
+        ("tokens", None, 0),
+        ("heads", 1, 1),
+        ("chunk_tokens", 1024, 1),
+        ("seed", 0, 0),
+    ):
         value = opt(dest, default)
         if value < least:
             raise RopeValueError(f"{_DASK_ONLY[dest]} must be >= {least}, got {value}")
@@ -706,12 +775,15 @@ def run_vectors_dask(args: argparse.Namespace, *, stdout: TextIO | None = None) 
     except RopeValueError as exc:
         text = str(exc)
         if text.startswith("scheduler "):
-            text = "--scheduler " + text[len("scheduler "):]
+            text = "--scheduler " + text[len("scheduler ") :]
         raise RopeValueError(text) from None
     except OSError as exc:
         raise RopeValueError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     tokens, heads, head_dim = manifest["shape"]
-    print(f"wrote {tokens} tokens x {heads} heads x {head_dim} ({manifest['dtype']}) in "
-          f"{len(manifest['chunks']['bounds']) - 1} blocks to {out} (x.npy, y.npy, "
-          "manifest.json)", file=stdout if stdout is not None else sys.stdout)
+    print(
+        f"wrote {tokens} tokens x {heads} heads x {head_dim} ({manifest['dtype']}) in "
+        f"{len(manifest['chunks']['bounds']) - 1} blocks to {out} (x.npy, y.npy, "
+        "manifest.json)",
+        file=stdout if stdout is not None else sys.stdout,
+    )
     return 0

@@ -231,20 +231,30 @@ class _Data:
         self.fin = fin
         self.e0 = float(np.sum(np.where(fin, a - d, 0.0) ** 2))
 
-    def apply(self, rope: Rope | None = None, pos: np.ndarray | None = None,
-              x: np.ndarray | None = None) -> np.ndarray:
+    def apply(
+        self, rope: Rope | None = None, pos: np.ndarray | None = None, x: np.ndarray | None = None
+    ) -> np.ndarray:
         from .._apply import apply_rope
 
         r = self.rope if rope is None else rope
         return np.asarray(
-            apply_rope(self.x if x is None else x, self.pos if pos is None else pos, r,
-                       seq_len=self.seq_len, role=self.role),
+            apply_rope(
+                self.x if x is None else x,
+                self.pos if pos is None else pos,
+                r,
+                seq_len=self.seq_len,
+                role=self.role,
+            ),
             dtype=np.float64,
         )
 
     def tables(self, c: np.ndarray, s: np.ndarray) -> np.ndarray:
-        return rotate(self.x, _tables_as_lead(self.rope, c, self.lead),
-                      _tables_as_lead(self.rope, s, self.lead), self.rope)
+        return rotate(
+            self.x,
+            _tables_as_lead(self.rope, c, self.lead),
+            _tables_as_lead(self.rope, s, self.lead),
+            self.rope,
+        )
 
     def explained(self, y: np.ndarray) -> float:
         if self.e0 == 0:
@@ -259,8 +269,9 @@ class _Data:
 
 
 def _replace_rope(rope: Rope, **kw: Any) -> Rope:
-    args: dict[str, Any] = dict(base=rope.base, rotary_dim=rope.rotary_dim, layout=rope.layout,
-                scaling=rope.scaling)
+    args: dict[str, Any] = dict(
+        base=rope.base, rotary_dim=rope.rotary_dim, layout=rope.layout, scaling=rope.scaling
+    )
     head_dim = kw.pop("head_dim", rope.head_dim)
     args.update(kw)
     return Rope(head_dim, **args)
@@ -270,50 +281,84 @@ def _families(D: _Data) -> Iterator[tuple[str, list[Candidate]]]:
     """Each family with its candidates (name, params, simulation)."""
     rope, pos = D.rope, D.pos
     other = "interleaved" if rope.layout == "half" else "half"
-    yield "layout", [(
-        f"the other layout ({other!r} instead of {rope.layout!r})", {"layout": other},
-        lambda: D.apply(_replace_rope(rope, layout=other)),
-    )]
+    yield (
+        "layout",
+        [
+            (
+                f"the other layout ({other!r} instead of {rope.layout!r})",
+                {"layout": other},
+                lambda: D.apply(_replace_rope(rope, layout=other)),
+            )
+        ],
+    )
     ia, ib = pair_channels(rope)
     oa, ob = pair_channels(_replace_rope(rope, layout=other))
 
-    def permuted(src_a: np.ndarray, src_b: np.ndarray, dst_a: np.ndarray,
-                 dst_b: np.ndarray) -> np.ndarray:
+    def permuted(
+        src_a: np.ndarray, src_b: np.ndarray, dst_a: np.ndarray, dst_b: np.ndarray
+    ) -> np.ndarray:
         y = D.d.copy()
         y[..., dst_a] = D.d[..., src_a]
         y[..., dst_b] = D.d[..., src_b]
         return y
 
-    yield "permutation", [(
-        f"the interleave permutation: the right result with its channels in {other} pair "
-        "order", {"order": other}, lambda: permuted(ia, ib, oa, ob),
-    )]
+    yield (
+        "permutation",
+        [
+            (
+                f"the interleave permutation: the right result with its channels in {other} pair "
+                "order",
+                {"order": other},
+                lambda: permuted(ia, ib, oa, ob),
+            )
+        ],
+    )
     shifts = [1, -1, 2, -2]
     est = _estimate_shift(D)
     if est is not None and est not in shifts and est != 0:
         shifts.append(est)
-    yield "shift", [
-        (f"positions shifted by {k:+d}", {"shift": k}, functools.partial(D.apply, pos=pos + k))
-        for k in shifts
-    ]
-    yield "sign", [(
-        "rotation by -m (sin sign flipped, or q/k rotated the wrong way)", {},
-        lambda: D.apply(pos=-pos),
-    )]
+    yield (
+        "shift",
+        [
+            (f"positions shifted by {k:+d}", {"shift": k}, functools.partial(D.apply, pos=pos + k))
+            for k in shifts
+        ],
+    )
+    yield (
+        "sign",
+        [
+            (
+                "rotation by -m (sin sign flipped, or q/k rotated the wrong way)",
+                {},
+                lambda: D.apply(pos=-pos),
+            )
+        ],
+    )
     if rope.scaling is not None and _scheme(rope) is None:
-        yield "no-scaling", [(
-            "the frequency scaling not applied", {},
-            lambda: D.apply(_replace_rope(rope, scaling=None)),
-        )]
+        yield (
+            "no-scaling",
+            [
+                (
+                    "the frequency scaling not applied",
+                    {},
+                    lambda: D.apply(_replace_rope(rope, scaling=None)),
+                )
+            ],
+        )
     sl = dynamic_length(rope, pos, D.seq_len)
     af = rope._attention_factor(sl)
     if af != 1.0:
-        yield "factor", [
-            (f"the attention factor {af:.6g} missing from cos and sin", {"factor": af},
-             lambda: D.d / af),
-            (f"the attention factor {af:.6g} applied twice", {"factor": af},
-             lambda: D.d * af),
-        ]
+        yield (
+            "factor",
+            [
+                (
+                    f"the attention factor {af:.6g} missing from cos and sin",
+                    {"factor": af},
+                    lambda: D.d / af,
+                ),
+                (f"the attention factor {af:.6g} applied twice", {"factor": af}, lambda: D.d * af),
+            ],
+        )
 
     if rope.scaling is not None and type(rope.scaling).magnitude is not _BaseScaling.magnitude:
         other_role = "key" if D.role == "query" else "query"
@@ -321,13 +366,21 @@ def _families(D: _Data) -> Iterator[tuple[str, list[Candidate]]]:
         def role_swapped() -> np.ndarray:
             from .._apply import apply_rope
 
-            return np.asarray(apply_rope(D.x, pos, rope, seq_len=D.seq_len, role=other_role),
-                              dtype=np.float64)
+            return np.asarray(
+                apply_rope(D.x, pos, rope, seq_len=D.seq_len, role=other_role), dtype=np.float64
+            )
 
-        yield "role", [(
-            f"the {other_role}'s magnitude on a {D.role} (xPos role swapped: queries scale up, "
-            "keys down)", {"role": other_role}, role_swapped,
-        )]
+        yield (
+            "role",
+            [
+                (
+                    f"the {other_role}'s magnitude on a {D.role} (xPos role swapped: "
+                    "queries scale up, keys down)",
+                    {"role": other_role},
+                    role_swapped,
+                )
+            ],
+        )
 
     def swapped() -> np.ndarray:
         c, s = rope.cos_sin(pos, seq_len=D.seq_len, role=D.role)
@@ -339,50 +392,95 @@ def _families(D: _Data) -> Iterator[tuple[str, list[Candidate]]]:
         def run() -> np.ndarray:
             c, s = low_precision_cos_sin(rope, pos, role=D.role, seq_len=D.seq_len, **kw)
             return D.tables(c, s)
+
         return run
 
-    yield "float32-angles", [
-        (f"angles formed in float32 ({FORMULAS[f]}; positions * inv_freq in float32, an "
-         "elementwise product or a float32 matmul (n,1)@(1,k): the same products)",
-         {"formula": f}, lp(formula=f))
-        for f in ("rounded", "reciprocal", "power", "explog")
-    ]
-    yield "bfloat16-angles", [(
-        "angles formed in bfloat16 (positions and inv_freq in bfloat16)", {"format": "bfloat16"},
-        lp(rounder=bf16),
-    ), (
-        "angles formed in float16 (positions and inv_freq in float16)", {"format": "float16"},
-        lp(rounder=f16),
-    )]
-    yield "half-positions", [
-        (f"positions rounded to {n} before the float32 product", {"format": n},
-         lp(pos_rounder=r, formula=f))
-        for n, r in (("bfloat16", bf16), ("float16", f16)) for f in ("rounded", "reciprocal")
-    ]
-    yield "half-inv-freq", [
-        (f"inv_freq stored in {n} (a model instantiated in {n}, then upcast), angles in "
-         "float32", {"format": n, "formula": f}, lp(theta_rounder=lambda t, r=r: r(t), formula=f))
-        for n, r in (("bfloat16", bf16), ("float16", f16)) for f in ("reciprocal", "rounded")
-    ]
-    yield "fast-math", [
-        ("fast-math sin/cos: the float32 angle reduced modulo 2 pi in float32 (CUDA "
-         "__sinf/__cosf, use_fast_math) before sin/cos", {"formula": f},
-         lp(reduction=True, formula=f))
-        for f in ("rounded", "reciprocal")
-    ]
+    yield (
+        "float32-angles",
+        [
+            (
+                f"angles formed in float32 ({FORMULAS[f]}; positions * inv_freq in float32, an "
+                "elementwise product or a float32 matmul (n,1)@(1,k): the same products)",
+                {"formula": f},
+                lp(formula=f),
+            )
+            for f in ("rounded", "reciprocal", "power", "explog")
+        ],
+    )
+    yield (
+        "bfloat16-angles",
+        [
+            (
+                "angles formed in bfloat16 (positions and inv_freq in bfloat16)",
+                {"format": "bfloat16"},
+                lp(rounder=bf16),
+            ),
+            (
+                "angles formed in float16 (positions and inv_freq in float16)",
+                {"format": "float16"},
+                lp(rounder=f16),
+            ),
+        ],
+    )
+    yield (
+        "half-positions",
+        [
+            (
+                f"positions rounded to {n} before the float32 product",
+                {"format": n},
+                lp(pos_rounder=r, formula=f),
+            )
+            for n, r in (("bfloat16", bf16), ("float16", f16))
+            for f in ("rounded", "reciprocal")
+        ],
+    )
+    yield (
+        "half-inv-freq",
+        [
+            (
+                f"inv_freq stored in {n} (a model instantiated in {n}, then upcast), angles in "
+                "float32",
+                {"format": n, "formula": f},
+                lp(theta_rounder=lambda t, r=r: r(t), formula=f),
+            )
+            for n, r in (("bfloat16", bf16), ("float16", f16))
+            for f in ("reciprocal", "rounded")
+        ],
+    )
+    yield (
+        "fast-math",
+        [
+            (
+                "fast-math sin/cos: the float32 angle reduced modulo 2 pi in float32 (CUDA "
+                "__sinf/__cosf, use_fast_math) before sin/cos",
+                {"formula": f},
+                lp(reduction=True, formula=f),
+            )
+            for f in ("rounded", "reciprocal")
+        ],
+    )
 
     def tables_in(r: Callable[[Any], np.ndarray]) -> Callable[[], np.ndarray]:
         def run() -> np.ndarray:
             c, s = rope.cos_sin(pos, seq_len=D.seq_len, role=D.role)
-            return D.tables(r(np.asarray(c)).astype(np.float64), r(np.asarray(s)).astype(
-                np.float64))
+            return D.tables(
+                r(np.asarray(c)).astype(np.float64), r(np.asarray(s)).astype(np.float64)
+            )
+
         return run
 
-    yield "table-dtype", [
-        (f"cos/sin tables rounded to {n} (kept in the model dtype)", {"format": n},
-         tables_in(r))
-        for n, r in ROUNDERS.items() if n != D.dtype
-    ]
+    yield (
+        "table-dtype",
+        [
+            (
+                f"cos/sin tables rounded to {n} (kept in the model dtype)",
+                {"format": n},
+                tables_in(r),
+            )
+            for n, r in ROUNDERS.items()
+            if n != D.dtype
+        ],
+    )
     yield "base", list(_base_candidates(D))
     yield "channels", list(_channel_candidates(D))
     if rope.scaling is not None and dataclasses.is_dataclass(rope.scaling):
@@ -407,7 +505,8 @@ def _pair_phases(D: _Data) -> tuple[np.ndarray, np.ndarray] | None:
     ok = (np.abs(zx) > 0) & np.isfinite(ph)
     ph = np.where(ok, ph, np.nan)
     return ph.reshape(-1, D.rope.n_pairs), np.asarray(m, dtype=np.float64).reshape(
-        -1, D.rope.n_pairs)
+        -1, D.rope.n_pairs
+    )
 
 
 def _slopes(D: _Data) -> np.ndarray | None:
@@ -494,19 +593,28 @@ def _common_candidates(D: _Data, skip_offsets: set[int]) -> Iterator[Candidate]:
     """The most common pipeline bugs: no rotation, positions scaled or offset, rotary on
     the first channels only, one sequence's positions used for the whole batch."""
     rope, pos = D.rope, np.asarray(D.pos)
-    yield ("rotation not applied (the input returned as it came, or every position 0)", {},
-           functools.partial(D.apply, pos=np.zeros_like(pos)))
+    yield (
+        "rotation not applied (the input returned as it came, or every position 0)",
+        {},
+        functools.partial(D.apply, pos=np.zeros_like(pos)),
+    )
     for k in (2.0, 3.0, 0.5):
         why = ": the rotation applied twice" if k == 2.0 else ""
-        yield (f"positions scaled by {k:g} (x{k:g}{why})", {"scale": k},
-               functools.partial(D.apply, pos=pos * k))
+        yield (
+            f"positions scaled by {k:g} (x{k:g}{why})",
+            {"scale": k},
+            functools.partial(D.apply, pos=pos * k),
+        )
     seen = set(skip_offsets) | {0}
     for c in _offset_estimates(D):
         if c in seen:
             continue
         seen.add(c)
-        yield (f"positions offset by a constant {c:+d}", {"offset": c},
-               functools.partial(D.apply, pos=pos + c))
+        yield (
+            f"positions offset by a constant {c:+d}",
+            {"offset": c},
+            functools.partial(D.apply, pos=pos + c),
+        )
     r = rope.rotary_dim
 
     def first(part: int) -> np.ndarray:  # built lazily: a schedule may refuse the width
@@ -514,13 +622,19 @@ def _common_candidates(D: _Data, skip_offsets: set[int]) -> Iterator[Candidate]:
 
     for part in sorted({r // 2, r // 4, 3 * r // 4}, reverse=True):
         if part >= 2 and part % 2 == 0 and part < r:
-            yield (f"rotary on the first {part} channels only (rotary_dim {part} instead of "
-                   f"{r})", {"rotary_dim": part}, functools.partial(first, part))
+            yield (
+                f"rotary on the first {part} channels only (rotary_dim {part} instead of {r})",
+                {"rotary_dim": part},
+                functools.partial(first, part),
+            )
     if _scheme(rope) is None and pos.ndim >= 2 and pos.shape[0] > 1:
         for b in range(min(pos.shape[0], 4)):
-            one = np.broadcast_to(pos[b:b + 1], pos.shape)
-            yield (f"one batch's positions used for all (batch {b}'s positions for every "
-                   "sequence)", {"batch": b}, functools.partial(D.apply, pos=one))
+            one = np.broadcast_to(pos[b : b + 1], pos.shape)
+            yield (
+                f"one batch's positions used for all (batch {b}'s positions for every sequence)",
+                {"batch": b},
+                functools.partial(D.apply, pos=one),
+            )
 
 
 def _base_candidates(D: _Data) -> Iterator[Candidate]:
@@ -553,8 +667,11 @@ def _base_candidates(D: _Data) -> Iterator[Candidate]:
         except Exception:
             continue
         how = "estimated from the per-pair phase slope" if b in estimated else "a common base"
-        yield (f"a wrong base: {b:.6g} instead of {rope.base:.6g} ({how})", {"base": b},
-               functools.partial(D.apply, r))
+        yield (
+            f"a wrong base: {b:.6g} instead of {rope.base:.6g} ({how})",
+            {"base": b},
+            functools.partial(D.apply, r),
+        )
 
 
 def _channel_candidates(D: _Data) -> Iterator[Candidate]:
@@ -562,8 +679,11 @@ def _channel_candidates(D: _Data) -> Iterator[Candidate]:
     r, hd = rope.rotary_dim, rope.head_dim
     if r < hd:
         full = _replace_rope(rope, rotary_dim=hd)
-        yield ("rotary applied to the whole head (rotary_dim ignored)",
-               {"rotary_dim": hd}, lambda: D.apply(full))
+        yield (
+            "rotary applied to the whole head (rotary_dim ignored)",
+            {"rotary_dim": hd},
+            lambda: D.apply(full),
+        )
         inner = _replace_rope(rope, head_dim=r)
         offsets = list(range(2, hd - r + 1, 2))
         if len(offsets) > 12:
@@ -571,12 +691,15 @@ def _channel_candidates(D: _Data) -> Iterator[Candidate]:
 
         def at(s: int) -> np.ndarray:
             y = np.array(D.x, dtype=np.float64, copy=True)
-            y[..., s:s + r] = D.apply(inner, x=D.x[..., s:s + r])
+            y[..., s : s + r] = D.apply(inner, x=D.x[..., s : s + r])
             return y
 
         for s in offsets:
-            yield (f"rotary applied to channels {s}..{s + r - 1} instead of 0..{r - 1}",
-                   {"offset": s}, functools.partial(at, s))
+            yield (
+                f"rotary applied to channels {s}..{s + r - 1} instead of 0..{r - 1}",
+                {"offset": s},
+                functools.partial(at, s),
+            )
     if rope.layout == "half" and r >= 4:
         # rotate_half splitting at the wrong place: pairs (i, i + h') for h' = h +- 1
         for dh in (-1, 1):
@@ -588,13 +711,16 @@ def _channel_candidates(D: _Data) -> Iterator[Candidate]:
                 s = _tables_as_lead(rope, np.asarray(s), D.lead)
                 y = np.array(D.x, dtype=np.float64, copy=True)
                 n = min(h2, r - h2)
-                xa, xb = D.x[..., :n].copy(), D.x[..., h2:h2 + n].copy()
+                xa, xb = D.x[..., :n].copy(), D.x[..., h2 : h2 + n].copy()
                 y[..., :n] = xa * c[..., :n] - xb * s[..., :n]
-                y[..., h2:h2 + n] = xb * c[..., :n] + xa * s[..., :n]
+                y[..., h2 : h2 + n] = xb * c[..., :n] + xa * s[..., :n]
                 return y
 
-            yield (f"pairs split at channel {h2} instead of {r // 2} (shifted channels)",
-                   {"split": h2}, split)
+            yield (
+                f"pairs split at channel {h2} instead of {r // 2} (shifted channels)",
+                {"split": h2},
+                split,
+            )
 
 
 _COMMON = {
@@ -630,8 +756,11 @@ def _schedule_candidates(D: _Data) -> Iterator[Candidate]:
                 r = _replace_rope(rope, scaling=new)
             except Exception:
                 continue
-            yield (f"wrong {kind} parameters: {f.name}={w:g} instead of {v:g}",
-                   {f.name: w}, functools.partial(D.apply, r))
+            yield (
+                f"wrong {kind} parameters: {f.name}={w:g} instead of {v:g}",
+                {f.name: w},
+                functools.partial(D.apply, r),
+            )
 
 
 #: above this many elements the families are fitted on a sample of tokens (the worst ones
@@ -722,12 +851,14 @@ def fit_hypotheses(
                 continue
             i = out.index(twin)
             merged = dataclasses.replace(
-                twin, text=twin.text + f" (indistinguishable here from: {name})")
+                twin, text=twin.text + f" (indistinguishable here from: {name})"
+            )
             out[i] = merged
             kept = [(merged if h is twin else h, yy) for h, yy in kept]
             continue
-        h = Hypothesis(name, float(ex), params,
-                       f"{name} (explains {100 * ex:.4g}% of the squared error)")
+        h = Hypothesis(
+            name, float(ex), params, f"{name} (explains {100 * ex:.4g}% of the squared error)"
+        )
         out.append(h)
         kept.append((h, y))
     return tuple(out)

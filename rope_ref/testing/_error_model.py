@@ -244,16 +244,12 @@ def pair_model(
 
         xp = _compat.array_namespace()
         tok_pos = pos
-        mag = rope.scaling.magnitude(
-            xp, tok_pos, rope, role=role, seq_len=sl, dtype=xp.float64
-        )
+        mag = rope.scaling.magnitude(xp, tok_pos, rope, role=role, seq_len=sl, dtype=xp.float64)
         if mag is not None:
             with np.errstate(divide="ignore"):
                 lm = np.abs(np.log(np.asarray(mag, dtype=np.float64)))
             mag_term = np.broadcast_to(np.nan_to_num(lm, posinf=0.0), m.shape)
-    phase = (
-        np.abs(m) * theta * (C_LN * np.abs(np.log(theta)) + C_ANGLE) + table + mag_term
-    ) * u_a
+    phase = (np.abs(m) * theta * (C_LN * np.abs(np.log(theta)) + C_ANGLE) + table + mag_term) * u_a
     exact_pair = K_OUT * u_out * rho + floor
     angle_pair = exact_pair + np.minimum(phase, 2.0) * rho
     exact = K_OUT * u_out * np.abs(d) + floor

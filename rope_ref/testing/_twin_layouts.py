@@ -408,9 +408,7 @@ def te_apply_rotary_pos_emb(
         raise RopeValueError(f"freqs' last dimension d2 = {d2} must be even and <= d = {d}")
     tok = _te_token_positions(t, tensor_format, start_positions, cu_seqlens, cp_size, cp_rank)
     if tok.size and (tok.min() < 0 or tok.max() >= s2):
-        raise RopeValueError(
-            f"positions reach {int(tok.max())}, beyond the {s2} rows of freqs"
-        )
+        raise RopeValueError(f"positions reach {int(tok.max())}, beyond the {s2} rows of freqs")
     # the per-pair angle of each position: the first of its two copies
     f = xp.reshape(freqs, (s2, d2))
     f = f[:, ::2] if inter else f[:, : d2 // 2]

@@ -19,7 +19,7 @@ from rope_ref._cli import main
 CASE = "bshd-b2-s16-h4-d128-half-r128-base=10000-pos=arange-float32"
 CASE2 = "thd-b2-s16-h4-d128-half-r128-base=10000-pos=perseq-float32"
 
-TARGETS = '''
+TARGETS = """
 import numpy as np
 import rope_ref as rr
 
@@ -91,7 +91,7 @@ def weird_supports(x, positions, rope):
 weird_supports.rope_ref_supports = {"max_position": True}
 
 NOT_CALLABLE = 3
-'''
+"""
 
 
 @pytest.fixture
@@ -130,14 +130,16 @@ def _run(capsys, *argv):
     ],
 )
 def test_misbehaving_targets_are_case_verdicts(targets, capsys, target, convention, code, text):
-    got, out, err = _run(capsys, "check", f"{targets}:{target}", "--convention", convention,
-                         "--cases", CASE, CASE2)
+    got, out, err = _run(
+        capsys, "check", f"{targets}:{target}", "--convention", convention, "--cases", CASE, CASE2
+    )
     assert got == code, out + err
     assert text in out
 
 
-@pytest.mark.parametrize("target", ["declared", "weird_supports", "NOT_CALLABLE", "missing",
-                                    "instance.nope"])
+@pytest.mark.parametrize(
+    "target", ["declared", "weird_supports", "NOT_CALLABLE", "missing", "instance.nope"]
+)
 def test_bad_targets_are_usage_errors(targets, capsys, target):
     code, _, err = _run(capsys, "check", f"{targets}:{target}", "--cases", CASE)
     assert code == 2 and len(err.strip().splitlines()) == 1
@@ -154,12 +156,54 @@ def test_interrupt_while_importing_the_target(tmp_path, monkeypatch, capsys):
 
 # ---------------------------------------------------------------- fuzzed argument lists
 _WORDS = [
-    "--preset", "llama-3.1-8b", "nope", "--cases", CASE, "not-a-case", "--dtype", "float32",
-    "bfloat16", "float128", "--no-presets", "--layer-type", "sliding_attention", "--json",
-    "/no/such/dir/r.json", "--timeout", "0", "-1", "nan", "inf", "1e9", "2", "0.5", "abc",
-    "--convention", "hf", "flash", "hf-module", "--backend", "torch", "nope", "--strict",
-    "--hf-config", "/no/such.json", "--table-rows", "--step", "--max", "--head-dim", "--base",
-    "--csv", "--png", "--out", "--position", "--help", "-h", "", "=", "--",
+    "--preset",
+    "llama-3.1-8b",
+    "nope",
+    "--cases",
+    CASE,
+    "not-a-case",
+    "--dtype",
+    "float32",
+    "bfloat16",
+    "float128",
+    "--no-presets",
+    "--layer-type",
+    "sliding_attention",
+    "--json",
+    "/no/such/dir/r.json",
+    "--timeout",
+    "0",
+    "-1",
+    "nan",
+    "inf",
+    "1e9",
+    "2",
+    "0.5",
+    "abc",
+    "--convention",
+    "hf",
+    "flash",
+    "hf-module",
+    "--backend",
+    "torch",
+    "nope",
+    "--strict",
+    "--hf-config",
+    "/no/such.json",
+    "--table-rows",
+    "--step",
+    "--max",
+    "--head-dim",
+    "--base",
+    "--csv",
+    "--png",
+    "--out",
+    "--position",
+    "--help",
+    "-h",
+    "",
+    "=",
+    "--",
 ]
 
 

@@ -208,8 +208,8 @@ def mlx_prepare(fn: Any, ci: Any) -> Any:
     if off is None:
         raise Unfit(unfit)
     x = ci.x if ci.family == "bhsd" else swap_12(xp, ci.x)
-    offset: Any = int(off[0]) if len(set(off.tolist())) == 1 else xp.asarray(
-        off, dtype=xp.int64, device=dev
+    offset: Any = (
+        int(off[0]) if len(set(off.tolist())) == 1 else xp.asarray(off, dtype=xp.int64, device=dev)
     )
 
     def unpack1(out: Any) -> dict[str, Any]:
