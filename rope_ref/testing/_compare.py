@@ -20,6 +20,7 @@ from .. import _compat
 from .._errors import RopeTypeError, RopeValueError
 from .._rope import Rope
 from .._typing import Array
+from .._validate import as_bool
 from ._error_model import (
     BITS,
     K_OUT,
@@ -391,6 +392,12 @@ def compare(
     (True, 'exact')
     """
     rtol_v, atol_v = _check_compare_args(actual, desired, rtol, atol, role, rope)
+    strict, equal_nan = as_bool(strict, "strict"), as_bool(equal_nan, "equal_nan")
+    check_dtype = as_bool(check_dtype, "check_dtype")
+    check_device = as_bool(check_device, "check_device")
+    check_namespace = as_bool(check_namespace, "check_namespace")
+    if msg is not None and not isinstance(msg, str):
+        raise RopeTypeError(f"msg must be a str or None, got {type(msg).__name__}")
     head = f"{msg}: " if msg else ""
     problem = _check_structure(actual, desired, head, check_dtype, check_device, check_namespace)
     if problem is not None:

@@ -83,6 +83,12 @@ BITS = {name: round(-math.log2(u)) for name, u in _U.items()}
 U32 = 2.0**-24
 
 
+def _abs_log(theta: np.ndarray) -> np.ndarray:
+    """|ln theta|, 0 where theta is 0 (a pair that never turns: its angle is exactly 0)."""
+    pos = theta > 0
+    return np.where(pos, np.abs(np.log(np.where(pos, theta, 1.0))), 0.0)
+
+
 def dtype_name(dtype: Any) -> str:
     """'float64', 'float32', 'float16', 'bfloat16' for any library's dtype (or its name)."""
     name = str(dtype).split(".")[-1].replace("'>", "").replace("dtype(", "").strip("')\"")
@@ -249,7 +255,7 @@ def pair_model(
             with np.errstate(divide="ignore"):
                 lm = np.abs(np.log(np.asarray(mag, dtype=np.float64)))
             mag_term = np.broadcast_to(np.nan_to_num(lm, posinf=0.0), m.shape)
-    phase = (np.abs(m) * theta * (C_LN * np.abs(np.log(theta)) + C_ANGLE) + table + mag_term) * u_a
+    phase = (np.abs(m) * theta * (C_LN * _abs_log(theta) + C_ANGLE) + table + mag_term) * u_a
     exact_pair = K_OUT * u_out * rho + floor
     angle_pair = exact_pair + np.minimum(phase, 2.0) * rho
     exact = K_OUT * u_out * np.abs(d) + floor
@@ -266,7 +272,7 @@ def shift_threshold(model: PairModel) -> np.ndarray:
     angle budget allows (inf where it never does)."""
     theta = model.theta
     move = 2.0 * np.abs(np.sin(theta / 2.0))
-    per_m = theta * (C_LN * np.abs(np.log(theta)) + C_ANGLE) * model.u_angle
+    per_m = theta * (C_LN * _abs_log(theta) + C_ANGLE) * model.u_angle
     room = move - C_TABLE * model.u_angle - K_OUT * model.u_out
     with np.errstate(divide="ignore", invalid="ignore"):
         thr = np.where(per_m > 0, room / per_m, math.inf)
