@@ -819,6 +819,9 @@ def attention(
         path is taken when the one-shot score temporaries (4 x 8 bytes x batch x Hq x Sq x Sk)
         would exceed ``memory_budget`` bytes (default ``DEFAULT_MEMORY_BUDGET`` = 256 MiB),
         with square blocks of at most 256 that fit the budget.
+    memory_budget : int, optional
+        Bytes (>= 1) the one-shot score temporaries may take before the chunked path is
+        used when ``chunk_size`` is not given; default ``DEFAULT_MEMORY_BUDGET`` (256 MiB).
     seq_len : int, optional
         For dynamic RoPE schedules.
 
@@ -879,9 +882,36 @@ def packed_positions(cu_seqlens: Any, /) -> tuple[Any, Any]:
     """Segment ids and positions of packed sequences from cumulative lengths (flash-attn's
     ``cu_seqlens``: [0, len_0, len_0 + len_1, ...], int, non-decreasing).
 
-    Returns ``(segment_ids, positions)``, each of shape (total,): token t belongs to sequence
-    i when cu_seqlens[i] <= t < cu_seqlens[i + 1] and has position t - cu_seqlens[i]. Reads
-    the total length, so ``cu_seqlens`` must be concrete (not traced or lazy).
+    Token t belongs to sequence i when cu_seqlens[i] <= t < cu_seqlens[i + 1] and has
+    position t - cu_seqlens[i]. Reads the total length, so ``cu_seqlens`` must be concrete
+    (not traced or lazy).
+
+    Parameters
+    ----------
+    cu_seqlens : array (n_seqs + 1,)
+        Integer cumulative lengths: 1-D, non-empty, starting at 0, non-decreasing.
+
+    Returns
+    -------
+    segment_ids, positions : tuple of arrays
+        Each of shape (total,) = (cu_seqlens[-1],), in cu_seqlens' namespace, device and
+        dtype, ready for ``attention(segment_ids=(seg, seg))`` and ``q_positions`` /
+        ``k_positions``.
+
+    Raises
+    ------
+    RopeTypeError
+        ``cu_seqlens`` is not an array or not of an integer dtype.
+    RopeValueError
+        ``cu_seqlens`` is not 1-D and non-empty, is lazy or traced, does not start at 0, or
+        decreases somewhere.
+
+    Examples
+    --------
+    >>> import numpy as np, rope_ref as rr
+    >>> seg, pos = rr.packed_positions(np.array([0, 3, 5]))
+    >>> seg.tolist(), pos.tolist()
+    ([0, 0, 0, 1, 1], [0, 1, 2, 0, 1])
     """
     if not _is_array(cu_seqlens):
         raise RopeTypeError(f"cu_seqlens must be an array, got {type(cu_seqlens).__name__}")

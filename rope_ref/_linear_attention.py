@@ -125,12 +125,28 @@ def linear_attention(
         return a non-negative array of the same shape and library (else RopeTypeError /
         RopeValueError naming ``feature_map``; negative values are caught where they can be
         read, not under jit or on Dask).
+    chunk_size : int, optional
+        Tokens per block (>= 1); default 256. Changes only the order of the sums.
+    seq_len : int, optional
+        For dynamic RoPE schedules (as in :func:`apply_rope`).
 
     Returns
     -------
     array (..., Hq, S, Dv) of q.dtype, computed in float64 where available (S may be 0;
     D must be >= 1). A row whose normalizer is 0 (possible with relu) gives 0; NaN inputs
     give NaN in the rows they reach.
+
+    Raises
+    ------
+    RopeTypeError
+        Inputs that are not real floating arrays of one library and device, a ``rope`` that
+        is not a ``Rope``, a non-bool ``causal``, a non-integer ``chunk_size``, or a
+        ``feature_map`` callable returning something other than a real array.
+    RopeValueError
+        Shapes that do not fit (q, k, v as above, Hq not a multiple of Hk, D = 0), an unknown
+        ``feature_map`` name, ``chunk_size`` < 1, a callable's result of the wrong shape or
+        (where readable) negative, ``positions`` without ``rope``, or positions that do not
+        broadcast or are out of range.
     """
     xp, device = _attention._check_arrays(q=q, k=k, v=v, positions=positions)
     batch, hq, hk, s, d, dv = _check_shapes(q, k, v)

@@ -61,6 +61,15 @@ def apply_rope_vjp(
     array of ``cotangent.shape`` and ``cotangent.dtype``, in its namespace and on its device,
     computed in float64 from the exact tables and rounded once. ``cotangent`` is never
     written to.
+
+    Raises
+    ------
+    RopeTypeError
+        ``rope`` is not a ``Rope``, ``cotangent`` is not a real floating array, or the
+        positions are bool or complex.
+    RopeValueError
+        ``cotangent.shape[-1] != rope.head_dim``, and every other condition under which
+        :func:`apply_rope` raises.
     """
     rope = _check_rope(rope)
     if not _compat.is_array(cotangent):
@@ -145,8 +154,9 @@ def attention_vjp(
 
     Parameters
     ----------
-    q, k, v, rope, q_positions, k_positions, causal, mask, scale, window, softcap,
-    segment_ids, sinks, seq_len
+    q, k, v, rope, q_positions, k_positions, causal, mask, scale, window
+        Exactly as given to :func:`attention`.
+    softcap, segment_ids, sinks, seq_len
         Exactly as given to :func:`attention`.
     d_out : array (..., Hq, Sq, Dv)
         The cotangent of the output ``out``.
@@ -166,6 +176,15 @@ def attention_vjp(
     exactly the gradients of the rows and keys it touches (a dropped pair adds 0, not
     0 * NaN); rows whose output is infinite (inf in a kept v) have NaN gradients.
 
+    Raises
+    ------
+    RopeTypeError, RopeValueError
+        Where :func:`attention` raises for the same arguments (each message names the
+        argument), and for a ``d_out`` or ``d_lse`` that is not a real floating array of
+        the output's or the lse's shape.
+
+    Notes
+    -----
     Memory: the one-shot path holds about six float64 temporaries of the score shape
     (..., Hq, Sq, Sk) at once (scores, tanh, keep mask, P, dP, dS), i.e.
     ~48 bytes x batch x Hq x Sq x Sk. Above ``memory_budget``, or with ``chunk_size``, the

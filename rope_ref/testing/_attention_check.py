@@ -532,7 +532,15 @@ def _allowances(
 
 # --------------------------------------------------------------------------- public model
 class AttentionTolerance(NamedTuple):
-    """Per-row absolute allowances, each of shape (..., Hq, Sq)."""
+    """Per-row absolute allowances, each of shape (..., Hq, Sq).
+
+    Parameters
+    ----------
+    out : numpy.ndarray
+        The allowance on each row of the output (max over its Dv entries).
+    lse : numpy.ndarray
+        The allowance on each row's log-sum-exp.
+    """
 
     out: np.ndarray
     lse: np.ndarray
@@ -640,7 +648,21 @@ def _check_bool(name: str, value: Any) -> None:
 # --------------------------------------------------------------------------- the verdict
 @dataclass
 class AttentionHypothesis:
-    """One fitted explanation of an attention mismatch."""
+    """One fitted explanation of an attention mismatch.
+
+    Parameters
+    ----------
+    name : str
+        Short name of the mistake ("GQA heads tiled", "scale missing", ...).
+    detail : str
+        What was fitted, in words.
+    explained : float
+        Fraction of the (allowance-normalised) squared error it explains.
+    fits : bool
+        True when the data minus this hypothesis is within the allowance.
+    parameter : object, optional
+        The fitted value, where the family has one.
+    """
 
     name: str  #: short name of the mistake ("GQA heads tiled", "scale missing", ...)
     detail: str  #: what was fitted, in words
@@ -655,7 +677,35 @@ class AttentionHypothesis:
 
 @dataclass
 class AttentionReport:
-    """The verdict of :func:`assert_attention_close` (returned on pass, attached on failure)."""
+    """The verdict of :func:`assert_attention_close` (returned on pass, attached on failure).
+
+    Parameters
+    ----------
+    passed : bool
+        The verdict.
+    worst_ratio : float
+        Max over rows of error / allowance (output and lse).
+    message : str
+        The full text (the failure message, or a summary on success).
+    diagnosis : list of AttentionHypothesis or None
+        Fitted explanations, best first (on failure).
+    accuracy_class : str
+        "exact", "lower-precision angles" or "fail".
+    ratio_out : numpy.ndarray
+        Error / allowance per output row, shape (..., Hq, Sq).
+    ratio_lse : numpy.ndarray or None
+        The same for the lse (None without one).
+    allowance_out : numpy.ndarray
+        The allowance per output row.
+    allowance_lse : numpy.ndarray or None
+        The allowance per lse entry (None without an lse).
+    worst : dict
+        The worst entry: index (batch..., head, row), position, quantity, error, allowance.
+    by_head : list of tuple
+        (head, max error, max ratio) per head.
+    by_rows : list of tuple
+        (first row, end row, max error, max ratio) per range of rows.
+    """
 
     passed: bool
     worst_ratio: float  #: max over rows of error / allowance (output and lse)
@@ -683,7 +733,13 @@ class AttentionReport:
 
 
 class AttentionMismatch(AssertionError):
-    """Raised by :func:`assert_attention_close`; ``.report`` holds the full verdict."""
+    """Raised by :func:`assert_attention_close`; ``.report`` holds the full verdict.
+
+    Parameters
+    ----------
+    report : AttentionReport
+        The failing verdict; its message is the exception's message.
+    """
 
     def __init__(self, report: AttentionReport) -> None:
         super().__init__(report.message)

@@ -50,7 +50,9 @@ class RopeToleranceWarning(UserWarning):
 class Report:
     """The verdict of :func:`compare` (returned by :func:`assert_close` on success).
 
-    Attributes
+    Each parameter is kept as the attribute of the same name.
+
+    Parameters
     ----------
     passed : bool
         The verdict (``strict=True``: only the "exact" class passes).
@@ -768,8 +770,9 @@ def assert_close(
 
     Parameters
     ----------
-    actual, desired, rtol, atol, dtype, rope, positions, x, role, seq_len, strict, equal_nan,
-    check_dtype, check_device, check_namespace, msg
+    actual, desired, rtol, atol, dtype, rope, positions, x, role, seq_len, strict
+        As for :func:`compare`.
+    equal_nan, check_dtype, check_device, check_namespace, msg
         As for :func:`compare`.
 
     Returns

@@ -42,9 +42,19 @@ MINIMUM = 1e-4
 
 @dataclass(frozen=True)
 class Hypothesis:
-    """One fitted mistake: ``name`` (what it is, with its key parameters), ``explained``
-    (fraction of the squared error removed, 0..1), ``params`` (the fitted values) and
-    ``text`` (the name, the fraction, and notes)."""
+    """One fitted mistake (each parameter is kept as the attribute of the same name).
+
+    Parameters
+    ----------
+    name : str
+        What the mistake is, with its key parameters.
+    explained : float
+        Fraction of the squared error it removes, 0..1.
+    params : dict
+        The fitted values.
+    text : str
+        The name, the fraction, and notes.
+    """
 
     name: str
     explained: float
