@@ -698,16 +698,7 @@ def _hf_objects(target: Any, config: dict[str, Any] | None, where: str) -> dict[
 
 
 def _json_path(path: str | None) -> None:
-    if path is None:
-        return
-    p = Path(path)
-    if p.is_dir():
-        raise _UsageError(f"--json {path}: is a directory")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise _UsageError(f"--json {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        raise _UsageError(f"--json {path}: not writable")
+    _writable_file("--json", path)
 
 
 def _run_timed(thunk: Any, timeout: float) -> tuple[str, Any, threading.Thread]:
