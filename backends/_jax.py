@@ -53,10 +53,15 @@ class JaxBackend(Backend):
 
         self.setup()
         a = np.asarray(a)
-        if dtype is not None:
-            a = np.asarray(a, dtype=np.float64) if dtype == "bfloat16" else a.astype(dtype)
-        out = jax.device_put(jnp.asarray(a), self.device)
-        return out.astype(jnp.bfloat16) if dtype == "bfloat16" else out
+        if dtype == "bfloat16":
+            # rounded on the host by ml_dtypes (a JAX dependency): XLA's CPU convert from
+            # float64 flushes bfloat16 subnormals to zero
+            import ml_dtypes
+
+            a = a.astype(ml_dtypes.bfloat16)
+        elif dtype is not None:
+            a = a.astype(dtype)
+        return jax.device_put(jnp.asarray(a), self.device)
 
     def compile(self, fn: Any) -> Any:
         import jax
