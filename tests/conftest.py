@@ -93,19 +93,44 @@ def _backend_params():
     return [pytest.param(b, id=b.name) for b in backends.selected()]
 
 
+def _unmet(b, marker) -> str | None:
+    """Why backend ``b`` lacks what ``@pytest.mark.needs(...)`` asks for, from the adapter's
+    declared capabilities (backends/_base.py, CAPABILITY_FIELDS); None when it has it all."""
+    for key, want in marker.kwargs.items():
+        if key == "dtype":
+            for name in (want,) if isinstance(want, str) else want:
+                if name not in b.dtypes:
+                    return f"{b.library} has no {name} (declares {', '.join(b.dtypes)})"
+        elif key in ("eager", "jit", "mutable"):
+            have = (not b.lazy) if key == "eager" else getattr(b, key)
+            if have is not want:
+                return f"{b.library} declares {key}={have}; the test needs {key}={want}"
+        else:
+            raise pytest.UsageError(f"needs({key}=...): expected dtype, eager, jit or mutable")
+    return None
+
+
 @pytest.fixture(params=_backend_params())
 def bk(request):
+    """A backend adapter (tests/backends), one parameter per selected backend. Skips where the
+    library is missing, or lacks what the test's ``@pytest.mark.needs(...)`` names."""
     b = request.param
     if not b.is_available():
         pytest.skip(f"backend {b.name}: {b.reason()}")
+    marker = request.node.get_closest_marker("needs")
+    why = _unmet(b, marker) if marker is not None else None
+    if why is not None:
+        pytest.skip(why)
     b.setup()
     return b
 
 
 @pytest.fixture
+def xp(bk):
+    """The Array-API namespace of ``bk`` (the same parametrization and skips)."""
+    return bk.xp
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(12345)
-
-
-def float_dtypes(bk) -> list[str]:
-    return list(bk.dtypes)

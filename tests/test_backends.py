@@ -230,3 +230,12 @@ def test_support_table_is_the_declaration():
         if row.available:
             assert row.version is not None
         assert row.library and row.notes and row.tox_env
+
+
+@pytest.mark.needs(eager=True)
+def test_xp_fixture_and_needs_marker(bk, xp):
+    # the xp fixture is the adapter's namespace; needs(eager=True) skipped the lazy backends
+    assert xp is bk.xp and not bk.lazy
+    x = np.random.default_rng(4).standard_normal((3, 8))
+    got = rr.apply_rope(xp.asarray(x), xp.asarray(np.arange(3)), rr.Rope(8))
+    np.testing.assert_array_equal(bk.to_numpy(got), rr.apply_rope(x, np.arange(3), rr.Rope(8)))

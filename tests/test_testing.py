@@ -22,9 +22,8 @@ def setup(bk, rope, dtype="float32", pos=POS, seed=0):
     return xb, pb, rr.apply_rope(xb, pb, rope)
 
 
+@pytest.mark.needs(dtype="float32")
 def test_passes_on_the_reference_and_on_a_float32_kernel(bk):
-    if "float32" not in bk.dtypes:
-        pytest.skip(f"{bk.name} has no float32")
     rope = rr.Rope(64, base=5e5)
     xb, pb, want = setup(bk, rope)
     assert_close(want, want, rope=rope, positions=pb)
@@ -145,9 +144,8 @@ def test_default_tolerance_model():
 
 
 # ------------------------------------------------------------------ verdicts (issue 12)
+@pytest.mark.needs(dtype="float32")
 def test_report_fields_and_classes(bk):
-    if "float32" not in bk.dtypes:
-        pytest.skip(f"{bk.name} has no float32")
     rope = rr.Rope(64, base=5e5)
     xb, pb, want = setup(bk, rope)
     same = assert_close(want, want, rope=rope, positions=pb)
