@@ -6,7 +6,9 @@
 
 All three share the exact cos/sin tables (``Rope.cos_sin``) and differ in how the rotation
 itself is carried out (slicing, complex multiplication with gathers, matrix product), so the
-test suite can check them against each other on every backend.
+test suite can check them against each other on every backend. The elementwise arithmetic is
+the rotation kernel of :mod:`rope_ref._rotate` (shared with the VJP and the signature twins);
+the complex and matrix routes stay independent of it on purpose.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from . import _compat, _tables, _validate
 from ._errors import RopeTypeError, RopeValueError
 from ._rope import Rope
+from ._rotate import finish, rotate, rotate_into, skip
 
 __all__ = [
     "apply_rope",
@@ -63,20 +66,9 @@ def _prepare(
     return xp, wd, cos, sin
 
 
-def _finish(xp: Any, x: Any, y_rot: Any, x_work: Any, rope: Rope) -> Any:
-    """Put the pass-through channels before and after the rotated ones and round once to
-    x.dtype."""
-    o, r = rope.rotary_offset, rope.rotary_dim
-    if r != rope.head_dim:
-        parts = [y_rot]
-        if o:
-            parts.insert(0, xp.astype(x_work[..., :o], y_rot.dtype))
-        if o + r != rope.head_dim:
-            parts.append(xp.astype(x_work[..., o + r :], y_rot.dtype))
-        y_rot = xp.concat(parts, axis=-1)
-    if y_rot.dtype != x.dtype:
-        y_rot = xp.astype(y_rot, x.dtype)
-    return y_rot
+def _kernel_args(rope: Rope) -> dict[str, Any]:
+    """The rope's part of the rotation kernel's arguments (:mod:`rope_ref._rotate`)."""
+    return {"rotary_dim": rope.rotary_dim, "layout": rope.layout, "offset": rope.rotary_offset}
 
 
 def apply_rope(
@@ -150,7 +142,7 @@ def apply_rope(
         block = plan.apply if BLOCK_ELEMENTS is None else BLOCK_ELEMENTS
         if _size(x.shape) > 2 * block:
             return _apply_blocked(xp, x, cos, sin, rope, wd, block, plan.threads)
-    return _rotate(xp, x, cos, sin, rope, wd)
+    return rotate(xp, x, cos, sin, wd=wd, **_kernel_args(rope))
 
 
 #: Elements of x per block on eager CPU arrays; None: the library's ``_compat.block_plan``
@@ -165,52 +157,6 @@ def _size(shape: tuple[int, ...]) -> int:
     return n
 
 
-def _rotated_pairs(
-    xp: Any, x: Any, cos: Any, sin: Any, rope: Rope, wd: Any
-) -> tuple[Any, slice, slice, Any, Any]:
-    """Eq. 34 on the pairs of x: (x in the working dtype, channels a, channels b, y_a, y_b).
-
-    x is promoted to the working dtype by the products themselves where that is exact and
-    fast (float32 * float64 is float64 in the Array API's promotion rules), else cast once.
-    """
-    o, r = rope.rotary_offset, rope.rotary_dim
-    h = r // 2
-    xw = x
-    if x.dtype != wd and not _compat.promotes_exactly(xp, x.dtype, wd):
-        xw = xp.astype(x, wd)
-    if rope.layout == "half":
-        a, b = slice(o, o + h), slice(o + h, o + r)
-    else:
-        a, b = slice(o, o + r, 2), slice(o + 1, o + r, 2)
-    x1, x2 = xw[..., a], xw[..., b]
-    if not _zero_terms_matter(xp, x, cos, sin):
-        return xw, a, b, x1 * cos - x2 * sin, x2 * cos + x1 * sin
-    # An exact-zero entry of R_{Theta,m} contributes nothing, even against inf or NaN in x
-    # (at m = 0, sin = 0: inf in x_a must not turn x_b into inf * 0 = NaN).
-    zc, zs = cos == 0, sin == 0
-    t_ac = _skip(xp, zc, x1) * cos
-    t_bc = _skip(xp, zc, x2) * cos
-    t_as = _skip(xp, zs, x1) * sin
-    t_bs = _skip(xp, zs, x2) * sin
-    return xw, a, b, t_ac - t_bs, t_bc + t_as
-
-
-def _skip(xp: Any, zero: Any, values: Any) -> Any:
-    """``values`` with 0 where the coefficient they multiply is an exact zero (broadcast), so
-    the product is 0 even for inf or NaN values (and no invalid-operation warning is raised)."""
-    return xp.where(zero, xp.zeros_like(values), values)
-
-
-def _zero_terms_matter(xp: Any, x: Any, cos: Any, sin: Any) -> bool:
-    """Whether some product coefficient * x can be 0 * inf or 0 * NaN: the tables hold an exact
-    zero and x a non-finite value. Traced or lazy arrays cannot be read: assume yes."""
-    if not (_compat.is_concrete(x) and _compat.is_concrete(cos)):
-        return True
-    if not (bool(xp.any(cos == 0)) or bool(xp.any(sin == 0))):
-        return False
-    return not bool(xp.all(xp.isfinite(x)))
-
-
 def _nonfinite_split(xp: Any, xw: Any) -> tuple[Any, Any] | None:
     """(x with non-finite entries zeroed, the non-finite entries with zeros elsewhere), or None
     when x is known to be finite."""
@@ -221,37 +167,10 @@ def _nonfinite_split(xp: Any, xw: Any) -> tuple[Any, Any] | None:
     return xp.where(finite, xw, zeros), xp.where(finite, zeros, xw)
 
 
-def _rotate(xp: Any, x: Any, cos: Any, sin: Any, rope: Rope, wd: Any) -> Any:
-    """Eq. 34 on x (any leading shape) with tables broadcastable to it; rounded once to
-    x.dtype."""
-    xw, _, _, y1, y2 = _rotated_pairs(xp, x, cos, sin, rope, wd)
-    if rope.layout == "half":
-        y = xp.concat([y1, y2], axis=-1)
-    else:
-        y = xp.reshape(xp.stack([y1, y2], axis=-1), (*y1.shape[:-1], rope.rotary_dim))
-    return _finish(xp, x, y, xw, rope)
-
-
-def _rotate_into(
-    xp: Any, out: Any, key: tuple[Any, ...], x: Any, cos: Any, sin: Any, rope: Rope, wd: Any
-) -> None:
-    """:func:`_rotate` of the block ``x``, written into ``out[key]`` channel group by channel
-    group (no concatenated temporary). Same operations per element, so the same bits."""
-    _, a, b, y1, y2 = _rotated_pairs(xp, x, cos, sin, rope, wd)
-    lead = key[:-1]  # key ends with an Ellipsis
-    out[(*lead, ..., a)] = xp.astype(y1, out.dtype, copy=False)
-    out[(*lead, ..., b)] = xp.astype(y2, out.dtype, copy=False)
-    o, r = rope.rotary_offset, rope.rotary_dim
-    if o:
-        out[(*lead, ..., slice(0, o))] = x[..., :o]
-    if o + r != rope.head_dim:
-        out[(*lead, ..., slice(o + r, None))] = x[..., o + r :]
-
-
 def _apply_blocked(
     xp: Any, x: Any, cos: Any, sin: Any, rope: Rope, wd: Any, block: int, threads: int
 ) -> Any:
-    """:func:`_rotate` over cache-sized blocks of x, written into one output array.
+    """The rotation kernel over cache-sized blocks of x, written into one output array.
 
     On eager CPU arrays the unblocked pipeline streams several float64 temporaries the size
     of x through memory; on blocks of ``block`` elements they stay in cache (about 3x faster
@@ -282,7 +201,7 @@ def _apply_blocked(
 
     def run(group: list[tuple[Any, Any]]) -> None:
         for key, t_key in group:
-            _rotate_into(xp, out, key, x[key], cos[t_key], sin[t_key], rope, wd)
+            rotate_into(xp, out, key, x[key], cos[t_key], sin[t_key], wd=wd, **_kernel_args(rope))
 
     n = max(1, min(threads, len(keys)))
     _compat.run_blocks(run, [keys[i::n] for i in range(n)], n)
@@ -365,15 +284,15 @@ def apply_rope_complex(
     if split is not None:
         na, nb = xp.take(split[1], ia, axis=-1), xp.take(split[1], ib, axis=-1)
         zc, zs = cos == 0, sin == 0
-        re = re + (_skip(xp, zc, na) * cos - _skip(xp, zs, nb) * sin)
-        im = im + (_skip(xp, zc, nb) * cos + _skip(xp, zs, na) * sin)
+        re = re + (skip(xp, zc, na) * cos - skip(xp, zs, nb) * sin)
+        im = im + (skip(xp, zc, nb) * cos + skip(xp, zs, na) * sin)
     # [real parts, imaginary parts] are channels a_idx + b_idx; undo that order.
     order = a_idx + b_idx
     inverse = [0] * len(order)
     for k, ch in enumerate(order):
         inverse[ch - rope.rotary_offset] = k
     y = xp.take(xp.concat([re, im], axis=-1), _index(xp, inverse, device), axis=-1)
-    return _finish(xp, x, y, xw, rope)
+    return finish(xp, x, y, xw, rotary_dim=rope.rotary_dim, offset=rope.rotary_offset)
 
 
 def _matrices(xp: Any, cos: Any, sin: Any, rope: Rope, device: Any) -> Any:
@@ -452,7 +371,7 @@ def apply_rope_matrix(
     y = xp.matmul(mats, (xw if split is None else split[0])[..., None])[..., 0]
     if split is not None:
         nf = split[1][..., None, :]
-        y = y + xp.sum(mats * _skip(xp, mats == 0, nf), axis=-1)
+        y = y + xp.sum(mats * skip(xp, mats == 0, nf), axis=-1)
     if y.dtype != x.dtype:
         y = xp.astype(y, x.dtype)
     return y

@@ -18,6 +18,7 @@ from . import _apply, _attention, _compat, _validate
 from ._apply import _check_rope
 from ._errors import RopeTypeError, RopeValueError
 from ._rope import Rope
+from ._rotate import rotate
 
 __all__ = ["apply_rope_vjp", "attention_vjp"]
 
@@ -80,7 +81,7 @@ def apply_rope_vjp(
     # so forward and backward agree to the last bit of the tables
     xp, wd, cos, sin = _apply._prepare(cotangent, positions, rope, seq_len, role)
     # the forward's rotation kernel with -sin: R^T g (it never writes to the cotangent)
-    return _apply._rotate(xp, cotangent, cos, -sin, rope, wd)
+    return rotate(xp, cotangent, cos, sin, wd=wd, sign=-1, **_apply._kernel_args(rope))
 
 
 def _check_cotangent(xp: Any, arr: Any, name: str, shape: tuple[int, ...], what: str) -> None:
