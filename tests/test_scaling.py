@@ -299,6 +299,21 @@ def test_xpos_centering_keeps_scores():
     np.testing.assert_allclose(s_c, s_0, rtol=0, atol=1e-13 * np.abs(s_0).max())
 
 
+def test_xpos_max_offset_values_and_bad_p():
+    # the bound is EXP_LIMIT[p] / max_j |ln(zeta_j)| * B; the largest |ln zeta_j| is j = 0:
+    # zeta_0 = gamma / (1 + gamma) = 0.4 / 1.4 (mpmath, far from an integer boundary)
+    rope = rr.Rope(128, scaling=S.XPos())
+    top = abs(mpmath.log(mpmath.mpf("0.4") / mpmath.mpf("1.4"))) / 512
+    assert rope.scaling.max_offset(rope) == int(660 / top) == 269_739  # the docstring's value
+    assert rope.scaling.max_offset(rope, 24) == int(60 / top)
+    assert rope.scaling.max_offset(rope, np.int64(24)) == int(60 / top)
+    for p in (32, 64, 0):
+        with pytest.raises(rr.RopeValueError, match=rf"p must be one of \(53, 24\).*got {p}"):
+            rope.scaling.max_offset(rope, p)
+    with pytest.raises(rr.RopeTypeError, match="p must be an integer"):
+        rope.scaling.max_offset(rope, 53.0)
+
+
 # ------------------------------------------------------------------------------ multi-axis
 def test_mrope_text_tokens_are_plain_rope(bk):
     rope = rr.Rope(128, base=1e6, scaling=S.MRope((16, 24, 24)))

@@ -19,6 +19,7 @@ from .._exact import (
     exp_dd,
     format_for_bits,
 )
+from .._validate import as_int
 from ._base import Scaling
 from ._common import ctx, dec, flag, positive
 
@@ -125,7 +126,20 @@ class XPos(Scaling):
         -------
         int
             The bound on ``|m - c|``; ``2**53`` when every rate is 0.
+
+        Raises
+        ------
+        RopeTypeError
+            ``p`` is not an integer.
+        RopeValueError
+            ``p`` is not one of the significand widths of ``EXP_LIMIT`` (53, 24).
         """
+        p = as_int(p, "p")
+        if p not in EXP_LIMIT:
+            raise RopeValueError(
+                f"p must be one of {tuple(EXP_LIMIT)} (significand bits of float64, float32), "
+                f"got {p}"
+            )
         top = max(abs(r) for r in self.rates(rope))
         if top == 0:
             return 2**53
