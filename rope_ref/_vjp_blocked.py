@@ -139,6 +139,67 @@ def _sink_weights(sp: _Spec, stats: _Stats, nq: int) -> Any:
     return p_sink
 
 
+def _forward_sweep(
+    sp: _Spec, qsl: slice, kblocks: list[slice], states: list[str]
+) -> tuple[_Rows, Any, _Stats]:
+    """Step 1 for one block of queries: the online softmax over its key blocks (skipped
+    blocks left out) gives the final row statistics and the output block O."""
+    rows = None
+    for ksl, state in zip(kblocks, states, strict=True):
+        if state != "skip":
+            rows, _ = _attention._absorb(sp, rows, qsl, ksl, positional=state != "full")
+    if rows is None:
+        rows = _attention._start(sp, qsl.stop - qsl.start)
+    out, _, stats = _attention._finish(sp, rows)
+    return rows, out, stats
+
+
+def _row_term(sp: _Spec, dog: Any, out: Any, dl: Any, nq: int) -> Any:
+    """-D + dL per row (D = rowsum(dO * O); dL = ``d_lse``'s rows or None for 0)."""
+    xp = sp.xp
+    if sp.dv:
+        row = -xp.sum(dog * out, axis=-1)
+    else:  # no value channels: D = 0 (and no empty contraction: Dask mis-shapes them)
+        row = xp.zeros((*sp.batch, sp.hk, sp.g, nq), dtype=sp.wd, device=sp.device)
+    if dl is not None:
+        row = row + dl
+    if sp.v_bad is not None:  # an infinite output (inf in a kept v) has no gradient: NaN
+        row = xp.where(xp.isinf(row), xp.nan, row)
+    return row
+
+
+def _block_ds(sp: _Spec, p: Any, lg: _Logits, dog: Any, row: Any, ksl: slice) -> Any:
+    """dS^0 of one block: P (dP - D + dL), through the softcap, 0 at dropped pairs."""
+    xp = sp.xp
+    if sp.dv:
+        ds = p * (xp.matmul(dog, xp.matrix_transpose(sp.vg[..., ksl, :])) + row[..., None])
+    else:
+        ds = p * row[..., None]  # dP = dO V^T = 0
+    if lg.t is not None:
+        ds = ds * (1.0 - lg.t * lg.t)  # d(c tanh(x / c)) / dx
+    if lg.keep is not None:  # dropped pairs add 0, also next to a NaN row
+        ds = xp.where(lg.keep, ds, xp.zeros_like(ds))
+    return ds
+
+
+def _accumulate(parts: list[Any], j: int, value: Any) -> None:
+    parts[j] = value if parts[j] is None else parts[j] + value
+
+
+def _gather(sp: _Spec, parts: list[Any], blocks: list[slice], width: int) -> Any:
+    """The key blocks' gradients (zeros for blocks no query reached) along the key axis."""
+    xp = sp.xp
+    filled = [
+        xp.zeros((*sp.batch, sp.hk, sl.stop - sl.start, width), dtype=sp.wd, device=sp.device)
+        if part is None
+        else part
+        for part, sl in zip(parts, blocks, strict=True)
+    ]
+    if not filled:
+        return xp.zeros((*sp.batch, sp.hk, sp.sk, width), dtype=sp.wd, device=sp.device)
+    return filled[0] if len(filled) == 1 else xp.concat(filled, axis=-2)
+
+
 def vjp_blocks(sp: _Spec, d_out: Any, d_lse: Any, chunk: int) -> tuple[Any, Any, Any, Any]:
     """(dq, dk, dv, d_sink) in blocks of ``chunk`` queries x ``chunk`` keys.
 
@@ -161,65 +222,32 @@ def vjp_blocks(sp: _Spec, d_out: Any, d_lse: Any, chunk: int) -> tuple[Any, Any,
         nq = qsl.stop - qsl.start
         states = ["partial" if skip is None else skip(qsl, ksl) for ksl in kblocks]
         # 1. the forward sweep: final statistics, output and D = rowsum(dO * O)
-        rows = None
-        for ksl, state in zip(kblocks, states, strict=True):
-            if state != "skip":
-                rows, _ = _attention._absorb(sp, rows, qsl, ksl, positional=state != "full")
-        if rows is None:
-            rows = _attention._start(sp, nq)
-        out, _, stats = _attention._finish(sp, rows)
+        rows, out, stats = _forward_sweep(sp, qsl, kblocks, states)
         dog = dog_all[..., qsl, :]
-        if dv:
-            row = -xp.sum(dog * out, axis=-1)  # -D (+ dL)
-        else:  # no value channels: D = 0 (and no empty contraction: Dask mis-shapes them)
-            row = xp.zeros((*batch, hk, g, nq), dtype=wd, device=sp.device)
-        if dl_all is not None:
-            row = row + dl_all[..., qsl]
-        if sp.v_bad is not None:  # an infinite output (inf in a kept v) has no gradient: NaN
-            row = xp.where(xp.isinf(row), xp.nan, row)
+        row = _row_term(sp, dog, out, None if dl_all is None else dl_all[..., qsl], nq)
         # 2. the backward sweep: P recomputed from the statistics, block by block
         dq = xp.zeros((*batch, hk, g, nq, d), dtype=wd, device=sp.device)
         for j, (ksl, state) in enumerate(zip(kblocks, states, strict=True)):
             if state == "skip":
                 continue
             p, lg = _recompute(sp, rows, stats, qsl, ksl, state != "full")
-            if dv:
-                ds = p * (xp.matmul(dog, xp.matrix_transpose(sp.vg[..., ksl, :])) + row[..., None])
-            else:
-                ds = p * row[..., None]  # dP = dO V^T = 0
-            if lg.t is not None:
-                ds = ds * (1.0 - lg.t * lg.t)  # d(c tanh(x / c)) / dx
-            if lg.keep is not None:  # dropped pairs add 0, also next to a NaN row
-                ds = xp.where(lg.keep, ds, xp.zeros_like(ds))
-            dv_b = xp.sum(xp.matmul(xp.matrix_transpose(p), dog), axis=-3)
-            dk_b = xp.sum(xp.matmul(xp.matrix_transpose(ds), qf[..., qsl, :]), axis=-3)
+            ds = _block_ds(sp, p, lg, dog, row, ksl)
             dq = dq + xp.matmul(ds, kf[..., ksl, :])
-            dv_parts[j] = dv_b if dv_parts[j] is None else dv_parts[j] + dv_b
-            dk_parts[j] = dk_b if dk_parts[j] is None else dk_parts[j] + dk_b
+            _accumulate(dv_parts, j, xp.sum(xp.matmul(xp.matrix_transpose(p), dog), axis=-3))
+            dk_b = xp.sum(xp.matmul(xp.matrix_transpose(ds), qf[..., qsl, :]), axis=-3)
+            _accumulate(dk_parts, j, dk_b)
         dq_parts.append(dq)
         if sp.sink is not None:
             d_s = xp.sum(_sink_weights(sp, stats, nq) * row, axis=-1)  # (..., Hk, G)
             d_sink = d_s if d_sink is None else d_sink + d_s
-
-    def gather(parts: list[Any], blocks: list[slice], width: int, axis: int) -> Any:
-        filled = [
-            xp.zeros((*batch, hk, sl.stop - sl.start, width), dtype=wd, device=sp.device)
-            if part is None
-            else part
-            for part, sl in zip(parts, blocks, strict=True)
-        ]
-        if not filled:
-            shape = (*batch, hk, sp.sk, width)
-            return xp.zeros(shape, dtype=wd, device=sp.device)
-        return filled[0] if len(filled) == 1 else xp.concat(filled, axis=axis)
 
     if dq_parts:
         dq_all = dq_parts[0] if len(dq_parts) == 1 else xp.concat(dq_parts, axis=-2)
     else:
         dq_all = xp.zeros((*batch, hk, g, 0, d), dtype=wd, device=sp.device)
     dq_all = xp.reshape(dq_all, (*batch, sp.hq, sp.sq, d)) * sp.scale
-    dk_all = gather(dk_parts, kblocks, d, -2) * sp.scale
-    dv_all = gather(dv_parts, kblocks, dv, -2)
+    dk_all = _gather(sp, dk_parts, kblocks, d) * sp.scale
+    dv_all = _gather(sp, dv_parts, kblocks, dv)
     if sp.sink is not None and d_sink is None:  # no query rows
         d_sink = xp.zeros((*batch, hk, g), dtype=wd, device=sp.device)
     return dq_all, dk_all, dv_all, d_sink
