@@ -21,6 +21,7 @@ import numpy as np
 
 from ._apply import apply_rope
 from ._rope import Rope
+from ._rotate import rotate
 from ._typing import Array
 from .testing._diagnose import low_precision_cos_sin
 
@@ -33,12 +34,16 @@ def exact(x: Array, positions: Array, rope: Rope) -> Any:
 
 
 def float32_angles(x: Array, positions: Array, rope: Rope) -> Any:
-    """RoPE with angles and tables in float32, the arithmetic in x's dtype (NumPy only)."""
+    """RoPE with angles and tables in float32, the arithmetic in x's dtype (NumPy only).
+
+    What sets it apart from the reference is the tables: ``positions * inv_freq``, cos and
+    sin in float32. The rotation itself, ``y_a = c x_a - s x_b``, ``y_b = c x_b + s x_a``
+    (RoFormer eq. 34), is rope_ref's rotation kernel run in x's dtype instead of float64.
+    """
     c32, s32 = low_precision_cos_sin(rope, positions)  # positions * inv_freq in float32
+    x = np.asarray(x)
     cos, sin = c32.astype(x.dtype), s32.astype(x.dtype)
-    r, h = rope.rotary_dim, rope.rotary_dim // 2
-    a, b = (slice(0, h), slice(h, r)) if rope.layout == "half" else (slice(0, r, 2), slice(1, r, 2))
-    y = np.array(x, copy=True)
-    y[..., a] = x[..., a] * cos - x[..., b] * sin
-    y[..., b] = x[..., b] * cos + x[..., a] * sin
-    return y
+    return rotate(
+        np, x, cos, sin, rotary_dim=rope.rotary_dim, layout=rope.layout,
+        offset=rope.rotary_offset, wd=x.dtype,
+    )  # fmt: skip

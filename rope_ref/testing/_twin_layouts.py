@@ -17,7 +17,8 @@ from .. import _compat
 from .._apply import apply_rope
 from .._errors import RopeTypeError, RopeValueError
 from .._rope import Rope
-from .._typing import Array
+from .._rotate import rotate
+from .._typing import Array, Layout
 from .._validate import as_bool, as_int, as_real
 
 __all__ = [
@@ -416,19 +417,8 @@ def te_apply_rotary_pos_emb(
     f = xp.astype(f, wd)
     idx = xp.asarray(tok.reshape(-1), device=_compat.device_of(t))
     ang = xp.reshape(xp.take(f, idx, axis=0), (*tok.shape, d2 // 2))
-    cos, sin = xp.cos(ang), xp.sin(ang)
-    x = xp.astype(t, wd)
-    h = d2 // 2
-    if inter:
-        a, bb = x[..., 0:d2:2], x[..., 1:d2:2]
-    else:
-        a, bb = x[..., :h], x[..., h:d2]
-    ra, rb = a * cos - bb * sin, bb * cos + a * sin
-    if inter:
-        rot = xp.reshape(xp.stack([ra, rb], axis=-1), (*ra.shape[:-1], d2))
-    else:
-        rot = xp.concat([ra, rb], axis=-1)
-    return xp.astype(xp.concat([rot, x[..., d2:]], axis=-1), t.dtype)
+    layout: Layout = "interleaved" if inter else "half"
+    return rotate(xp, t, xp.cos(ang), xp.sin(ang), rotary_dim=d2, layout=layout, wd=wd)
 
 
 def _te_token_positions(

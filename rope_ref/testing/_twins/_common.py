@@ -12,6 +12,8 @@ import numpy as np
 from ... import _compat
 from ..._errors import RopeTypeError, RopeValueError
 from ..._rope import Rope
+from ..._rotate import rotate
+from ..._typing import Layout
 
 
 def _check_float_array(xp: Any, a: Any, name: str) -> None:
@@ -30,29 +32,16 @@ def _check_tables(xp: Any, cos: Any, sin: Any) -> None:
         )
 
 
-def _rotate(xp: Any, xw: Any, cos: Any, sin: Any, r: int, interleaved: bool) -> Any:
-    """Rotate channels [0, r) of the float64 array ``xw`` by per-pair tables (n pairs = r/2).
+def _rotate(xp: Any, x: Any, cos: Any, sin: Any, r: int, interleaved: bool, wd: Any) -> Any:
+    """Rotate channels [0, r) of ``x`` by per-pair tables (r/2 pairs, already in the working
+    dtype ``wd``), copy the rest, round once to ``x.dtype``.
 
-    Half layout pairs (i, i + r/2), interleaved pairs (2i, 2i + 1); the arithmetic is that of
-    :func:`rope_ref.apply_rope`, so equal tables give equal bits.
+    Half layout pairs (i, i + r/2), interleaved pairs (2i, 2i + 1). This is rope_ref's own
+    rotation kernel (:func:`rope_ref._rotate.rotate`, the one :func:`rope_ref.apply_rope`
+    runs), so equal tables give equal bits.
     """
-    h = r // 2
-    if not interleaved:
-        x1, x2 = xw[..., :h], xw[..., h:r]
-        return xp.concat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    x1, x2 = xw[..., 0:r:2], xw[..., 1:r:2]
-    y1 = x1 * cos - x2 * sin
-    y2 = x2 * cos + x1 * sin
-    return xp.reshape(xp.stack([y1, y2], axis=-1), (*y1.shape[:-1], r))
-
-
-def _finish(xp: Any, x: Any, xw: Any, y_rot: Any, r: int) -> Any:
-    """Append the pass-through channels (copied, exact) and round once to ``x.dtype``."""
-    if r != x.shape[-1]:
-        y_rot = xp.concat([y_rot, xw[..., r:]], axis=-1)
-    if y_rot.dtype != x.dtype:
-        y_rot = xp.astype(y_rot, x.dtype)
-    return y_rot
+    layout: Layout = "interleaved" if interleaved else "half"
+    return rotate(xp, x, cos, sin, rotary_dim=r, layout=layout, wd=wd)
 
 
 def _gather_rows(xp: Any, table: Any, idx: Any) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 from ... import _compat, _validate
 from ..._errors import RopeTypeError, RopeValueError
 from .._positions import _from_offsets, _offsets_array, positions_from_cu_seqlens
-from ._common import _check_float_array, _check_tables, _concrete, _finish, _gather_rows, _rotate
+from ._common import _check_float_array, _check_tables, _concrete, _gather_rows, _rotate
 
 __all__ = ["flash_apply_rotary_emb"]
 
@@ -165,8 +165,7 @@ def flash_apply_rotary_emb(
     if inside is not None:
         c = xp.where(inside[..., None], c, xp.ones_like(c))
         s = xp.where(inside[..., None], s, xp.zeros_like(s))
-    xw = xp.astype(x, wd)
-    return _finish(xp, x, xw, _rotate(xp, xw, c, s, r, interleaved), r)
+    return _rotate(xp, x, c, s, r, interleaved, wd)
 
 
 # ---------------------------------------------------------------------------- check adapter

@@ -8,18 +8,20 @@ from typing import Any
 from ... import _compat, _validate
 from ..._errors import RopeTypeError, RopeValueError
 from ..._rope import Rope
-from ._common import _check_float_array, _check_tables, _concrete, _finish, _gather_rows
+from ..._rotate import rotate
+from ._common import _check_float_array, _check_tables, _concrete, _gather_rows
 
 __all__ = ["hf_apply_rotary_pos_emb", "hf_cos_sin"]
 
 
 def _hf_one(xp: Any, t: Any, cos: Any, sin: Any, r: int, wd: Any) -> Any:
-    """``t * cos + rotate_half(t) * sin`` on the first r channels, channel by channel."""
-    tw = xp.astype(t, wd)
+    """``t * cos + rotate_half(t) * sin`` on the first r channels, channel by channel: with
+    ``rotate_half(t) = [-t_b, t_a]`` that is ``y_a = t_a cos_a - t_b sin_a`` and ``y_b = t_b
+    cos_b + t_a sin_b`` over the two halves of the full-width tables (the same bits: negation
+    is exact), i.e. rope_ref's rotation kernel with the second half's coefficients for y_b."""
     h = r // 2
-    rot = tw[..., :r]
-    rotated_half = xp.concat([-tw[..., h:r], tw[..., :h]], axis=-1)
-    return _finish(xp, t, tw, rot * cos + rotated_half * sin, r)
+    c_a, c_b, s_a, s_b = cos[..., :h], cos[..., h:], sin[..., :h], sin[..., h:]
+    return rotate(xp, t, c_a, s_a, rotary_dim=r, layout="half", wd=wd, cos_b=c_b, sin_b=s_b)
 
 
 def hf_apply_rotary_pos_emb(

@@ -10,7 +10,7 @@ from ... import _compat, _exact, _validate
 from ..._apply import apply_rope
 from ..._errors import RopeTypeError, RopeValueError
 from ..._rope import Rope
-from ._common import _check_float_array, _finish, _rotate
+from ._common import _check_float_array, _rotate
 
 __all__ = ["mlx_rope"]
 
@@ -157,8 +157,7 @@ def mlx_rope(
         integral=False,
         blocks=_compat.prefers_blocks(x),
     )
-    xw = xp.astype(x, wd)
-    return _finish(xp, x, xw, _rotate(xp, xw, cos, sin, dims, traditional), dims)
+    return _rotate(xp, x, cos, sin, dims, traditional, wd)
 
 
 # ---------------------------------------------------------------------------- check adapter

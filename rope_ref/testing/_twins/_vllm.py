@@ -125,12 +125,8 @@ def vllm_rotary(
     sin = rows[:, None, h:]
 
     def one(t: Any, nh: int) -> Any:
-        tw = xp.reshape(xp.astype(t, wd), (n, nh, head_size))
-        y = _rotate(xp, tw, cos, sin, r, not is_neox_style)
-        if r != head_size:
-            y = xp.concat([y, tw[..., r:]], axis=-1)
-        y = xp.reshape(y, tuple(t.shape))
-        return y if y.dtype == t.dtype else xp.astype(y, t.dtype)
+        y = _rotate(xp, xp.reshape(t, (n, nh, head_size)), cos, sin, r, not is_neox_style, wd)
+        return xp.reshape(y, tuple(t.shape))
 
     return one(query, heads["query"]), None if key is None else one(key, heads["key"])
 
