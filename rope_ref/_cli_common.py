@@ -1,0 +1,143 @@
+"""What the ``rope-ref`` subcommands share: usage errors, one-line messages, the argument
+parser without ``sys.exit``, output-path checks and reading a Hugging Face config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+#: The largest config.json ``--hf-config`` reads.
+MAX_CONFIG_BYTES = 16 << 20
+#: The dtypes of the battery options' ``--dtype``, and the default.
+DEFAULT_DTYPES = ("float32",)
+
+# Array-API namespaces per library (compat wrappers where the library needs one), imported
+# by name only when the command asks for them
+NAMESPACES = {
+    "numpy": "array_api_compat.numpy",
+    "torch": "array_api_compat.torch",
+    "jax": "jax.numpy",
+    "cupy": "array_api_compat.cupy",
+    "dask": "array_api_compat.dask.array",
+    "strict": "array_api_strict",
+}
+
+
+class UsageError(Exception):
+    """A usage error: printed as one line on stderr, exit code 2."""
+
+    def __init__(self, message: str, *, formatted: bool = False) -> None:
+        super().__init__(message)
+        self.formatted = formatted
+
+
+class ParserExit(Exception):
+    """argparse asked to exit (``--help``): the code to return."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse without ``sys.exit`` and with one-line errors."""
+
+    def error(self, message: str) -> Any:
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)", formatted=True)
+
+    def exit(self, status: int = 0, message: str | None = None) -> Any:
+        if message:
+            print(message.rstrip("\n"), file=sys.stderr)
+        raise ParserExit(status)
+
+
+def one_line(exc: BaseException) -> str:
+    """``str(exc)`` on one line, at most 300 characters (never raises)."""
+    try:
+        text = " ".join(str(exc).split())
+    except Exception:  # an exception whose __str__ raises
+        return f"<{type(exc).__name__} that cannot be printed>"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def dtypes_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """The ``--dtype`` values (default float32)."""
+    return tuple(args.dtype) if args.dtype else DEFAULT_DTYPES
+
+
+def writable_file(option: str, path: str | None) -> None:
+    """Usage error unless ``path`` (when given) can be written: not a directory, in an
+    existing, writable directory."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{option} {path}: is a directory")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise UsageError(f"{option} {path}: not writable")
+
+
+def load_config(path: str) -> dict[str, Any]:
+    """The JSON object in ``path`` (``--hf-config``); usage errors for anything else."""
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"--hf-config {path}: no such file")
+    if p.is_dir():
+        raise UsageError(f"--hf-config {path}: is a directory, not a config.json")
+    try:
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"--hf-config {path}: cannot read it ({exc.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise UsageError(f"--hf-config {path}: larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        config = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"--hf-config {path}: not valid JSON ({one_line(exc)})") from None
+    if not isinstance(config, dict):
+        raise UsageError(
+            f"--hf-config {path}: must hold a JSON object, got {type(config).__name__}"
+        )
+    return config
+
+
+def config_rope(config: dict[str, Any], where: str, layer_type: str | None) -> Any:
+    """``Rope.from_hf_config(config)``; what it rejects is a usage error naming ``where``."""
+    from ._errors import RopeError
+    from ._rope import Rope
+
+    try:
+        return Rope.from_hf_config(config, layer_type=layer_type)
+    except (RopeError, ValueError, TypeError) as exc:
+        raise UsageError(f"{where}: {one_line(exc)}") from None
+
+
+def check_preset(name: str) -> None:
+    """Usage error (with the closest names) unless ``name`` is a preset."""
+    import difflib
+
+    from ._presets import presets
+
+    if name not in presets():
+        close = difflib.get_close_matches(name, presets(), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UsageError(
+            f'--preset {name!r} is not a preset{hint}; `python -c "import rope_ref; '
+            'print(rope_ref.presets())"` lists them'
+        )
+
+
+def preset_head_dim(name: str) -> int:
+    """The head size of preset ``name``'s cases."""
+    from .testing._cases import _preset_dim
+
+    return _preset_dim(name)
