@@ -59,15 +59,7 @@ def flash_apply_rotary_emb(
         [0, seqlen_ro) is an error when the values can be read. For lazy or traced inputs no
         values are read and such tokens are left unrotated, as flash-attn's kernel does.
     """
-    if not isinstance(inplace, bool):
-        raise RopeTypeError(f"inplace must be a bool, got {inplace!r}")
-    if inplace:
-        raise RopeValueError(
-            "inplace=True is not supported: rope_ref never writes to its inputs; call with "
-            "inplace=False and use the returned array (flash-attn's in-place result equals it)"
-        )
-    if not isinstance(interleaved, bool):
-        raise RopeTypeError(f"interleaved must be a bool, got {interleaved!r}")
+    _check_flags(inplace, interleaved)
     if not _compat.is_array(x):
         raise RopeTypeError(f"x must be an array, got {type(x).__name__}")
     xp = _compat.array_namespace(
@@ -78,6 +70,44 @@ def flash_apply_rotary_emb(
     device = _compat.check_same_device(
         x=x, cos=cos, sin=sin, seqlen_offsets=seqlen_offsets, cu_seqlens=cu_seqlens
     )
+    seqlen_ro, r = _table_geometry(x, cos)
+    batch, seqlen = _sequences(x, cu_seqlens, max_seqlen)
+    if seqlen > seqlen_ro:
+        raise RopeValueError(
+            f"cos/sin have seqlen_ro = {seqlen_ro} rows but the sequences are up to {seqlen} "
+            "tokens long (flash-attn requires seqlen_ro >= seqlen)"
+        )
+    offsets = _offsets_array(xp, seqlen_offsets, batch, device, name="seqlen_offsets")
+    if not _compat.is_array(offsets) and (offsets < 0 or offsets + seqlen > seqlen_ro):
+        raise RopeValueError(
+            f"seqlen_offsets + seqlen = {offsets} + {seqlen} must lie in [0, seqlen_ro = "
+            f"{seqlen_ro}] (flash-attn asserts seqlen_offsets + seqlen <= seqlen_ro)"
+        )
+    pos = _token_positions(xp, device, x, cu_seqlens, offsets, seqlen, batch)
+    pos, inside = _in_table(xp, pos, offsets, seqlen_ro)
+    wd = _compat.work_dtype(xp, device)
+    c = _gather_rows(xp, xp.astype(cos, wd), pos)
+    s = _gather_rows(xp, xp.astype(sin, wd), pos)
+    if inside is not None:
+        c = xp.where(inside[..., None], c, xp.ones_like(c))
+        s = xp.where(inside[..., None], s, xp.zeros_like(s))
+    return _rotate(xp, x, c, s, r, interleaved, wd)
+
+
+def _check_flags(inplace: Any, interleaved: Any) -> None:
+    if not isinstance(inplace, bool):
+        raise RopeTypeError(f"inplace must be a bool, got {inplace!r}")
+    if inplace:
+        raise RopeValueError(
+            "inplace=True is not supported: rope_ref never writes to its inputs; call with "
+            "inplace=False and use the returned array (flash-attn's in-place result equals it)"
+        )
+    if not isinstance(interleaved, bool):
+        raise RopeTypeError(f"interleaved must be a bool, got {interleaved!r}")
+
+
+def _table_geometry(x: Any, cos: Any) -> tuple[int, int]:
+    """(seqlen_ro, rotary_dim) of (seqlen_ro, rotary_dim / 2) tables, checked against x."""
     if cos.ndim != 2:
         raise RopeValueError(
             f"cos and sin must have shape (seqlen_ro, rotary_dim / 2), got {tuple(cos.shape)}"
@@ -90,61 +120,60 @@ def flash_apply_rotary_emb(
             f"rotary_dim = 2 * cos.shape[-1] = {r} must be between 2 and headdim = {headdim} "
             f"(x of shape {tuple(x.shape)})"
         )
+    return seqlen_ro, r
 
+
+def _sequences(x: Any, cu_seqlens: Any, max_seqlen: Any) -> tuple[int, int]:
+    """(batch, seqlen): from x's shape, or from cu_seqlens and max_seqlen (packed)."""
     if cu_seqlens is None:
         if x.ndim != 4:
             raise RopeValueError(
                 f"x must have shape (batch, seqlen, nheads, headdim) without cu_seqlens, got "
                 f"{tuple(x.shape)}"
             )
-        batch, seqlen = int(x.shape[0]), int(x.shape[1])
-    else:
-        if x.ndim != 3:
-            raise RopeValueError(
-                f"x must have shape (total, nheads, headdim) with cu_seqlens, got {tuple(x.shape)}"
-            )
-        if max_seqlen is None:
-            raise RopeValueError("max_seqlen is required with cu_seqlens (as in flash-attn)")
-        seqlen = _validate.check_int("max_seqlen", max_seqlen, minimum=0)
-        if not _compat.is_array(cu_seqlens):
-            raise RopeTypeError(f"cu_seqlens must be an array, got {type(cu_seqlens).__name__}")
-        if cu_seqlens.ndim != 1 or cu_seqlens.shape[0] < 1:
-            raise RopeValueError(
-                f"cu_seqlens must be 1-D of length batch + 1, got shape {tuple(cu_seqlens.shape)}"
-            )
-        batch = int(cu_seqlens.shape[0]) - 1
-    if seqlen > seqlen_ro:
+        return int(x.shape[0]), int(x.shape[1])
+    if x.ndim != 3:
         raise RopeValueError(
-            f"cos/sin have seqlen_ro = {seqlen_ro} rows but the sequences are up to {seqlen} "
-            "tokens long (flash-attn requires seqlen_ro >= seqlen)"
+            f"x must have shape (total, nheads, headdim) with cu_seqlens, got {tuple(x.shape)}"
         )
-    offsets = _offsets_array(xp, seqlen_offsets, batch, device, name="seqlen_offsets")
-    if not _compat.is_array(offsets) and (offsets < 0 or offsets + seqlen > seqlen_ro):
+    if max_seqlen is None:
+        raise RopeValueError("max_seqlen is required with cu_seqlens (as in flash-attn)")
+    seqlen = _validate.check_int("max_seqlen", max_seqlen, minimum=0)
+    if not _compat.is_array(cu_seqlens):
+        raise RopeTypeError(f"cu_seqlens must be an array, got {type(cu_seqlens).__name__}")
+    if cu_seqlens.ndim != 1 or cu_seqlens.shape[0] < 1:
         raise RopeValueError(
-            f"seqlen_offsets + seqlen = {offsets} + {seqlen} must lie in [0, seqlen_ro = "
-            f"{seqlen_ro}] (flash-attn asserts seqlen_offsets + seqlen <= seqlen_ro)"
+            f"cu_seqlens must be 1-D of length batch + 1, got shape {tuple(cu_seqlens.shape)}"
         )
+    return int(cu_seqlens.shape[0]) - 1, seqlen
 
+
+def _token_positions(
+    xp: Any, device: Any, x: Any, cu_seqlens: Any, offsets: Any, seqlen: int, batch: int
+) -> Any:
+    """Each token's table row, shaped to broadcast over heads: (batch or 1, seqlen, 1), or
+    (total, 1) for packed sequences (whose bounds are checked against x and max_seqlen)."""
     if cu_seqlens is None:
-        pos = _from_offsets(xp, device, seqlen, offsets)  # (batch or 1, seqlen)
-        pos = pos[:, :, None]  # broadcast over heads
-    else:
-        pos = positions_from_cu_seqlens(cu_seqlens, offsets)  # (total,); checks cu_seqlens
-        if int(cu_seqlens[-1]) != int(x.shape[0]):
+        return _from_offsets(xp, device, seqlen, offsets)[:, :, None]
+    pos = positions_from_cu_seqlens(cu_seqlens, offsets)  # (total,); checks cu_seqlens
+    if int(cu_seqlens[-1]) != int(x.shape[0]):
+        raise RopeValueError(
+            f"cu_seqlens[-1] = {int(cu_seqlens[-1])} must equal the total number of "
+            f"tokens x.shape[0] = {int(x.shape[0])}"
+        )
+    if batch > 0:
+        longest = int(xp.max(cu_seqlens[1:] - cu_seqlens[:-1]))
+        if longest > seqlen:
             raise RopeValueError(
-                f"cu_seqlens[-1] = {int(cu_seqlens[-1])} must equal the total number of "
-                f"tokens x.shape[0] = {int(x.shape[0])}"
+                f"a sequence has {longest} tokens, more than max_seqlen = {seqlen} "
+                "(flash-attn would leave the extra tokens unwritten)"
             )
-        if batch > 0:
-            longest = int(xp.max(cu_seqlens[1:] - cu_seqlens[:-1]))
-            if longest > seqlen:
-                raise RopeValueError(
-                    f"a sequence has {longest} tokens, more than max_seqlen = {seqlen} "
-                    "(flash-attn would leave the extra tokens unwritten)"
-                )
-        pos = pos[:, None]  # broadcast over heads
+    return pos[:, None]
 
-    inside = None
+
+def _in_table(xp: Any, pos: Any, offsets: Any, seqlen_ro: int) -> tuple[Any, Any]:
+    """(pos, inside): readable positions outside [0, seqlen_ro) raise; unreadable ones (lazy
+    or traced offsets) are clamped to row 0 and ``inside`` marks the tokens to rotate."""
     if _concrete(offsets, pos) and math.prod(pos.shape) > 0:
         lo, hi = int(xp.min(pos)), int(xp.max(pos))
         if lo < 0 or hi >= seqlen_ro:
@@ -153,19 +182,13 @@ def flash_apply_rotary_emb(
                 f"[0, {seqlen_ro}) only (flash-attn requires seqlen_offsets + seqlen <= "
                 "seqlen_ro)"
             )
-    elif _compat.is_array(offsets):
-        # Values unreadable (lazy/traced): keep the gather in bounds and leave out-of-table
-        # tokens unrotated, which is what flash-attn's kernel does (masked loads of 1 and 0).
-        inside = (pos >= 0) & (pos < seqlen_ro)
-        pos = xp.where(inside, pos, xp.zeros_like(pos))
-
-    wd = _compat.work_dtype(xp, device)
-    c = _gather_rows(xp, xp.astype(cos, wd), pos)
-    s = _gather_rows(xp, xp.astype(sin, wd), pos)
-    if inside is not None:
-        c = xp.where(inside[..., None], c, xp.ones_like(c))
-        s = xp.where(inside[..., None], s, xp.zeros_like(s))
-    return _rotate(xp, x, c, s, r, interleaved, wd)
+        return pos, None
+    if not _compat.is_array(offsets):
+        return pos, None
+    # Values unreadable (lazy/traced): keep the gather in bounds and leave out-of-table
+    # tokens unrotated, which is what flash-attn's kernel does (masked loads of 1 and 0).
+    inside = (pos >= 0) & (pos < seqlen_ro)
+    return xp.where(inside, pos, xp.zeros_like(pos)), inside
 
 
 # ---------------------------------------------------------------------------- check adapter

@@ -80,14 +80,7 @@ def mlx_rope(
     xp = _compat.array_namespace(x=x, offset=offset, freqs=freqs)
     _check_float_array(xp, x, "x")
     device = _compat.check_same_device(x=x, offset=offset, freqs=freqs)
-    if x.ndim < 3:
-        raise RopeValueError(
-            f"x must have at least 3 axes (B, ..., T, D) as in MLX, got shape {tuple(x.shape)}"
-        )
-    dims = _validate.check_int("dims", dims, minimum=1)
-    d = int(x.shape[-1])
-    if dims % 2 or dims > d:
-        raise RopeValueError(f"dims must be even and <= x.shape[-1] = {d}, got {dims}")
+    dims = _check_dims(x, dims)
     if not isinstance(traditional, bool):
         raise RopeTypeError(f"traditional must be a bool, got {traditional!r}")
     scale = _real("scale", scale)
@@ -96,35 +89,61 @@ def mlx_rope(
             "exactly one of base and freqs must be given (the other None), as in MLX"
         )
     layout: Literal["half", "interleaved"] = "interleaved" if traditional else "half"
-
-    # positions (offset + t) * scale, shaped to broadcast against x.shape[:-1]
-    batch, t_len = int(x.shape[0]), int(x.shape[-2])
     wd = _compat.work_dtype(xp, device)
-    t = xp.arange(t_len, dtype=wd, device=device)
-    if _compat.is_array(offset):
-        if not _compat.is_integral(xp, offset.dtype):
-            raise RopeTypeError(f"offset must have an integer dtype, got {offset.dtype}")
-        size = math.prod(offset.shape)
-        if offset.ndim > 1 or size not in (1, batch):
-            raise RopeValueError(
-                f"offset must be a scalar or a vector of x.shape[0] = {batch} entries, got "
-                f"shape {tuple(offset.shape)}"
-            )
-        off = xp.astype(offset, wd)
-        if size == 1:
-            off = xp.reshape(off, (1,))
-        else:
-            off = xp.reshape(off, (batch,) + (1,) * (x.ndim - 2))
-        m = (off + t) * scale
-    else:
-        off_int = _validate.check_int("offset", offset)
-        m = (t + float(off_int)) * scale
-
+    m = _positions(xp, x, offset, scale, wd, device)
     if freqs is None:
-        base = _real("base", base)
-        rope = Rope(d, rotary_dim=dims, base=base, layout=layout)
+        rope = Rope(int(x.shape[-1]), rotary_dim=dims, base=_real("base", base), layout=layout)
         return apply_rope(x, m, rope)
+    thetas = _thetas(xp, freqs, dims, wd)
+    _validate.check_positions(xp, m)
+    p = _compat.significand_bits(xp, wd)
+    table = _exact.angle_table(thetas, p)
+    cos, sin = _exact.exact_cos_sin_blocked(
+        xp,
+        m,
+        table,
+        dtype=wd,
+        device=device,
+        integral=False,
+        blocks=_compat.prefers_blocks(x),
+    )
+    return _rotate(xp, x, cos, sin, dims, traditional, wd)
 
+
+def _check_dims(x: Any, dims: Any) -> int:
+    """``dims`` as an int: even, >= 1 and at most x.shape[-1]; x has at least 3 axes."""
+    if x.ndim < 3:
+        raise RopeValueError(
+            f"x must have at least 3 axes (B, ..., T, D) as in MLX, got shape {tuple(x.shape)}"
+        )
+    n = _validate.check_int("dims", dims, minimum=1)
+    d = int(x.shape[-1])
+    if n % 2 or n > d:
+        raise RopeValueError(f"dims must be even and <= x.shape[-1] = {d}, got {n}")
+    return n
+
+
+def _positions(xp: Any, x: Any, offset: Any, scale: float, wd: Any, device: Any) -> Any:
+    """Positions ``(offset + t) * scale`` in ``wd``, shaped to broadcast against x.shape[:-1]."""
+    batch, t_len = int(x.shape[0]), int(x.shape[-2])
+    t = xp.arange(t_len, dtype=wd, device=device)
+    if not _compat.is_array(offset):
+        off_int = _validate.check_int("offset", offset)
+        return (t + float(off_int)) * scale
+    if not _compat.is_integral(xp, offset.dtype):
+        raise RopeTypeError(f"offset must have an integer dtype, got {offset.dtype}")
+    size = math.prod(offset.shape)
+    if offset.ndim > 1 or size not in (1, batch):
+        raise RopeValueError(
+            f"offset must be a scalar or a vector of x.shape[0] = {batch} entries, got "
+            f"shape {tuple(offset.shape)}"
+        )
+    shape = (1,) if size == 1 else (batch,) + (1,) * (x.ndim - 2)
+    return (xp.reshape(xp.astype(offset, wd), shape) + t) * scale
+
+
+def _thetas(xp: Any, freqs: Any, dims: int, wd: Any) -> tuple[Decimal, ...]:
+    """theta_j = 1 / freqs[j] (MLX's periods), each the exact reciprocal of the given value."""
     if isinstance(freqs, (list, tuple)):
         periods = [_real(f"freqs[{j}]", f) for j, f in enumerate(freqs)]
     else:
@@ -144,20 +163,7 @@ def mlx_rope(
         if not f > 0.0:
             raise RopeValueError(f"freqs[{j}] must be a positive finite period, got {f!r}")
     ctx = _exact.context()
-    thetas = tuple(ctx.divide(Decimal(1), Decimal(f)) for f in periods)
-    _validate.check_positions(xp, m)
-    p = _compat.significand_bits(xp, wd)
-    table = _exact.angle_table(thetas, p)
-    cos, sin = _exact.exact_cos_sin_blocked(
-        xp,
-        m,
-        table,
-        dtype=wd,
-        device=device,
-        integral=False,
-        blocks=_compat.prefers_blocks(x),
-    )
-    return _rotate(xp, x, cos, sin, dims, traditional, wd)
+    return tuple(ctx.divide(Decimal(1), Decimal(f)) for f in periods)
 
 
 # ---------------------------------------------------------------------------- check adapter
