@@ -736,3 +736,103 @@ def test_check_adapters_channel_permutations_are_inverse():
         y_half = rr.apply_rope(x[:, a], pos, rr.Rope(d, rotary_dim=r))[:, b]
         y_int = rr.apply_rope(x, pos, rr.Rope(d, rotary_dim=r, layout="interleaved"))
         np.testing.assert_array_equal(y_half, y_int)
+
+
+# ---------------------------------------------------------------- the shared rotation kernel
+#: (cos, sin) of k quarter turns: exact, with exact zeros.
+QUARTER = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+
+
+def quarter_turned(x, layout, r):
+    """x (..., seq=4, heads, d) with token k turned by k quarter turns in every pair of the
+    first r channels, written out by hand (negations and swaps: exact)."""
+    h = r // 2
+    a, b = (
+        (np.arange(h), np.arange(h, r))
+        if layout == "half"
+        else (np.arange(0, r, 2), 1 + np.arange(0, r, 2))
+    )
+    y = x.copy()
+    for k in range(4):
+        xa, xb = x[..., k, :, a], x[..., k, :, b]
+        y[..., k, :, a], y[..., k, :, b] = [(xa, xb), (-xb, xa), (-xa, -xb), (xb, -xa)][k]
+    return y
+
+
+def with_nonfinite(x, layout):
+    """inf, -inf and NaN in rotary channels (and inf in the pass-through channel 7)."""
+    x = x.copy()
+    x[..., 0, 0] = np.inf  # channel a of pair 0 in both layouts
+    x[..., 1, 3] = -np.inf
+    x[..., 0, 5] = np.nan
+    x[..., 1, 7] = np.inf
+    return x
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_twins_exact_zero_coefficients_keep_nonfinite_values_in_their_pair(bk, rng, layout):
+    # tables with exact zeros (quarter turns): an inf or NaN in one channel of a pair must not
+    # reach its partner through 0 * inf = NaN (R_{Theta,m} has a zero there), as in apply_rope
+    r, d = 6, 8
+    x = with_nonfinite(rng.standard_normal((1, 4, 2, d)), layout)
+    want = quarter_turned(x, layout, r)
+    cos = np.repeat(QUARTER[:, :1], r // 2, axis=1)
+    sin = np.repeat(QUARTER[:, 1:], r // 2, axis=1)
+    got = flash_apply_rotary_emb(
+        bk.from_numpy(x), bk.from_numpy(cos), bk.from_numpy(sin), interleaved=layout != "half"
+    )
+    np.testing.assert_array_equal(bk.to_numpy(got), want)
+    # vLLM: tokens flattened, cache rows [cos | sin]
+    q = x[0].reshape(4, 2 * d)
+    cache = bk.from_numpy(np.concatenate([cos, sin], axis=-1))
+    gq, _ = vllm_rotary(
+        bk.from_numpy(np.arange(4)),
+        bk.from_numpy(q),
+        None,
+        head_size=d,
+        cos_sin_cache=cache,
+        is_neox_style=layout == "half",
+    )
+    np.testing.assert_array_equal(bk.to_numpy(gq).reshape(x.shape), want)
+    if layout == "half":  # Hugging Face: full-width tables, duplicated halves; bshd
+        c2, s2 = np.concatenate([cos, cos], -1)[None], np.concatenate([sin, sin], -1)[None]
+        xb = bk.from_numpy(x)
+        gq, _ = hf_apply_rotary_pos_emb(
+            xb, xb, bk.from_numpy(c2), bk.from_numpy(s2), unsqueeze_dim=2
+        )
+        np.testing.assert_array_equal(bk.to_numpy(gq), want)
+    # MLX builds its own tables: position 0 (cos 1, sin 0 exactly) is the identity
+    x0 = x[:, :1].transpose(0, 2, 1, 3)  # (B, heads, T=1, D)
+    g0 = mlx_rope(bk.from_numpy(x0), r, traditional=layout != "half", base=1e4, scale=1.0, offset=0)
+    np.testing.assert_array_equal(bk.to_numpy(g0), x0)
+
+
+def test_hf_tables_with_different_halves_are_applied_channel_by_channel(bk, rng):
+    # transformers evaluates q * cos + rotate_half(q) * sin as written: with halves that differ
+    # the first half of the output uses the first half of the table, the second the second
+    q = rng.standard_normal((2, 3, 5, 12))
+    cos = rng.standard_normal((2, 5, 8))
+    sin = rng.standard_normal((2, 5, 8))
+    qb = bk.from_numpy(q)
+    gq, gk = hf_apply_rotary_pos_emb(qb, qb, bk.from_numpy(cos), bk.from_numpy(sin))
+    want = hf_ref(q, cos, sin)
+    np.testing.assert_array_equal(bk.to_numpy(gq), want)
+    np.testing.assert_array_equal(bk.to_numpy(gk), want)
+
+
+def test_vllm_cache_xp_is_keyword_only_and_the_old_spelling_warns(bk):
+    import inspect
+
+    rope = rr.Rope(16, rotary_dim=12, base=10_000.0)
+    params = inspect.signature(vllm_cos_sin_cache).parameters
+    assert params["xp"].kind is inspect.Parameter.KEYWORD_ONLY
+    want = bk.to_numpy(vllm_cos_sin_cache(rope, 8, None, xp=bk.xp, device=bk.device))
+    with pytest.warns(DeprecationWarning, match=r"xp to vllm_cos_sin_cache\(\) positionally"):
+        old = vllm_cos_sin_cache(rope, 8, None, bk.xp, device=bk.device)
+    np.testing.assert_array_equal(bk.to_numpy(old), want)
+    c, s = rope.cos_sin(np.arange(8))
+    np.testing.assert_array_equal(want, np.concatenate([c, s], -1))
+    with pytest.raises(TypeError, match="multiple values for argument 'xp'"):
+        vllm_cos_sin_cache(rope, 8, None, bk.xp, xp=bk.xp)
+    with pytest.raises(TypeError, match="at most 3 positional"):
+        vllm_cos_sin_cache(rope, 8, None, bk.xp, bk.device)

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from ... import _compat, _validate
+from ..._deprecation import positional_keywords
 from ..._errors import RopeTypeError, RopeValueError
 from ..._rope import Rope
 from ._common import _check_float_array, _concrete, _rotate
@@ -131,12 +132,13 @@ def vllm_rotary(
     return one(query, heads["query"]), None if key is None else one(key, heads["key"])
 
 
+@positional_keywords("xp")
 def vllm_cos_sin_cache(
     rope: Rope,
     max_position: int,
     dtype: Any = None,
-    xp: Any = None,
     *,
+    xp: Any = None,
     device: Any = None,
 ) -> Any:
     """The exact ``cos_sin_cache`` of vLLM's ``RotaryEmbedding`` for ``rope``.
@@ -156,7 +158,8 @@ def vllm_cos_sin_cache(
     dtype : optional
         Rounded once to this real floating dtype; float64 (the work dtype) by default.
     xp : optional
-        Namespace (a module such as ``numpy``, ``torch``); NumPy by default.
+        Namespace (a module such as ``numpy``, ``torch``); NumPy by default. Keyword-only
+        (passing it positionally, after ``dtype``, still works but is deprecated).
     device : optional
         Device of the result.
 
