@@ -1,4 +1,13 @@
-"""A named, deterministic battery of RoPE cases; each case is rebuilt from its name alone."""
+"""A named, deterministic battery of RoPE cases; each case is rebuilt from its name alone.
+
+Quantized cases ("rotary then quantize", ``Case(quant="float8_e4m3fn")``): the kernel takes x
+in ``dtype``, rotates it, divides by the case's per-tensor scale (:meth:`Case.scale`), clamps
+to the float8 range and casts. :meth:`Case.expected` is then that result computed exactly and
+rounded once: ``round_to_nearest_even(clamp(y / scale, -fmax, fmax))`` in float8 values (held
+in float64), y the exact rotation. Two scale forms: ``"amax"`` (max|y| / fmax rounded up to
+float32: nothing saturates) and ``"sat"`` (the 98th percentile of |y| over fmax, rounded to
+float32: about 2% of the values saturate, so that a kernel that does not clamp is caught).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import _compat
-from .._errors import RopeValueError
+from .._errors import RopeTypeError, RopeValueError
 from .._presets import presets as _preset_names
 from .._rope import Rope
 
@@ -18,6 +27,16 @@ __all__ = ["Case", "case", "cases"]
 # shape families: the axes of x, and where the sequence and heads live
 FAMILIES = ("bshd", "bhsd", "thd")
 POSITION_FORMS = ("arange", "offset", "perseq", "random", "large")
+#: position forms just below 2**24 (where float32 positions stop being exact integers) and
+#: just below 2**31 (the int32 limit; rope_ref's tables are exact to 2**53): valid in any
+#: Case, in ``cases()`` with ``far_positions=True``
+FAR_POSITION_FORMS = ("2p24", "2p31")
+#: the first position of each form near a power of two: positions start in
+#: [2**k - 4096, 2**k - seq), so that the last one is below 2**k
+_NEAR = {"large": 2**20, "2p24": 2**24, "2p31": 2**31}
+#: the float8 formats of quantized cases, and how their per-tensor scale is chosen
+QUANT_FORMATS = ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
+SCALE_FORMS = ("amax", "sat")
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 LAYOUTS = ("half", "interleaved")
 ROLES = ("query", "key")
@@ -51,19 +70,27 @@ class Case:
         Rotating channels; default ``head_dim`` (ignored with a ``preset``).
     base : float
         The RoPE base (ignored with a ``preset``).
-    positions : {"arange", "offset", "perseq", "random", "large"}
+    positions : {"arange", "offset", "perseq", "random", "large", "2p24", "2p31"}
         How positions are formed: 0..seq-1, shifted by 1000, shifted per sequence, random
-        below 8192, or just below 2**20.
+        below 8192, or just below 2**20, 2**24 or 2**31 (one start per sequence).
     dtype : {"float32", "float16", "bfloat16", "float64"}
         The dtype of x.
     preset : str, optional
         A preset name (``rope_ref.presets()``): the case's ``Rope`` is that model's.
+    quant : str, optional
+        A float8 format (``"float8_e4m3fn"``, ``"float8_e5m2"``, or a fnuz variant): the
+        output is the rotation quantized to it with :meth:`scale` ("rotary then quantize");
+        x stays in ``dtype``.
+    scale_form : {"amax", "sat"}
+        How a quantized case's scale is chosen (see the module docstring); ignored without
+        ``quant``.
 
     Raises
     ------
     RopeValueError
         A size not an integer >= 1, more than ``MAX_CASE_ELEMENTS`` elements, or a
-        ``family``, ``positions``, ``dtype`` or ``layout`` not among those listed.
+        ``family``, ``positions``, ``dtype``, ``layout``, ``quant`` or ``scale_form`` not
+        among those listed.
 
     Examples
     --------
@@ -88,6 +115,8 @@ class Case:
     positions: str = "arange"
     dtype: str = "float32"
     preset: str | None = None
+    quant: str | None = None
+    scale_form: str = "amax"
 
     def __post_init__(self) -> None:
         for fname in ("batch", "seq", "heads", "head_dim"):
@@ -102,18 +131,26 @@ class Case:
             )
         if self.family not in FAMILIES:
             raise RopeValueError(f"Case.family must be one of {FAMILIES}, got {self.family!r}")
-        if self.positions not in POSITION_FORMS:
+        if self.positions not in POSITION_FORMS + FAR_POSITION_FORMS:
             raise RopeValueError(
-                f"Case.positions must be one of {POSITION_FORMS}, got {self.positions!r}"
+                f"Case.positions must be one of {POSITION_FORMS + FAR_POSITION_FORMS}, got "
+                f"{self.positions!r}"
             )
         if self.dtype not in DTYPES:
             raise RopeValueError(f"Case.dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.layout not in LAYOUTS:
             raise RopeValueError(f"Case.layout must be one of {LAYOUTS}, got {self.layout!r}")
-        if self.positions == "large" and self.seq >= 4096:
+        if self.positions in _NEAR and self.seq >= 4096:
+            k = round(np.log2(_NEAR[self.positions]))
             raise RopeValueError(
-                f"Case.seq must be below 4096 for positions='large' (they start below 2**20 - "
-                f"seq), got {self.seq}"
+                f"Case.seq must be below 4096 for positions={self.positions!r} (they start "
+                f"below 2**{k} - seq), got {self.seq}"
+            )
+        if self.quant is not None and self.quant not in QUANT_FORMATS:
+            raise RopeValueError(f"Case.quant must be one of {QUANT_FORMATS}, got {self.quant!r}")
+        if self.scale_form not in SCALE_FORMS:
+            raise RopeValueError(
+                f"Case.scale_form must be one of {SCALE_FORMS}, got {self.scale_form!r}"
             )
 
     @property
@@ -131,6 +168,8 @@ class Case:
         else:
             parts += [self.layout, f"r{self.rotary_dim or self.head_dim}", f"base={self.base:g}"]
         parts += [f"pos={self.positions}", self.dtype]
+        if self.quant is not None:
+            parts += [f"q={self.quant}", f"scale={self.scale_form}"]
         return "-".join(parts)
 
     def rope(self) -> Rope:
@@ -225,8 +264,9 @@ class Case:
             return base + rng.integers(0, 4096, size=(b, 1))
         if self.positions == "random":
             return rng.integers(0, 8192, size=base.shape)
-        if self.positions == "large":
-            return base + rng.integers(2**20 - 4096, 2**20 - base.shape[1], size=(b, 1))
+        if self.positions in _NEAR:
+            top = _NEAR[self.positions]
+            return base + rng.integers(top - 4096, top - base.shape[1], size=(b, 1))
         raise RopeValueError(f"unknown position form {self.positions!r}")
 
     def positions_for(self, rope: Rope) -> np.ndarray:
@@ -307,8 +347,9 @@ class Case:
         ------
         RopeValueError
             ``dtype`` is bfloat16 without ``xp`` (NumPy has none), ``role`` is not "query"
-            or "key", ``rope`` is not a ``Rope`` (raised as a value error), or its head_dim
-            differs from the case's.
+            or "key", or ``rope``'s head_dim differs from the case's.
+        RopeTypeError
+            ``rope`` is not a ``Rope``.
         """
         rope = self._rope(rope)
         x, pos = self.x(role=role), self.positions_for(rope)
@@ -324,7 +365,9 @@ class Case:
         if rope is None:
             return self.rope()
         if not isinstance(rope, Rope):
-            raise RopeValueError(f"rope must be a rope_ref.Rope or None, got {rope!r}")
+            raise RopeTypeError(
+                f"rope must be a rope_ref.Rope or None, got {type(rope).__name__} {rope!r:.80}"
+            )
         if rope.head_dim != self.x_shape()[-1]:
             raise RopeValueError(
                 f"rope.head_dim = {rope.head_dim} differs from the case's head_dim "
@@ -333,9 +376,14 @@ class Case:
         return rope
 
     def expected(self, *, rope: Rope | None = None, role: str = "query") -> np.ndarray:
-        """The exact result rounded once to ``dtype`` (float64 array; bfloat16 values exact).
+        """The exact result rounded once to ``dtype`` (float64 array; bfloat16 values exact);
+        for a quantized case the exactly rounded float8 values.
 
-        ``rope`` and ``role`` as in :meth:`data`.
+        ``rope`` and ``role`` as in :meth:`data`. A quantized case (``quant``) gives
+        ``round(clamp(y / scale, -fmax, fmax))`` to nearest (ties to even) in the float8
+        format, y the exact rotation and scale :meth:`scale`: the values of the float8
+        tensor (multiply by the scale to dequantize). It is correctly rounded except where
+        y / scale lies within about 2**-51 (relative) of a rounding boundary.
 
         Parameters
         ----------
@@ -348,18 +396,23 @@ class Case:
         -------
         numpy.ndarray
             ``apply_rope`` of :meth:`x` in float64 (correct to within an ulp), rounded once
-            to ``dtype`` and held in float64.
+            to ``dtype`` (or quantized, see above) and held in float64.
 
         Raises
         ------
         RopeValueError
-            ``role`` is not "query" or "key", ``rope`` is not a ``Rope``, or its head_dim
-            differs from the case's.
+            ``role`` is not "query" or "key", or ``rope``'s head_dim differs from the case's.
+        RopeTypeError
+            ``rope`` is not a ``Rope``.
         """
         from .._apply import apply_rope
 
         rope = self._rope(rope)
         y = apply_rope(self.x(role=role), self.positions_for(rope), rope, role=role)
+        if self.quant is not None:
+            from ._error_model import FLOAT8, round_float8
+
+            return round_float8(y / self._scale_of(y), FLOAT8[self.quant])
         if self.dtype == "bfloat16":
             from ._diagnose import bf16 as _bf16
 
@@ -368,6 +421,56 @@ class Case:
             return _bf16(y.astype(np.float32)).astype(np.float64)
         out: np.ndarray = y.astype(self.dtype).astype(np.float64)
         return out
+
+    def scale(self, *, rope: Rope | None = None, role: str = "query") -> float:
+        """A quantized case's per-tensor scale (a float32 value, as kernels store it): the
+        float8 values times it approximate the rotation.
+
+        Parameters
+        ----------
+        rope : Rope, optional
+            A specification replacing the case's own (same head_dim).
+        role : {"query", "key"}
+            Queries or keys (each has its own scale, as vLLM's q and k scales).
+
+        Returns
+        -------
+        float
+            ``"amax"``: max|y| / fmax rounded up to float32 (no value saturates);
+            ``"sat"``: the 98th percentile of |y| over fmax, rounded to float32 (about 2% of
+            the values saturate). y is the exact rotation; 1.0 if it is all zero.
+
+        Raises
+        ------
+        RopeValueError
+            The case is not quantized (``quant`` is None), or as :meth:`expected`.
+        RopeTypeError
+            ``rope`` is not a ``Rope``.
+        """
+        from .._apply import apply_rope
+
+        if self.quant is None:
+            raise RopeValueError(
+                f"Case.scale: the case {self.name!r} is not quantized (quant is None)"
+            )
+        rope = self._rope(rope)
+        y = apply_rope(self.x(role=role), self.positions_for(rope), rope, role=role)
+        return self._scale_of(y)
+
+    def _scale_of(self, y: np.ndarray) -> float:
+        from ._error_model import FLOAT8
+
+        assert self.quant is not None
+        fmax = FLOAT8[self.quant].fmax
+        mag = np.abs(y).ravel()
+        if self.scale_form == "amax":
+            big = float(np.max(mag)) if mag.size else 0.0
+            s = np.float32(big / fmax)
+            if float(s) * fmax < big:  # rounded down: one float32 step up
+                s = np.nextafter(s, np.float32(np.inf))
+        else:
+            s = np.float32(np.quantile(mag, 0.98) / fmax) if mag.size else np.float32(0)
+        return float(s) if s > 0 else 1.0
 
 
 def positions_like(family: str, tok: np.ndarray, rope: Rope) -> np.ndarray:
@@ -419,13 +522,15 @@ def case(name: str) -> Case:
 
     Raises
     ------
+    RopeTypeError
+        ``name`` is not a string.
     RopeValueError
-        ``name`` is not a string (raised as a value error), too long, does not parse, names
-        an unknown preset, is not the canonical spelling (the message suggests it), or
-        gives fields that make no valid ``Case`` or ``Rope``.
+        ``name`` is too long, does not parse, names an unknown preset, is not the canonical
+        spelling (the message suggests it), or gives fields that make no valid ``Case`` or
+        ``Rope``.
     """
     if not isinstance(name, str):
-        raise RopeValueError(f"name must be a string, got {name!r}")
+        raise RopeTypeError(f"name must be a string, got {type(name).__name__} {name!r:.80}")
     if len(name) > MAX_NAME_LENGTH:
         raise RopeValueError(
             f"not a case name: {len(name)} characters, more than the limit of "
@@ -462,7 +567,10 @@ def case(name: str) -> Case:
             rest = rest[3:]
         fields["positions"] = rest[0][len("pos=") :]
         fields["dtype"] = rest[1]
-        if len(rest) != 2:
+        if len(rest) == 4 and rest[2].startswith("q=") and rest[3].startswith("scale="):
+            fields["quant"] = rest[2][len("q=") :]
+            fields["scale_form"] = rest[3][len("scale=") :]
+        elif len(rest) != 2:
             raise ValueError
     except (IndexError, ValueError):
         raise RopeValueError(f"not a case name: {name!r}") from None
@@ -486,10 +594,17 @@ def cases(
     dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16", "float64"),
     presets: bool = True,
     xp: Any = None,
+    far_positions: bool = False,
+    quant: tuple[str, ...] = (),
 ) -> list[Case]:
     """The battery: shapes, position forms, layouts, partial rotary, head sizes, every preset's
     schedule and the dtypes, each varied around a base case. With ``xp``, dtypes the
     namespace lacks are left out (NumPy has no bfloat16).
+
+    With ``quant`` (float8 formats) the result is the "rotary then quantize" battery
+    instead: for each format and each of ``dtypes`` (x's dtype), scales that saturate
+    nothing and about 2% of the values, packed and decode shapes, the interleaved layout,
+    partial rotary and large positions.
 
     Parameters
     ----------
@@ -500,6 +615,11 @@ def cases(
         Include two float32 cases (positions "arange" and "large") per preset.
     xp : array namespace or module, optional
         Leave out the dtypes this library lacks.
+    far_positions : bool
+        Also the position forms ``"2p24"`` and ``"2p31"`` (just below 2**24 and 2**31),
+        bshd and thd, per dtype.
+    quant : tuple of str
+        Float8 formats (of ``QUANT_FORMATS``): return the quantized battery for them.
 
     Returns
     -------
@@ -509,10 +629,15 @@ def cases(
     Raises
     ------
     RopeValueError
-        A dtype in ``dtypes`` that is not one of the four above.
+        A dtype in ``dtypes`` that is not one of the four above, or a format in ``quant``
+        not in ``QUANT_FORMATS``.
     """
     if xp is not None:
         dtypes = tuple(d for d in dtypes if hasattr(xp, d))
+    if isinstance(quant, str) or not isinstance(quant, tuple | list):
+        raise RopeTypeError(f"quant must be a tuple of float8 format names, got {quant!r:.80}")
+    if quant:
+        return _unique(_quant_cases(tuple(quant), dtypes))
     out: list[Case] = []
     for dtype in dtypes:
         base = Case(dtype=dtype)
@@ -531,6 +656,10 @@ def cases(
         out.append(Case(layout="interleaved", rotary_dim=64, head_dim=256, dtype=dtype))  # GPT-J
         out.append(Case(rotary_dim=32, head_dim=128, base=5e5, dtype=dtype))  # partial 0.25
         out.append(Case(rotary_dim=64, positions="large", base=1e6, dtype=dtype))
+        if far_positions:
+            for form in FAR_POSITION_FORMS:
+                out.append(Case(positions=form, dtype=dtype))
+                out.append(Case(family="thd", positions=form, dtype=dtype))
     if presets:
         for name in _preset_names():
             if name == "gemma-3":
@@ -539,6 +668,10 @@ def cases(
                 out.append(
                     Case(preset=name, positions=form, head_dim=_preset_dim(name), dtype="float32")
                 )
+    return _unique(out)
+
+
+def _unique(out: list[Case]) -> list[Case]:
     seen: set[str] = set()
     unique = []
     for c in out:
@@ -546,6 +679,27 @@ def cases(
             seen.add(c.name)
             unique.append(c)
     return unique
+
+
+def _quant_cases(formats: tuple[str, ...], dtypes: tuple[str, ...]) -> list[Case]:
+    """The "rotary then quantize" battery: per format and input dtype, seven cases."""
+    for f in formats:
+        if f not in QUANT_FORMATS:
+            raise RopeValueError(f"quant formats must be among {QUANT_FORMATS}, got {f!r}")
+    out = []
+    for f in formats:
+        for dt in dtypes:
+            q: dict[str, Any] = {"quant": f, "dtype": dt}
+            out += [
+                Case(**q),
+                Case(**q, scale_form="sat"),
+                Case(family="thd", positions="random", scale_form="sat", **q),
+                Case(batch=4, seq=1, positions="perseq", scale_form="sat", **q),  # decode
+                Case(layout="interleaved", head_dim=64, scale_form="sat", **q),
+                Case(rotary_dim=32, head_dim=128, base=5e5, scale_form="sat", **q),  # partial
+                Case(family="bhsd", positions="large", head_dim=64, scale_form="sat", **q),
+            ]
+    return out
 
 
 def _preset_dim(name: str) -> int:

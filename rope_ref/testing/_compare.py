@@ -5,6 +5,7 @@ given the input) the fitted diagnoses."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import math
 import numbers
@@ -24,7 +25,10 @@ from .._validate import as_bool
 from ._error_model import (
     BITS,
     K_OUT,
+    Float8Format,
     dtype_name,
+    float8_allowance,
+    float8_format,
     pair_channels,
     pair_model,
     shift_threshold,
@@ -255,8 +259,11 @@ def _check_structure(
     check_dtype: bool,
     check_device: bool,
     check_namespace: bool,
+    dtype_want: str | None = None,
 ) -> str | None:
-    """The first structural difference, as a message, or None."""
+    """The first structural difference, as a message, or None (``dtype_want``: the dtype
+    ``actual`` must have, whatever ``desired``'s: a float8 output against its unquantized
+    reference)."""
     if check_namespace:
         xa = array_api_compat.array_namespace(actual)
         xd = array_api_compat.array_namespace(desired)
@@ -265,8 +272,17 @@ def _check_structure(
     sa, sd = _known_shape(actual), _known_shape(desired)
     if sa != sd:
         return f"{head}shapes differ: actual {sa}, desired {sd}"
-    if check_dtype and dtype_name(actual.dtype) != dtype_name(desired.dtype):
-        return f"{head}dtypes differ: actual {actual.dtype}, desired {desired.dtype}"
+    if check_dtype and dtype_want is not None:
+        if dtype_name(actual.dtype) != dtype_want:
+            return f"{head}dtypes differ: actual {actual.dtype}, expected {dtype_want}"
+    elif check_dtype and dtype_name(actual.dtype) != dtype_name(desired.dtype):
+        hint = ""
+        if float8_format(actual.dtype) is not None and float8_format(desired.dtype) is None:
+            hint = (
+                " (a float8 output against its unquantized reference: give scale=, the "
+                "quantization scale, and compare the dequantized values)"
+            )
+        return f"{head}dtypes differ: actual {actual.dtype}, desired {desired.dtype}{hint}"
     if check_device:
         da, dd = _compat.device_of(actual), _compat.device_of(desired)
         same_lib = array_api_compat.array_namespace(actual) is array_api_compat.array_namespace(
@@ -335,6 +351,9 @@ def compare(
     check_device: bool = True,
     check_namespace: bool = True,
     msg: str | None = None,
+    scale: Any = None,
+    saturate: bool | None = None,
+    intermediate: Any = None,
 ) -> Report:
     """Judge ``actual`` against ``desired`` and return the :class:`Report` (never raises on
     a mismatch; :func:`assert_close` does).
@@ -401,10 +420,19 @@ def compare(
     if msg is not None and not isinstance(msg, str):
         raise RopeTypeError(f"msg must be a str or None, got {type(msg).__name__}")
     head = f"{msg}: " if msg else ""
-    problem = _check_structure(actual, desired, head, check_dtype, check_device, check_namespace)
+    name = dtype_name(dtype if dtype is not None else actual.dtype)
+    q = _float8_spec(name, scale, saturate, intermediate, actual, desired)
+    problem = _check_structure(
+        actual,
+        desired,
+        head,
+        check_dtype,
+        check_device,
+        check_namespace,
+        name if (q is not None and q.scale is not None) else None,
+    )
     if problem is not None:
         return _fail_report(problem)
-    name = dtype_name(dtype if dtype is not None else actual.dtype)
     explicit = rtol_v is not None
     u = unit_roundoff(name) if (not explicit or name in BITS) else 2.0**-53
     a_np = to_numpy(actual).astype(np.float64)
@@ -412,21 +440,19 @@ def compare(
     pos_np = None if positions is None else to_numpy(positions).astype(np.float64)
     _check_rope_args(pos_np, seq_len, x, tuple(d_np.shape))
     use_rope = rope is not None and pos_np is not None and a_np.ndim >= 1
-    model = None
-    if use_rope:
-        assert rope is not None and pos_np is not None
-        model = pair_model(d_np, rope, pos_np, name, seq_len=seq_len, role=role)
+    ctx = _Context(rope if use_rope else None, pos_np, seq_len, role, rtol_v, atol_v, strict)
+    v = _plain_values(a_np, d_np, name, u, ctx) if q is None else _float8_values(a_np, d_np, q, ctx)
+    a_np, d_np, model, levels, allow_used = v.a, v.d, v.model, v.levels, v.allow_used
     fin_d = np.isfinite(d_np)
     d_fin = np.where(fin_d, d_np, 0.0)
-    levels, allow_used = _allowances(d_fin, name, u, rtol_v, atol_v, model, strict)
     with np.errstate(invalid="ignore"):
         err = np.abs(a_np - d_np)
     both = fin_d & np.isfinite(a_np)
-    same = (a_np == d_np) | (equal_nan & np.isnan(a_np) & np.isnan(d_np))
+    same = (a_np == d_np) | (equal_nan & np.isnan(a_np) & np.isnan(d_np)) | v.accept
     err_fin = np.where(both, err, 0.0)
     # a rotation errs per pair: rotary elements are judged by their pair's error vector
     err_cmp = err_fin
-    if model is not None and not explicit:
+    if v.pair_norm:
         assert rope is not None
         err_cmp = _pair_errors(err_fin, rope)
 
@@ -439,7 +465,7 @@ def compare(
     passed = cls == "exact" if strict else cls != "fail"
     mismatch_nonfinite = bool(np.any(~both & ~same))
     max_abs = math.inf if mismatch_nonfinite else (float(np.max(err_fin)) if err.size else 0.0)
-    ulp_all = ulps(a_np, d_np, name)
+    ulp_all = v.ulp
     max_ulp = (
         math.inf
         if mismatch_nonfinite
@@ -464,7 +490,7 @@ def compare(
             + f", max abs error {max_abs:.3e}, {max_ulp:.3g} ulp of {name}, "
             f"worst error/allowance {worst_ratio:.3g}"
         )
-        lines = [text, *_phase_lines(phase), *(f"  blind spot: {b}" for b in blind)]
+        lines = [text, *v.notes, *_phase_lines(phase), *(f"  blind spot: {b}" for b in blind)]
         return Report(
             True,
             cls,
@@ -487,9 +513,12 @@ def compare(
     a_w, d_w, e_w = a_np[worst], d_np[worst], err[worst]
     rel = e_w / abs(d_w) if d_w != 0 and np.isfinite(d_w) else math.inf
     ulp = float(ulp_all[worst])
-    tol = _tolerance_text(name, u, rtol_v, atol_v, atol_rep, model is not None, strict)
+    tol = _tolerance_text(
+        name, u, rtol_v, atol_v, atol_rep, model is not None or q is not None, strict
+    )
     lines = [
         f"{head}arrays are not close: {n_bad} of {total} elements exceed {tol}",
+        *v.notes,
         f"  worst at index {tuple(int(i) for i in worst)}: actual {float(a_w)!r}, "
         f"desired {float(d_w)!r}",
         f"  abs error {e_w:.3e}, rel error {rel:.3e}, {ulp:.4g} ulp of {name}, "
@@ -513,7 +542,7 @@ def compare(
             )
         lines.append(_class_line(cls, levels, ok_under, strict))
         lines += [f"  blind spot: {b}" for b in blind]
-        if x is not None:
+        if x is not None and v.diagnosable:
             hyps, diag_lines = _diagnosis(a_np, d_np, x, pos_np, rope, model.seq_len, role, name)
             lines += diag_lines
     return Report(
@@ -529,6 +558,229 @@ def compare(
         blind,
         serious,
     )
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What the value paths need besides the arrays (rope None: not judged as RoPE)."""
+
+    rope: Rope | None
+    pos: np.ndarray | None
+    seq_len: int | None
+    role: str
+    rtol: float | None
+    atol: float | None
+    strict: bool
+
+
+@dataclass(frozen=True)
+class _Values:
+    """The arrays compared and their allowances: ``a``/``d`` as compared (a float8 output
+    against its unquantized reference: dequantized and clamped), per class allowances,
+    elements accepted outright (an expected overflow), and notes for the message."""
+
+    a: np.ndarray
+    d: np.ndarray
+    levels: list[tuple[str, np.ndarray]]
+    allow_used: np.ndarray
+    model: Any
+    ulp: np.ndarray
+    pair_norm: bool
+    accept: Any = False
+    notes: tuple[str, ...] = ()
+    diagnosable: bool = True
+
+
+@dataclass(frozen=True)
+class _Float8Spec:
+    """A float8 output: its format, the scale (None: two float8 arrays), whether the kernel
+    saturates and the dtype it rounded the rotation to before quantizing."""
+
+    fmt: Float8Format
+    scale: np.ndarray | None
+    saturate: bool
+    intermediate: str
+
+
+def _float8_spec(
+    name: str, scale: Any, saturate: Any, intermediate: Any, actual: Array, desired: Array
+) -> _Float8Spec | None:
+    """The float8 description of the output, validated; None for other dtypes (where giving
+    ``scale``, ``saturate`` or ``intermediate`` is an error)."""
+    fmt = float8_format(name)
+    if fmt is None:
+        given = [k for k, v in (("scale", scale), ("saturate", saturate)) if v is not None]
+        given += ["intermediate"] if intermediate is not None else []
+        if given:
+            raise RopeValueError(
+                f"{', '.join(given)} describe a float8 output, but the dtype under test is "
+                f"{name}; expected a float8 actual (float8_e4m3fn, float8_e5m2, ...) or dtype="
+            )
+        return None
+    sat = True if saturate is None else as_bool(saturate, "saturate")
+    inter = "float32" if intermediate is None else dtype_name(intermediate)
+    if inter not in ("float64", "float32", "float16", "bfloat16"):
+        raise RopeValueError(
+            f"intermediate must be the dtype the kernel rotated in before quantizing: one of "
+            f"float64, float32, float16, bfloat16, got {intermediate!r}"
+        )
+    if scale is None:
+        return _Float8Spec(fmt, None, sat, inter)
+    if float8_format(getattr(desired, "dtype", None)) is not None:
+        raise RopeValueError(
+            "with scale=, desired is the unquantized reference in its own units (y, not "
+            f"y / scale), got a {dtype_name(desired.dtype)} array; compare two float8 arrays "
+            "without scale="
+        )
+    return _Float8Spec(fmt, _scale_array(scale, actual), sat, inter)
+
+
+def _scale_array(scale: Any, actual: Array) -> np.ndarray:
+    """The scale as a float64 array broadcasting to actual's shape; finite and > 0."""
+    if isinstance(scale, bool) or not (isinstance(scale, numbers.Real) or _compat.is_array(scale)):
+        raise RopeTypeError(
+            f"scale must be a real number or an array (per tensor, per head, ...), got "
+            f"{type(scale).__name__} {scale!r}"
+        )
+    s = np.asarray(to_numpy(scale), dtype=np.float64)
+    shape = _known_shape(actual)
+    try:
+        ok = np.broadcast_shapes(s.shape, shape) == shape
+    except ValueError:
+        ok = False
+    if not ok:
+        raise RopeValueError(
+            f"scale of shape {s.shape} does not broadcast to actual's shape {shape}; expected "
+            "a number or e.g. (heads, 1) for a per-head scale"
+        )
+    if s.size and not (np.all(np.isfinite(s)) and np.all(s > 0)):
+        raise RopeValueError(f"scale must be finite and > 0, got {s.ravel()[np.argmin(s)]!r}")
+    return s
+
+
+def _plain_values(a_np: np.ndarray, d_np: np.ndarray, name: str, u: float, c: _Context) -> _Values:
+    """The values of a comparison in a dtype that is not float8."""
+    model = None
+    if c.rope is not None:
+        assert c.pos is not None
+        model = pair_model(d_np, c.rope, c.pos, name, seq_len=c.seq_len, role=c.role)
+    d_fin = np.where(np.isfinite(d_np), d_np, 0.0)
+    levels, allow_used = _allowances(d_fin, name, u, c.rtol, c.atol, model, c.strict)
+    pair_norm = model is not None and c.rtol is None
+    return _Values(a_np, d_np, levels, allow_used, model, ulps(a_np, d_np, name), pair_norm)
+
+
+def _intermediate_levels(
+    y: np.ndarray, q: _Float8Spec, c: _Context
+) -> tuple[list[tuple[str, np.ndarray]], Any]:
+    """The intermediate's allowance per class (the rope model of ``q.intermediate`` at the
+    magnitudes ``y``, or the generic one), and the rope model (None without a rope)."""
+    w = q.intermediate
+    u_w = unit_roundoff(w)
+    if c.rope is not None:
+        assert c.pos is not None
+        pm = pair_model(y, c.rope, c.pos, w, seq_len=c.seq_len, role=c.role)
+        return [("exact", pm.exact), ("lower-precision angles", pm.angles)], pm
+    big = float(np.max(np.abs(y))) if y.size else 0.0
+    return [("exact", K_OUT * u_w * np.abs(y) + K_OUT * u_w * big + tiny(w))], None
+
+
+def _float8_values(a_np: np.ndarray, d_np: np.ndarray, q: _Float8Spec, c: _Context) -> _Values:
+    """The values of a float8 comparison (see the float8 part of the error model's
+    docstring): against the unquantized reference (``scale`` given) or against the exactly
+    rounded float8 reference."""
+    fmt = q.fmt
+    u_w = unit_roundoff(q.intermediate)
+    accept: Any = False
+    notes: list[str] = []
+    if q.scale is None:  # two float8 arrays: a and d are float8 values
+        d_fin = np.where(np.isfinite(d_np), d_np, 0.0)
+        t_bound = (np.abs(d_fin) + fmt.eta) / (1.0 - fmt.u)
+        inter, pm = _intermediate_levels(np.copysign(t_bound, d_fin), q, c)
+        levels = [
+            (k, float8_allowance(t_bound, aw, t_bound, fmt, u_w, 1.0, rounded_reference=True))
+            for k, aw in inter
+        ]
+        a_cmp, d_cmp, s = a_np, d_np, np.ones(())
+        sat = np.abs(d_np) == fmt.fmax
+        over_note = "where the reference saturates at ±fmax"
+    else:
+        s = np.broadcast_to(q.scale, d_np.shape)
+        y = d_np
+        y_fin = np.where(np.isfinite(y), y, 0.0)
+        lim = fmt.fmax * s
+        d_cmp = np.clip(y, -lim, lim) if q.saturate else y.copy()
+        t_abs = np.abs(np.where(np.isfinite(d_cmp), d_cmp, 0.0))
+        inter, pm = _intermediate_levels(y_fin, q, c)
+        levels = [(k, float8_allowance(t_abs, aw, np.abs(y_fin), fmt, u_w, s)) for k, aw in inter]
+        with np.errstate(invalid="ignore"):
+            a_cmp = a_np * s
+        sat = np.abs(y) > lim
+        over_note = f"where |desired / scale| > fmax = {fmt.fmax:g}"
+        if not q.saturate:
+            d_cmp, accept = _expected_overflow(y, s, a_np, levels[-1][1], fmt)
+            sat = np.zeros(y.shape, dtype=bool)
+    if c.rtol is not None:
+        assert c.atol is not None
+        d_fin = np.where(np.isfinite(d_cmp), d_cmp, 0.0)
+        levels = [("exact", c.atol + c.rtol * np.abs(d_fin))]
+    allow_used = levels[0][1] if c.strict else levels[-1][1]
+    n_sat = int(np.sum(sat))
+    how = (
+        f"dequantized (actual * scale) against clamp(desired, ±{fmt.fmax:g} * scale)"
+        if q.scale is not None and q.saturate
+        else (
+            "dequantized (actual * scale) against desired, overflow expected beyond "
+            f"{fmt.overflow:g} * scale"
+            if q.scale is not None
+            else "against the rounded float8 reference"
+        )
+    )
+    notes.append(
+        f"  {fmt.name} output, {how}; {n_sat} of {sat.size} elements saturated; rotation "
+        f"rounded to {q.intermediate} before quantizing"
+    )
+    nonfin = ~np.isfinite(a_np) & sat
+    if np.any(nonfin):
+        notes.append(
+            f"  {int(np.sum(nonfin))} elements are NaN or inf {over_note}: the kernel "
+            "overflowed instead of saturating (clamp to ±fmax before the cast"
+            + (", or pass saturate=False if overflow is intended)" if q.scale is not None else ")")
+        )
+    d_codes = d_cmp / s if q.scale is not None else d_cmp
+    with np.errstate(invalid="ignore"):
+        ulp = ulps(a_np, d_codes, fmt.name)
+    model = None if pm is None else dataclasses.replace(pm, u_out=fmt.u)
+    return _Values(
+        a_cmp,
+        d_cmp,
+        levels,
+        allow_used,
+        model,
+        ulp,
+        False,
+        accept,
+        tuple(notes),
+        diagnosable=q.scale is not None,
+    )
+
+
+def _expected_overflow(
+    y: np.ndarray, s: np.ndarray, a_codes: np.ndarray, allow: np.ndarray, fmt: Float8Format
+) -> tuple[np.ndarray, np.ndarray]:
+    """A kernel that does not saturate: where ``|y/s|`` is beyond the overflow by more than
+    the intermediate's error, the overflow value is expected (the desired array gets it);
+    within that error of it, the overflow value is accepted as well."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        yc = np.abs(y) / s
+        slack = allow / s  # covers D/s, the error of the scaled intermediate
+        sure = yc - slack > fmt.overflow
+        maybe = (yc + slack >= fmt.overflow) & ~sure
+    ov = np.copysign(fmt.overflow_value, y)
+    d = np.where(sure, ov, y)
+    a_is_ov = np.isnan(a_codes) if not fmt.has_inf else (a_codes == np.copysign(np.inf, y))
+    accept: np.ndarray = (sure | maybe) & a_is_ov
+    return d, accept
 
 
 def _check_compare_args(
@@ -743,6 +995,9 @@ def assert_close(
     check_device: bool = True,
     check_namespace: bool = True,
     msg: str | None = None,
+    scale: Any = None,
+    saturate: bool | None = None,
+    intermediate: Any = None,
 ) -> Report:
     """Assert that ``actual`` matches ``desired`` within the error model (or the given
     tolerances); return the :class:`Report`.
@@ -827,6 +1082,9 @@ def assert_close(
         check_device=check_device,
         check_namespace=check_namespace,
         msg=msg,
+        scale=scale,
+        saturate=saturate,
+        intermediate=intermediate,
     )
     if not report.passed:
         raise AssertionError(report.message)

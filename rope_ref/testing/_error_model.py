@@ -18,6 +18,52 @@ formed in float32 at least), theta'_j the frequency actually used (after scaling
 dynamic schedules' length), mu_j the xPos magnitude (1 otherwise), K_out = 8,
 C_ln = 4, C_angle = 6, C_table = 4. The derivation is on the accuracy page ("The error model of
 assert_close"). Pass-through channels are allowed K_out u_out |desired|.
+
+Float8 outputs ("rotary then quantize")
+---------------------------------------
+
+A kernel with a float8 output computes the rotation in a wider *intermediate* dtype w
+(float32, or bfloat16 / float16 when it rotates in the model's dtype first), scales by the
+per-tensor (or per-head) scale s and rounds once to the float8 format:
+``q = fp8(clamp(fl(y_w / s), -fmax, fmax))``. With y the exact rotation, the target is
+T = clamp(y / s, -fmax, fmax) (``saturate=True``; the value such a kernel must produce), and
+the errors chain as follows (all bounds per element; A_w is the intermediate's own allowance
+from the model above, the pair allowance bounding each channel of the pair):
+
+1. the intermediate: ``|y_w - y| <= A_w``;
+2. the scaling, a division or a product with a rounded reciprocal, in w or in float32, the
+   coarser: at most two roundings, ``u_div = 2 max(u_w, 2**-24)``, so
+   ``|z - y/s| <= D/s`` with ``D = (1 + u_div) A_w + u_div |y|``;
+3. the clamp is 1-Lipschitz: ``|c - T| <= |z - y/s| <= D/s``;
+4. one rounding to the float8 format, to nearest: ``|fp8(c) - c| <= u8 |c| + eta`` with u8 the
+   format's unit roundoff (2**-4 for e4m3, 2**-3 for e5m2) and eta half its smallest
+   subnormal (e4m3fn 2**-10, e5m2 2**-17, e4m3fnuz 2**-11, e5m2fnuz 2**-18), and
+   ``|c| <= |T| + D/s``.
+
+Against the unquantized reference y (``compare(..., scale=s)``: the comparison is made on the
+dequantized values ``q * s`` against ``clamp(y, -fmax s, fmax s)``, in the reference's units):
+
+.. math::
+
+    A_{8} = u_8 (|T s| + D) + \eta s + D + 2^{-52} |T s|
+
+(the last term: the float64 products q s). Against the exactly rounded float8 reference
+d = fp8(T) (two float8 arrays, no scale: ``Case.expected()`` of a quantized case), the
+reference's own rounding adds a second ``u8 |T| + eta``, with
+``|T| <= (|d| + eta) / (1 - u8)`` and the intermediate's allowance taken at that magnitude:
+
+.. math::
+
+    A_{8,8} = u_8 (2 |T| + D) + 2 \eta + D
+
+Saturation: where ``|y / s| > fmax`` the saturating kernel's correct result is ``±fmax`` (the
+target is clamped). A kernel that does not clamp overflows in the cast: NaN for the formats
+without infinities (e4m3fn, the fnuz formats), ±inf for e5m2, wherever ``|z|`` exceeds
+``fmax`` by half the top ulp (464 for e4m3fn, 61440 for e5m2). With ``saturate=False`` that
+overflow is the expected value where ``|y/s| - D/s`` is beyond it, either is accepted within
+``D/s`` of it; with ``saturate=True`` (the default) a NaN or inf where the target is finite is a
+failure named as an overflow. Both classes of the model carry over: A_w is the intermediate's
+"exact" or "lower-precision angles" allowance.
 """
 
 from __future__ import annotations
@@ -35,11 +81,16 @@ __all__ = [
     "C_ANGLE",
     "C_LN",
     "C_TABLE",
+    "FLOAT8",
     "K_OUT",
+    "Float8Format",
     "PairModel",
     "dtype_name",
+    "float8_allowance",
+    "float8_format",
     "pair_channels",
     "pair_model",
+    "round_float8",
     "tiny",
     "unit_roundoff",
 ]
@@ -68,7 +119,9 @@ _U = {
     "float16": 2.0**-11,
     "bfloat16": 2.0**-8,
     "float8_e4m3fn": 2.0**-4,
+    "float8_e4m3fnuz": 2.0**-4,
     "float8_e5m2": 2.0**-3,
+    "float8_e5m2fnuz": 2.0**-3,
 }
 _TINY = {
     "float64": 2.0**-1022,
@@ -76,7 +129,9 @@ _TINY = {
     "float16": 2.0**-14,
     "bfloat16": 2.0**-126,
     "float8_e4m3fn": 2.0**-6,
+    "float8_e4m3fnuz": 2.0**-7,
     "float8_e5m2": 2.0**-14,
+    "float8_e5m2fnuz": 2.0**-15,
 }
 #: significand bits (with the implicit one) of each format
 BITS = {name: round(-math.log2(u)) for name, u in _U.items()}
@@ -90,12 +145,13 @@ def _abs_log(theta: np.ndarray) -> np.ndarray:
 
 
 def dtype_name(dtype: Any) -> str:
-    """'float64', 'float32', 'float16', 'bfloat16' for any library's dtype (or its name)."""
+    """'float64', 'float32', 'float16', 'bfloat16' or a float8 format name
+    ('float8_e4m3fn', 'float8_e4m3fnuz', 'float8_e5m2', 'float8_e5m2fnuz') for any library's
+    dtype (or its name)."""
     name = str(dtype).split(".")[-1].replace("'>", "").replace("dtype(", "").strip("')\"")
-    if "float8_e4m3" in name:  # e4m3fn, e4m3fnuz: 3 stored significand bits
-        return "float8_e4m3fn"
-    if "float8_e5m2" in name:
-        return "float8_e5m2"
+    for key in ("float8_e4m3fnuz", "float8_e4m3fn", "float8_e5m2fnuz", "float8_e5m2"):
+        if key in name:  # the fnuz formats differ in range (fmax, subnormals, no inf)
+            return key
     for key in ("bfloat16", "float64", "float32", "float16"):  # bfloat16 before float16
         if key in name:
             return key
@@ -118,7 +174,7 @@ def unit_roundoff(dtype: Any) -> float:
     Raises
     ------
     RopeTypeError
-        For a dtype that is not one of the four real floating formats.
+        For a dtype that is not one of the real floating formats above.
     """
     name = dtype_name(dtype)
     if name not in _U:
@@ -129,6 +185,112 @@ def unit_roundoff(dtype: Any) -> float:
 def tiny(dtype: Any) -> float:
     """The smallest normal number of the dtype under test (the allowance's floor)."""
     return _TINY.get(dtype_name(dtype), 2.0**-1022)
+
+
+@dataclass(frozen=True)
+class Float8Format:
+    """A float8 format: significand bits (the implicit one included), range and overflow.
+
+    ``u`` is the unit roundoff, ``eta`` half the smallest subnormal (the absolute error of a
+    rounding near zero), ``overflow`` the magnitude from which a rounding to nearest that
+    does not saturate leaves the range (fmax plus half the spacing at the top; a value equal
+    to it rounds to fmax only where fmax's last significand bit is even: e4m3fn).
+    """
+
+    name: str
+    bits: int
+    fmax: float
+    min_normal: float
+    min_subnormal: float
+    has_inf: bool
+
+    @property
+    def u(self) -> float:
+        """The unit roundoff 2**-bits."""
+        return 2.0**-self.bits
+
+    @property
+    def eta(self) -> float:
+        """Half the smallest subnormal."""
+        return self.min_subnormal / 2
+
+    @property
+    def overflow(self) -> float:
+        """fmax plus half the spacing of the top binade."""
+        return self.fmax + 2.0 ** (math.floor(math.log2(self.fmax)) - self.bits)
+
+    @property
+    def overflow_value(self) -> float:
+        """What a cast that does not saturate gives beyond ``overflow``: inf (e5m2, with the
+        sign) or NaN (the formats without infinities)."""
+        return math.inf if self.has_inf else math.nan
+
+
+#: the float8 formats of PyTorch and ml_dtypes (OCP e4m3fn / e5m2 and the fnuz variants)
+FLOAT8 = {
+    f.name: f
+    for f in (
+        Float8Format("float8_e4m3fn", 4, 448.0, 2.0**-6, 2.0**-9, False),
+        Float8Format("float8_e4m3fnuz", 4, 240.0, 2.0**-7, 2.0**-10, False),
+        Float8Format("float8_e5m2", 3, 57344.0, 2.0**-14, 2.0**-16, True),
+        Float8Format("float8_e5m2fnuz", 3, 57344.0, 2.0**-15, 2.0**-17, False),
+    )
+}
+
+
+def float8_format(dtype: Any) -> Float8Format | None:
+    """The :class:`Float8Format` of a float8 dtype (any library's, or its name), else None."""
+    return FLOAT8.get(dtype_name(dtype))
+
+
+def round_float8(v: np.ndarray, fmt: Float8Format, *, saturate: bool = True) -> np.ndarray:
+    """``v`` (float64) rounded to nearest, ties to even, to the float8 format, held in float64.
+
+    ``saturate=True`` clamps to [-fmax, fmax] first (infinities included); otherwise values
+    that round beyond fmax become the format's overflow value (inf or NaN). NaN stays NaN.
+    """
+    v = np.asarray(v, dtype=np.float64)
+    if saturate:
+        v = np.clip(v, -fmt.fmax, fmt.fmax)
+    fin = np.isfinite(v)
+    a = np.where(fin, v, 0.0)
+    _, e = np.frexp(a)  # |a| = f * 2**e with f in [0.5, 1): the leading bit is 2**(e - 1)
+    lead = np.maximum(e - 1, round(math.log2(fmt.min_normal)))
+    step = np.ldexp(1.0, lead - (fmt.bits - 1))
+    q = np.rint(a / step) * step  # a / step is exact (a power of two); rint: ties to even
+    over = np.abs(q) > fmt.fmax
+    q = np.where(over, np.copysign(fmt.overflow_value, a), q)
+    out: np.ndarray = np.where(fin, q, v if saturate else np.where(np.isnan(v), v, np.nan))
+    if not saturate and fmt.has_inf:
+        out = np.where(np.isinf(v), v, out)
+    return out
+
+
+def float8_allowance(
+    target: np.ndarray,
+    a_w: np.ndarray,
+    y_abs: np.ndarray,
+    fmt: Float8Format,
+    u_w: float,
+    scale: Any,
+    *,
+    rounded_reference: bool = False,
+) -> np.ndarray:
+    """The allowance of a float8 output (the module docstring's A_8, or A_8,8).
+
+    ``target`` is |T s| (the clamped target in the reference's units; for
+    ``rounded_reference`` the bound (|d| + eta) / (1 - u8) on |T| in float8 units, with
+    ``scale`` 1), ``a_w`` the intermediate's allowance at that magnitude, ``y_abs`` |y| (the
+    unclamped magnitude the scaling rounds), ``u_w`` the intermediate's unit roundoff.
+    """
+    u_div = 2.0 * max(u_w, U32)
+    d = (1.0 + u_div) * a_w + u_div * y_abs
+    s = np.asarray(scale, dtype=np.float64)
+    if rounded_reference:
+        out: np.ndarray = fmt.u * (2.0 * target + d) + 2.0 * fmt.eta * s + d
+        return out
+    out = fmt.u * (target + d) + fmt.eta * s + d + 2.0**-52 * target
+    return out
 
 
 def pair_channels(rope: Rope) -> tuple[np.ndarray, np.ndarray]:
