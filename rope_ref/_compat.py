@@ -7,17 +7,19 @@ rope_ref never imports an array framework. Everything framework-specific goes th
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import array_api_compat
 import numpy as np
 
+from ._blocks import block_plan as block_plan  # moved; see below
+from ._blocks import prefers_blocks as prefers_blocks
+from ._blocks import run_blocks as run_blocks
 from ._errors import RopeTypeError, RopeValueError
 from ._typing import Array, Namespace
+
+# The CPU block plan lives in ``_blocks`` now; ``block_plan``, ``prefers_blocks`` and
+# ``run_blocks`` stay importable from here only until the rotation kernel imports them there.
 
 __all__ = [
     "array_namespace",
@@ -103,63 +105,6 @@ def is_concrete(x: Array) -> bool:
     if array_api_compat.is_torch_array(x) and getattr(x.device, "type", None) == "meta":
         return False  # PyTorch's 'meta' device holds shapes and dtypes only: like a lazy array
     return not array_api_compat.is_lazy_array(x)
-
-
-@dataclass(frozen=True)
-class BlockPlan:
-    """How an eager CPU library runs long elementwise pipelines: on blocks of ``table`` (exact
-    tables) or ``apply`` (rotations) elements, over ``threads`` threads."""
-
-    table: int
-    apply: int
-    threads: int
-
-
-#: Measured on 2 cores (benchmarks/run.py): NumPy's per-op cost is low, so 256 KiB blocks
-#: that stay in cache win, and its ufuncs release the GIL, so blocks can run on several threads;
-#: PyTorch parallelises each op itself and needs larger blocks to do so.
-_NUMPY_PLAN = (2**15, 2**16)
-_TORCH_PLAN = (2**16, 2**18)
-
-
-def block_threads() -> int:
-    """Threads for NumPy blocks: ``ROPE_REF_THREADS`` if set, else the usable CPUs (max 8)."""
-    raw = os.environ.get("ROPE_REF_THREADS", "").strip()
-    if raw:
-        try:
-            return max(1, int(raw))
-        except ValueError:
-            raise RopeValueError(f"ROPE_REF_THREADS must be an integer, got {raw!r}") from None
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
-        n = os.cpu_count() or 1
-    return max(1, min(n, 8))
-
-
-def block_plan(x: Array) -> BlockPlan | None:
-    """The plan for eager CPU arrays (NumPy, array-api-strict, PyTorch on the CPU); None for
-    JAX (per-op dispatch, fused under jit), Dask (its own chunks) and GPU arrays."""
-    if array_api_compat.is_numpy_array(x):
-        return BlockPlan(*_NUMPY_PLAN, threads=block_threads())
-    if array_api_compat.is_array_api_strict_namespace(array_api_compat.array_namespace(x)):
-        return BlockPlan(*_NUMPY_PLAN, threads=1)
-    if array_api_compat.is_torch_array(x) and str(device_of(x)).startswith("cpu"):
-        return BlockPlan(*_TORCH_PLAN, threads=1)
-    return None
-
-
-def prefers_blocks(x: Array) -> bool:
-    """True for eager CPU arrays (see :func:`block_plan`)."""
-    return block_plan(x) is not None
-
-
-def run_blocks(fn: Callable[[Any], Any], items: list[Any], threads: int) -> list[Any]:
-    """``[fn(item) for item in items]``, on up to ``threads`` threads, results in order."""
-    if threads <= 1 or len(items) <= 1:
-        return [fn(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
-        return list(pool.map(fn, items))
 
 
 def is_real_floating(xp: Namespace, dtype: Any) -> bool:

@@ -50,13 +50,13 @@ import numpy as np
 from ._typing import Array, Namespace
 
 __all__ = [
-    "BLOCK_ELEMENTS",
     "DECIMAL_PREC",
     "PI",
     "AngleTable",
     "angle_table",
     "exact_cos_sin",
-    "exact_cos_sin_blocked",
+    "pieces_needed",
+    "table_digits",
     "to_float",
 ]
 
@@ -348,69 +348,12 @@ def _const(xp: Namespace, values: np.ndarray, dtype: Any, device: Any) -> Any:
     return xp.asarray(values.tolist(), dtype=dtype, device=device)
 
 
-#: Elements (positions x pairs) per block when an eager CPU namespace computes a big table.
-#: None: the library's ``_compat.block_plan`` (NumPy 2**15: temporaries of 256 KiB stay in
-#: cache, measured 6x faster on 131072 x 64 than one pass; PyTorch 2**16). Tests set it.
-BLOCK_ELEMENTS: int | None = None
-
-
-def exact_cos_sin_blocked(
-    xp: Namespace,
-    m: Array,
-    table: AngleTable,
-    *,
-    dtype: Any,
-    device: Any,
-    integral: bool,
-    blocks: bool,
-) -> tuple[Any, Any]:
-    """:func:`exact_cos_sin`, on cache-sized blocks of positions when ``blocks`` is true.
-
-    Block sizes and threads follow ``_compat.block_plan(m)``. Each block uses only as many
-    position pieces as its largest |m| needs (bit-identical, see :func:`exact_cos_sin`).
-    """
-    from . import _compat
-
-    n = table.digits.shape[1]
-    size = 1
-    for s_ in m.shape:
-        size *= int(s_)
-    plan = _compat.block_plan(m) if blocks else None
-    if plan is None:
-        return exact_cos_sin(xp, m, table, dtype=dtype, device=device, integral=integral)
-    rows = max(1, (plan.table if BLOCK_ELEMENTS is None else BLOCK_ELEMENTS) // max(n, 1))
-    if size <= rows:
-        return exact_cos_sin(xp, m, table, dtype=dtype, device=device, integral=integral)
-    flat = xp.reshape(m, (size,))
-    digits = table_digits(xp, table, dtype, device)
-
-    def block(start: int) -> tuple[Any, Any]:
-        part = flat[start : min(start + rows, size)]
-        return exact_cos_sin(
-            xp,
-            part,
-            table,
-            dtype=dtype,
-            device=device,
-            integral=integral,
-            n_pieces=_pieces_needed(table.fmt, float(xp.max(xp.abs(part)))),
-            digits=digits,
-        )
-
-    parts = _compat.run_blocks(block, list(range(0, size, rows)), plan.threads)
-    shape = (*m.shape, n)
-    return (
-        xp.reshape(xp.concat([c for c, _ in parts], axis=0), shape),
-        xp.reshape(xp.concat([s_ for _, s_ in parts], axis=0), shape),
-    )
-
-
 def table_digits(xp: Namespace, table: AngleTable, dtype: Any, device: Any) -> list[Any]:
     """The digit rows of ``table`` as arrays of ``xp`` (one per digit, each of shape (n,))."""
     return [_const(xp, table.digits[k], dtype, device) for k in range(table.fmt.k_digits)]
 
 
-def _pieces_needed(fmt: _Format, top: float) -> int:
+def pieces_needed(fmt: _Format, top: float) -> int:
     """The fewest W-sized pieces that hold every integer of magnitude <= ``top``."""
     k = 1
     while k < fmt.n_pieces and top >= float(2 ** (fmt.w * k)):
@@ -643,3 +586,14 @@ def exp_dd(xp: Namespace, hi: Any, lo: Any, p: int = 53) -> Any:
     c = r - t * (_P1 + t * (_P2 + t * (_P3 + t * (_P4 + t * _P5))))
     y = 1.0 - ((r_lo - (r * c) / (2.0 - c)) - r_hi)
     return y * _pow2(xp, k, p)
+
+
+def __getattr__(name: str) -> Any:
+    # Transitional: the blocked driver moved to ``_tables.blocked_cos_sin`` (building and
+    # blocking live there; this module keeps the exact kernels). Until the MLX twin imports
+    # it there, the old name resolves to it.
+    if name == "exact_cos_sin_blocked":
+        from ._tables import blocked_cos_sin
+
+        return blocked_cos_sin
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

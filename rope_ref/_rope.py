@@ -7,13 +7,12 @@ and the tables built from them (``cos_sin``) are within one ulp of exact mathema
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import KW_ONLY, dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-from . import _compat, _exact, _validate
+from . import _exact, _tables, _validate
 from ._errors import RopeTypeError, RopeValueError
 from .scaling import Scaling
 
@@ -27,71 +26,16 @@ Layout = Literal["half", "interleaved"]
 LAYOUTS: tuple[str, ...] = ("half", "interleaved")
 
 
-@functools.lru_cache(maxsize=256)
-def _unscaled_thetas(base: float, rotary_dim: int) -> tuple[Decimal, ...]:
-    # theta_j = exp(-(2j / r) * ln(base)), base taken as the exact value of the float.
-    ctx = _exact.context()
-    ln_b = ctx.ln(Decimal(base))
-    r = Decimal(rotary_dim)
-    return tuple(
-        ctx.exp(ctx.multiply(ctx.divide(Decimal(-2 * j), r), ln_b)) for j in range(rotary_dim // 2)
-    )
+#: The two sides of attention: xPos scales queries up and keys down (every other schedule
+#: treats them alike).
+ROLES: tuple[str, ...] = ("query", "key")
 
 
-# Caches of pure functions of immutable values (functools.lru_cache is thread-safe): the scaled
-# frequencies per (Rope, seq_len), and their rounding per (frequencies, format). inv_freq in
-# any namespace, dtype and device is then one asarray of cached Python floats.
-@functools.lru_cache(maxsize=512)
-def _scaled_thetas(rope: Rope, seq_len: int | None) -> tuple[Decimal, ...]:
-    assert rope.scaling is not None
-    return _checked_thetas(rope, rope.scaling.thetas(rope, seq_len))
-
-
-@functools.lru_cache(maxsize=512)
-def _axes_thetas(rope: Rope, seq_len: int | None) -> tuple[Decimal, ...]:
-    assert rope.axes is not None
-    return _checked_thetas(rope, rope.axes.composed_thetas(rope, seq_len))
-
-
-def _checked_axes_thetas(rope: Rope, seq_len: int | None) -> tuple[Decimal, ...]:
-    try:
-        return _axes_thetas(rope, seq_len)
-    except TypeError as exc:  # something unhashable: no caching
-        if isinstance(exc, RopeTypeError):
-            raise
-        assert rope.axes is not None
-        return _checked_thetas(rope, rope.axes.composed_thetas(rope, seq_len))
-
-
-def _method(rope: Rope, name: str) -> str:
-    return f"{type(rope.scaling).__name__}.{name}()"
-
-
-def _checked_thetas(rope: Rope, values: Any) -> tuple[Decimal, ...]:
-    """A schedule's frequencies: n_pairs finite real numbers >= 0 (Decimals, or ints and
-    floats, taken at their exact value)."""
-    where = _method(rope, "thetas")
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise RopeTypeError(
-            f"{where} must return a sequence of {rope.n_pairs} frequencies (Decimals), got "
-            f"{type(values).__name__}"
-        )
-    out = []
-    for j, t in enumerate(values):
-        d = t if isinstance(t, Decimal) else Decimal(_validate.as_real(t, f"{where}[{j}]"))
-        if not d.is_finite() or d < 0:
-            raise RopeValueError(f"{where}[{j}] must be a finite real number >= 0, got {t!r}")
-        out.append(d)
-    if len(out) != rope.n_pairs:
-        raise RopeValueError(
-            f"{where} must return rotary_dim // 2 = {rope.n_pairs} frequencies, got {len(out)}"
-        )
-    return tuple(out)
-
-
-@functools.lru_cache(maxsize=512)
-def _rounded(thetas: tuple[Decimal, ...], p: int) -> tuple[float, ...]:
-    return tuple(_round_to(t, p) for t in thetas)
+def check_role(role: Any) -> str:
+    """``role`` if it is one of :data:`ROLES`, else a RopeValueError naming it."""
+    if not isinstance(role, str) or role not in ROLES:
+        raise RopeValueError(f"role must be one of {ROLES}, got {role!r}")
+    return role
 
 
 @dataclass(frozen=True)
@@ -438,7 +382,7 @@ class Rope:
             ``rotary_dim // 2`` frequencies, ``theta_0 = 1``, correct to 90 significant
             digits.
         """
-        return _unscaled_thetas(self.base, self.rotary_dim)
+        return _tables.unscaled_thetas(self)
 
     def thetas(self, *, seq_len: int | None = None) -> tuple[Decimal, ...]:
         """The frequencies after scaling, as exact Decimals (90 significant digits).
@@ -463,36 +407,16 @@ class Rope:
             ``seq_len`` < 1, or a schedule's ``thetas`` returns the wrong number of
             frequencies or one that is negative or not finite.
         """
-        seq_len = self._check_seq_len(seq_len)
-        if self.axes is not None:
-            return _checked_axes_thetas(self, seq_len)
-        if self.scaling is None:
-            return self.unscaled_thetas()
-        try:
-            return _scaled_thetas(self, seq_len)
-        except TypeError as exc:  # a scaling holding something unhashable: no caching
-            if isinstance(exc, RopeTypeError):
-                raise
-            return _checked_thetas(self, self.scaling.thetas(self, seq_len))
+        return _tables.thetas(self, seq_len)
 
     @property
     def attention_factor(self) -> float:
         """Factor multiplying cos and sin (YaRN/LongRoPE); 1.0 for other schedules."""
-        if self.scaling is None:
-            return 1.0
-        return self._attention_factor(None)
+        return _tables.attention_factor(self, None)
 
     def _attention_factor(self, seq_len: int | None) -> float:
-        if self.scaling is None:
-            return 1.0
-        value = self.scaling.attention_scaling(self, seq_len)
-        return _validate.as_real(value, _method(self, "attention_scaling"), positive=True)
-
-    @staticmethod
-    def _check_seq_len(seq_len: Any) -> int | None:
-        if seq_len is None:
-            return None
-        return _validate.check_int("seq_len", seq_len, minimum=1)
+        """The attention factor at ``seq_len`` (internal; tests and twins use it)."""
+        return _tables.attention_factor(self, seq_len)
 
     # ---------------------------------------------------------------- public tables
     def inv_freq(
@@ -534,15 +458,7 @@ class Rope:
         RopeValueError
             ``seq_len`` < 1.
         """
-        if xp is None:
-            xp = _compat.array_namespace()
-        thetas = self.thetas(seq_len=seq_len)
-        if dtype is None:
-            dtype = _compat.work_dtype(xp, device)
-        if not _compat.is_real_floating(xp, dtype):
-            raise RopeTypeError(f"dtype must be a real floating dtype, got {dtype}")
-        values = _rounded(thetas, _compat.significand_bits(xp, dtype))
-        return xp.asarray(list(values), dtype=dtype, device=device)
+        return _tables.inv_freq(self, xp, dtype=dtype, device=device, seq_len=seq_len)
 
     def cos_sin(
         self,
@@ -604,21 +520,8 @@ class Rope:
         >>> int(np.max(np.abs(plain - sin[1])) / np.spacing(1.0) ) > 1000
         True
         """
-        if role not in ("query", "key"):
-            raise RopeValueError(f"role must be one of ('query', 'key'), got {role!r}")
-        xp = _compat.array_namespace(positions=positions)
-        positions = _validate.to_positions(positions, xp, None)
-        xp = _compat.array_namespace(positions=positions)
-        integral = _validate.check_positions(xp, positions)
-        wd = _compat.work_dtype(xp, _compat.device_of(positions))
-        if dtype is not None and not _compat.is_real_floating(xp, dtype):
-            raise RopeTypeError(f"dtype must be a real floating dtype, got {dtype}")
-        cos, sin = self._cos_sin_work(
-            xp, positions, wd, integral=integral, seq_len=seq_len, role=role
-        )
-        if dtype is not None and dtype != wd:
-            cos, sin = xp.astype(cos, dtype), xp.astype(sin, dtype)
-        return cos, sin
+        role = check_role(role)
+        return _tables.cos_sin(self, positions, dtype=dtype, seq_len=seq_len, role=role)
 
     def token_shape(
         self, positions_shape: tuple[int, ...], *, name: str = "positions"
@@ -676,168 +579,5 @@ class Rope:
         seq_len: int | None,
         role: str = "query",
     ) -> tuple[Any, Any]:
-        """Tables in the working dtype ``wd`` for validated positions (internal).
-
-        Shape ``token_shape(positions.shape) + (n_pairs,)``.
-        """
-        seq_len = self._check_seq_len(seq_len)
-        scaling = self.scaling
-        self.token_shape(tuple(positions.shape))
-        if seq_len is None and scaling is not None and scaling.dynamic:
-            # Documented exception to "no branching on values": dynamic schedules need the
-            # length; pass seq_len explicitly under jax.jit or on lazy arrays.
-            if not _compat.is_concrete(positions):
-                raise RopeValueError(
-                    "seq_len is required with a dynamic scaling when positions are lazy, "
-                    "traced or on PyTorch's meta device (it cannot be read from the positions)"
-                )
-            seq_len = _length_of(xp, positions)
-        device = _compat.device_of(positions)
-        p = _compat.significand_bits(xp, wd)
-        thetas = self.thetas(seq_len=seq_len)
-        m = xp.astype(positions, wd)
-        blocks = _compat.prefers_blocks(positions)
-        axes = self._pair_axes()
-        if axes is None:
-            table = _exact.angle_table(thetas, p)
-            cos, sin = _exact.exact_cos_sin_blocked(
-                xp, m, table, dtype=wd, device=device, integral=integral, blocks=blocks
-            )
-        else:
-            cos, sin = self._multi_axis(xp, m, thetas, axes, p, wd, device, integral, blocks)
-        if not _compat.is_concrete(positions):
-            # Traced (jax.jit) or lazy (Dask) positions cannot be checked before the
-            # computation: a position outside |m| < 2**53 (or NaN / inf) gives NaN in its row
-            # of both tables instead of a finite wrong value (documented in apply_rope).
-            cos, sin = _nan_outside(xp, m, cos, sin, p, leading=self._leading_axes())
-        factor = self._attention_factor(seq_len)
-        if factor != 1.0:
-            cos, sin = cos * factor, sin * factor
-        if scaling is not None:
-            mag = scaling.magnitude(xp, m, self, role=role, seq_len=seq_len, dtype=wd)
-            if mag is not None:
-                mag = self._checked_magnitude(xp, mag, tuple(cos.shape))
-                cos, sin = cos * mag, sin * mag
-        return cos, sin
-
-    def _pair_axes(self) -> tuple[int, ...] | None:
-        """The axis scheme's pair_axes(), checked: None, or one axis index per pair."""
-        scheme = self.axis_scheme if self.axes is not None else self.scaling
-        if scheme is None:
-            return None
-        axes = scheme.pair_axes(self)
-        if axes is None:
-            return None
-        where = f"{type(scheme).__name__}.pair_axes()"
-        n = scheme.n_axes
-        if isinstance(axes, (str, bytes)) or not hasattr(axes, "__iter__"):
-            raise RopeTypeError(
-                f"{where} must return None or {self.n_pairs} axis indices, got "
-                f"{type(axes).__name__}"
-            )
-        out = tuple(_validate.as_int(a, f"{where}[{j}]", minimum=0) for j, a in enumerate(axes))
-        if len(out) != self.n_pairs or any(a >= n for a in out):
-            raise RopeValueError(
-                f"{where} must return {self.n_pairs} axis indices in [0, {n}), got {out}"
-            )
-        return out
-
-    def _checked_magnitude(self, xp: Any, mag: Any, shape: tuple[int, ...]) -> Any:
-        """A schedule's magnitude(): a real number or an array of the positions' namespace
-        that broadcasts to the table shape without growing it."""
-        where = _method(self, "magnitude")
-        if not _compat.is_array(mag):
-            return _validate.as_real(mag, where)
-        if _compat.array_namespace(mag=mag) is not xp:
-            raise RopeTypeError(
-                f"{where} must return an array of the positions' library, got "
-                f"{type(mag).__module__}.{type(mag).__name__}"
-            )
-        if not _compat.is_real_floating(xp, mag.dtype):
-            raise RopeTypeError(f"{where} must return a real floating array, got {mag.dtype}")
-        _validate.broadcast_positions(
-            tuple(mag.shape), shape, name=f"{where}'s result", target_name="the tables"
-        )
-        return mag
-
-    def _leading_axes(self) -> str | None:
-        scheme = self.axis_scheme
-        return None if scheme is None else scheme.axis_position
-
-    def _multi_axis(
-        self,
-        xp: Any,
-        m: Any,
-        thetas: tuple[Decimal, ...],
-        axes: tuple[int, ...],
-        p: int,
-        wd: Any,
-        device: Any,
-        integral: bool,
-        blocks: bool,
-    ) -> tuple[Any, Any]:
-        """Each axis' pairs from that axis' positions, reassembled in pair order."""
-        scheme = self.axis_scheme
-        assert scheme is not None
-        leading = scheme.axis_position == "leading"
-        order: list[int] = []
-        cos_parts, sin_parts = [], []
-        for k in range(scheme.n_axes):
-            pairs = [j for j, a in enumerate(axes) if a == k]
-            if not pairs:
-                continue
-            mk = m[k, ...] if leading else m[..., k]
-            table = _exact.angle_table(tuple(thetas[j] for j in pairs), p)
-            c, s = _exact.exact_cos_sin_blocked(
-                xp, mk, table, dtype=wd, device=device, integral=integral, blocks=blocks
-            )
-            cos_parts.append(c)
-            sin_parts.append(s)
-            order.extend(pairs)
-        inverse = [0] * len(order)
-        for pos, j in enumerate(order):
-            inverse[j] = pos
-        idx = xp.asarray(inverse, device=device)
-        cos = xp.take(xp.concat(cos_parts, axis=-1), idx, axis=-1)
-        sin = xp.take(xp.concat(sin_parts, axis=-1), idx, axis=-1)
-        return cos, sin
-
-
-def _length_of(xp: Any, positions: Any) -> int | None:
-    """max(position) + 1 for dynamic schedules; None (the schedule's default) when empty."""
-    for n in positions.shape:
-        if int(n) == 0:
-            return None
-    return int(float(xp.max(positions))) + 1
-
-
-def _nan_outside(
-    xp: Any, m: Any, cos: Any, sin: Any, p: int, *, leading: str | None
-) -> tuple[Any, Any]:
-    """NaN in every table row whose position (any axis of a multi-axis position) is not a
-    valid position: NaN, infinite or |m| >= 2**53 (2**p in a p-bit working format)."""
-    limit = min(_validate.MAX_POSITION, 2.0**p)
-    ok = xp.abs(m) < limit  # False for NaN
-    if leading == "leading":
-        ok = xp.all(ok, axis=0)
-    elif leading == "trailing":
-        ok = xp.all(ok, axis=-1)
-    ok = ok[..., None]
-    nan = xp.asarray(float("nan"), dtype=cos.dtype)
-    return xp.where(ok, cos, nan), xp.where(ok, sin, nan)
-
-
-def _round_to(value: Decimal, p: int) -> float:
-    """Round an exact Decimal to a binary format with p significand bits (ties to even)."""
-    if p == 53:
-        return _exact.to_float(value)
-    from fractions import Fraction
-
-    f = Fraction(value)
-    if f == 0:
-        return 0.0
-    ex = abs(f).numerator.bit_length() - abs(f).denominator.bit_length()
-    if Fraction(2) ** ex > abs(f):
-        ex -= 1
-    unit = Fraction(2) ** (ex - p + 1)
-    return float(round(f / unit) * unit)
+        """Transitional alias of ``_tables.build`` (the rotation kernel's callers move there)."""
+        return _tables.build(self, xp, positions, wd, integral=integral, seq_len=seq_len, role=role)

@@ -14,7 +14,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import rope_ref as rr
-from rope_ref import _exact
+from rope_ref import _blocks, _exact
 
 REF = MPMATH_REF
 GRID = [(int(d), float(b)) for d in REF["head_dims"] for b in REF["bases"]]
@@ -169,7 +169,7 @@ def test_blocked_tables_equal_single_pass(bk, monkeypatch, threads):
     # each block with only the position pieces its largest |m| needs; the bits are the same
     # as one pass with every piece.
     monkeypatch.setenv("ROPE_REF_THREADS", threads)
-    monkeypatch.setattr(_exact, "BLOCK_ELEMENTS", 64 * 37)  # 37 positions per block
+    monkeypatch.setattr(_blocks, "BLOCK_ELEMENTS", 64 * 37)  # 37 positions per block
     rope = rr.Rope(128, base=5e5)
     rng = np.random.default_rng(5)
     # blocks of small, medium and large positions: 1, 2 and 3 pieces, both signs
@@ -196,6 +196,6 @@ def test_blocked_tables_equal_single_pass(bk, monkeypatch, threads):
 def test_pieces_needed():
     fmt = _exact.angle_table(rr.Rope(8).thetas(), 53).fmt
     assert [
-        _exact._pieces_needed(fmt, float(v))
+        _exact.pieces_needed(fmt, float(v))
         for v in (0, 2**18 - 1, 2**18, 2**36 - 1, 2**36, 2**53 - 1)
     ] == [1, 1, 2, 2, 3, 3]

@@ -79,13 +79,13 @@ def test_blocked_path_is_taken_for_large_inputs(monkeypatch):
 def test_one_table_per_distinct_position(monkeypatch):
     rope = rr.Rope(16)
     seen = []
-    real = rr.Rope._cos_sin_work
+    real = _tables.build
 
-    def spy(self, xp, positions, *a, **k):
+    def spy(rope, xp, positions, *a, **k):
         seen.append(tuple(positions.shape))
-        return real(self, xp, positions, *a, **k)
+        return real(rope, xp, positions, *a, **k)
 
-    monkeypatch.setattr(rr.Rope, "_cos_sin_work", spy)
+    monkeypatch.setattr(_tables, "build", spy)
     _tables.clear_cache()
     pos = np.tile(np.arange(30, 60), (4, 1))  # batch 4 of the same positions
     x = np.random.default_rng(0).standard_normal((4, 2, 30, 16))

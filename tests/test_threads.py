@@ -8,7 +8,6 @@ import numpy as np
 
 import rope_ref as rr
 from rope_ref import _exact, _tables
-from rope_ref import _rope as rope_module
 
 
 def _work(rope, x, pos):
@@ -38,9 +37,9 @@ def _run_threads(cold: bool):
     single = {r: _work(r, xs[r], pos) for r in ropes}
     if cold:
         _exact.angle_table.cache_clear()
-        rope_module._unscaled_thetas.cache_clear()
-        rope_module._scaled_thetas.cache_clear()
-        rope_module._rounded.cache_clear()
+        _tables._unscaled_thetas.cache_clear()
+        _tables._scaled_thetas.cache_clear()
+        _tables._rounded.cache_clear()
         _tables.clear_cache()
     # more distinct tables than the table cache holds, so threads also evict each other's
     jobs = [ropes[i % len(ropes)] for i in range(64)]
