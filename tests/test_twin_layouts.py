@@ -148,6 +148,17 @@ def test_te_dense(bk, rng, interleaved, fmt, cp):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-14)
 
 
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_te_zero_angles_are_the_identity_even_for_nonfinite_values(bk, rng, interleaved):
+    # angle 0: cos 1 and sin 0 exactly, so R is the identity; an inf or NaN stays in its own
+    # channel (the zero coefficient contributes nothing, no inf * 0 = NaN in the partner)
+    t = rng.standard_normal((4, 2, 3, 16))
+    t[0, 0, 0, 0], t[1, 1, 2, 9], t[2, 0, 1, 3], t[3, 1, 0, 12] = np.inf, -np.inf, np.nan, np.inf
+    freqs = np.zeros((4, 1, 1, 8))
+    got = te_apply_rotary_pos_emb(bk.from_numpy(t), bk.from_numpy(freqs), interleaved=interleaved)
+    np.testing.assert_array_equal(bk.to_numpy(got), t)
+
+
 @pytest.mark.parametrize("cp", [(1, 0), (2, 0), (2, 1), (4, 3)])
 def test_te_thd_and_cp_shards(bk, rng, cp):
     size, rank = cp
