@@ -201,15 +201,17 @@ def low_precision_cos_sin(
 
 
 def rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, rope: Rope) -> np.ndarray:
-    """Rotate in float64 NumPy with given per-token, per-pair tables (broadcast)."""
-    y = np.array(x, dtype=np.float64, copy=True)
-    ia, ib = pair_channels(rope)
-    xa, xb = y[..., ia].copy(), y[..., ib].copy()
-    c = np.asarray(cos, dtype=np.float64)
-    s = np.asarray(sin, dtype=np.float64)
-    y[..., ia] = xa * c - xb * s
-    y[..., ib] = xb * c + xa * s
-    return y
+    """Rotate in float64 NumPy with given per-token, per-pair tables (broadcast): rope_ref's
+    rotation kernel (:mod:`rope_ref._rotate`) in float64, not rounded."""
+    from .._rotate import rotate as kernel
+
+    c, s = np.asarray(cos, dtype=np.float64), np.asarray(sin, dtype=np.float64)
+    x64 = np.asarray(x, dtype=np.float64)
+    y = kernel(
+        np, x64, c, s, rotary_dim=rope.rotary_dim, layout=rope.layout,
+        offset=rope.rotary_offset, wd=np.float64,
+    )  # fmt: skip
+    return np.asarray(y)
 
 
 def _tables_as_lead(rope: Rope, c: np.ndarray, lead: tuple[int, ...]) -> np.ndarray:
