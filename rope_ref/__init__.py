@@ -6,12 +6,13 @@ array-api-strict arrays, and return arrays of the caller's library on the caller
 
 from . import scaling, testing
 from ._apply import apply_rope, apply_rope_complex, apply_rope_matrix, rotation_matrix
-from ._attention import DEFAULT_MEMORY_BUDGET, attention, packed_positions
+from ._attention import DEFAULT_MEMORY_BUDGET, attention
 from ._decay import relative_upper_bound
 from ._errors import RopeError, RopeTypeError, RopeValueError
 from ._kv_cache import kv_cache_attention
 from ._layout import convert_layout, layout_permutation, permute_weights
 from ._linear_attention import linear_attention
+from ._positions import packed_positions
 from ._presets import preset_info, presets
 from ._qkv import qkv, sinusoidal_embedding
 from ._rope import LAYOUTS, Rope

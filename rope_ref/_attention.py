@@ -28,7 +28,7 @@ from ._apply import apply_rope
 from ._errors import RopeTypeError, RopeValueError
 from ._rope import Rope
 
-__all__ = ["DEFAULT_MEMORY_BUDGET", "attention", "packed_positions"]
+__all__ = ["DEFAULT_MEMORY_BUDGET", "attention"]
 
 #: Bytes the one-shot path may spend on its (..., Hq, Sq, Sk) score-sized temporaries before
 #: ``attention`` switches to the chunked path (override per call with ``memory_budget``).
@@ -876,60 +876,3 @@ def attention(
     if out.dtype != sp.dtypes[0]:
         out = xp.astype(out, sp.dtypes[0])
     return (out, lse) if want_lse else out
-
-
-def packed_positions(cu_seqlens: Any, /) -> tuple[Any, Any]:
-    """Segment ids and positions of packed sequences from cumulative lengths (flash-attn's
-    ``cu_seqlens``: [0, len_0, len_0 + len_1, ...], int, non-decreasing).
-
-    Token t belongs to sequence i when cu_seqlens[i] <= t < cu_seqlens[i + 1] and has
-    position t - cu_seqlens[i]. Reads the total length, so ``cu_seqlens`` must be concrete
-    (not traced or lazy).
-
-    Parameters
-    ----------
-    cu_seqlens : array (n_seqs + 1,)
-        Integer cumulative lengths: 1-D, non-empty, starting at 0, non-decreasing.
-
-    Returns
-    -------
-    segment_ids, positions : tuple of arrays
-        Each of shape (total,) = (cu_seqlens[-1],), in cu_seqlens' namespace, device and
-        dtype, ready for ``attention(segment_ids=(seg, seg))`` and ``q_positions`` /
-        ``k_positions``.
-
-    Raises
-    ------
-    RopeTypeError
-        ``cu_seqlens`` is not an array or not of an integer dtype.
-    RopeValueError
-        ``cu_seqlens`` is not 1-D and non-empty, is lazy or traced, does not start at 0, or
-        decreases somewhere.
-
-    Examples
-    --------
-    >>> import numpy as np, rope_ref as rr
-    >>> seg, pos = rr.packed_positions(np.array([0, 3, 5]))
-    >>> seg.tolist(), pos.tolist()
-    ([0, 0, 0, 1, 1], [0, 1, 2, 0, 1])
-    """
-    if not _is_array(cu_seqlens):
-        raise RopeTypeError(f"cu_seqlens must be an array, got {type(cu_seqlens).__name__}")
-    xp = _compat.array_namespace(cu_seqlens=cu_seqlens)
-    if not _compat.is_integral(xp, cu_seqlens.dtype):
-        raise RopeTypeError(f"cu_seqlens must have an integer dtype, got {cu_seqlens.dtype}")
-    if cu_seqlens.ndim != 1 or cu_seqlens.shape[0] < 1:
-        raise RopeValueError(f"cu_seqlens must be 1-D and non-empty, got {tuple(cu_seqlens.shape)}")
-    if not _compat.is_concrete(cu_seqlens):
-        raise RopeValueError("cu_seqlens must be concrete: its last entry sets the output length")
-    first = int(cu_seqlens[0])
-    if first != 0:
-        raise RopeValueError(f"cu_seqlens must start at 0, got {first}")
-    if cu_seqlens.shape[0] > 1 and not bool(xp.all(cu_seqlens[1:] >= cu_seqlens[:-1])):
-        raise RopeValueError("cu_seqlens must be non-decreasing")
-    total = int(cu_seqlens[-1])
-    device = _compat.device_of(cu_seqlens)
-    idx = xp.arange(total, dtype=cu_seqlens.dtype, device=device)
-    seg = xp.searchsorted(cu_seqlens[1:], idx, side="right")
-    pos = idx - xp.take(cu_seqlens, seg)
-    return xp.astype(seg, cu_seqlens.dtype), pos

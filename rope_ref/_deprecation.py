@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-__all__ = ["positional_keywords"]
+__all__ = ["positional_keywords", "renamed_keywords"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,6 +54,43 @@ def positional_keywords(*names: str) -> Callable[[F], F]:
                     stacklevel=2,
                 )
                 args = args[:n_pos]
+            return fn(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    return decorate
+
+
+def renamed_keywords(**old_to_new: str) -> Callable[[F], F]:
+    """Let the old keyword spellings ``old_to_new`` (old name -> new name) still be passed;
+    each such call warns (:class:`DeprecationWarning`) and runs as if the new name were used.
+
+    Passing both spellings is a TypeError, as passing one argument twice is. The decorated
+    function keeps its own signature (the new names) for ``inspect`` and the docs.
+    """
+
+    def decorate(fn: F) -> F:
+        params = inspect.signature(fn).parameters
+        for old, new in old_to_new.items():
+            if new not in params or old in params:
+                raise TypeError(f"{fn.__qualname__}: cannot rename {old!r} to {new!r}")
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            for old, new in old_to_new.items():
+                if old not in kwargs:
+                    continue
+                bound = inspect.signature(fn).bind_partial(*args)
+                if new in kwargs or new in bound.arguments:
+                    raise TypeError(
+                        f"{fn.__name__}() got {old}= (the old spelling) and {new}= both"
+                    )
+                kwargs[new] = kwargs.pop(old)
+                warnings.warn(
+                    f"{fn.__name__}({old}=...) is deprecated; pass {new}=... instead",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
             return fn(*args, **kwargs)
 
         return cast(F, wrapper)

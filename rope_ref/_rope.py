@@ -1,8 +1,13 @@
-"""The ``Rope`` specification: head size, base, rotary part, layout, schedule.
+"""The ``Rope`` specification: head size, base, rotary part, layout, schedule, axis scheme.
 
 A ``Rope`` fixes the frequencies theta_j = base ** (-2j / rotary_dim) (RoFormer eq. 15, indexed
 from 0) after its scaling, exactly: they are real numbers carried as ``Decimal`` with 90 digits,
 and the tables built from them (``cos_sin``) are within one ulp of exact mathematics.
+
+This module holds the specification only: its fields, their validation, the config and preset
+readers, and which positions a token takes (``token_shape``, ``ROLES``). The numbers are built
+by :mod:`rope_ref._tables` (frequencies, cos and sin, blocks, cache), to which ``thetas``,
+``inv_freq``, ``cos_sin`` and ``attention_factor`` delegate.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _blocks, _compat, _exact, _validate
+from . import _blocks, _compat, _exact, _positions, _validate
 from ._errors import RopeTypeError, RopeValueError
 from ._typing import Array, Namespace
 
@@ -198,9 +198,9 @@ def inv_freq(rope: Rope, xp: Namespace, *, dtype: Any, device: Any, seq_len: Any
 def cos_sin(rope: Rope, positions: Any, *, dtype: Any, seq_len: Any, role: str) -> tuple[Any, Any]:
     """:meth:`Rope.cos_sin`: positions validated, the tables built and rounded to ``dtype``."""
     xp = _compat.array_namespace(positions=positions)
-    positions = _validate.to_positions(positions, xp, None)
+    positions = _positions.to_positions(positions, xp, None)
     xp = _compat.array_namespace(positions=positions)
-    integral = _validate.check_positions(xp, positions)
+    integral = _positions.check_positions(xp, positions)
     wd = _compat.work_dtype(xp, _compat.device_of(positions))
     if dtype is not None and not _compat.is_real_floating(xp, dtype):
         raise RopeTypeError(f"dtype must be a real floating dtype, got {dtype}")
@@ -358,7 +358,7 @@ def _nan_outside(
 ) -> tuple[Any, Any]:
     """NaN in every table row whose position (any axis of a multi-axis position) is not a
     valid position: NaN, infinite or |m| >= 2**53 (2**p in a p-bit working format)."""
-    limit = min(_validate.MAX_POSITION, 2.0**p)
+    limit = min(_positions.MAX_POSITION, 2.0**p)
     ok = xp.abs(m) < limit  # False for NaN
     if leading == "leading":
         ok = xp.all(ok, axis=0)

@@ -8,10 +8,15 @@ import numbers
 import operator
 from typing import Any
 
-import numpy as np
-
 from . import _compat
 from ._errors import RopeTypeError, RopeValueError
+
+# The position checks live in ``_positions`` (with packed_positions); these names keep the
+# callers' ``_validate.to_positions(...)`` working.
+from ._positions import MAX_POSITION as MAX_POSITION
+from ._positions import check_positions as check_positions
+from ._positions import reject_masked as reject_masked
+from ._positions import to_positions as to_positions
 
 __all__ = [
     "MAX_POSITION",
@@ -22,9 +27,6 @@ __all__ = [
     "check_x",
     "to_positions",
 ]
-
-#: Positions must satisfy |position| < 2**53 (every integer below is exact in float64).
-MAX_POSITION = 2.0**53
 
 
 # ---------------------------------------------------------------- scalar arguments
@@ -145,70 +147,6 @@ def as_bool(value: Any, name: str) -> bool:
 def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
     """Older spelling of :func:`as_int` (argument order name, value)."""
     return as_int(value, name, minimum=minimum)
-
-
-def reject_masked(value: Any, name: str) -> None:
-    """NumPy masked arrays are rejected: the Array API has no masks, so a rotation would
-    silently use (and move into the partner channel) the data under the mask."""
-    if isinstance(value, np.ma.MaskedArray):
-        raise RopeTypeError(
-            f"{name} is a numpy.ma.MaskedArray; rope_ref does not support masks (the masked "
-            f"data would be rotated into the partner channel): pass {name}.filled(value) or "
-            f"{name}.data and re-apply the mask to the result"
-        )
-
-
-def to_positions(positions: Any, xp: Any, device: Any, *, name: str = "positions") -> Any:
-    """Accept an array of ``xp`` or a Python number / nested sequence (converted to ``xp``)."""
-    reject_masked(positions, name)
-    if _compat.is_array(positions):
-        return positions
-    if isinstance(positions, bool):
-        raise RopeTypeError(f"{name} must be integer or real, got the bool {positions!r}")
-    if isinstance(positions, complex):
-        raise RopeTypeError(f"{name} must be integer or real, got the complex {positions!r}")
-    if isinstance(positions, (int, float, list, tuple)):
-        try:
-            return xp.asarray(positions, device=device)
-        except Exception as exc:
-            raise RopeTypeError(f"{name} could not be converted to an array: {exc}") from exc
-    raise RopeTypeError(
-        f"{name} must be an array or a Python number, got {type(positions).__name__}"
-    )
-
-
-def check_positions(xp: Any, positions: Any, *, name: str = "positions") -> bool:
-    """Check dtype (and values, where reading them is allowed). Returns whether integral."""
-    dtype = positions.dtype
-    if _compat.is_bool(xp, dtype):
-        raise RopeTypeError(f"{name} must have an integer or real dtype, got {dtype}")
-    if _compat.is_complex(xp, dtype):
-        raise RopeTypeError(f"{name} must have an integer or real dtype, got {dtype}")
-    integral = _compat.is_integral(xp, dtype)
-    if not integral and not _compat.is_real_floating(xp, dtype):
-        raise RopeTypeError(f"{name} must have an integer or real dtype, got {dtype}")
-    if _compat.is_concrete(positions) and _size(positions) > 0:
-        wd = _compat.work_dtype(xp, _compat.device_of(positions))
-        p = xp.astype(positions, wd)
-        if not integral and not bool(xp.all(xp.isfinite(p))):
-            raise RopeValueError(f"{name} must be finite; got NaN or infinite values")
-        limit = min(MAX_POSITION, 2.0 ** _compat.significand_bits(xp, wd))
-        if not bool(xp.all(xp.abs(p) < limit)):
-            raise RopeValueError(
-                f"{name} must satisfy |position| < 2**{int(limit).bit_length() - 1} "
-                f"(every integer below is exact in the working precision); "
-                f"got max |position| = {float(xp.max(xp.abs(p)))!r}"
-            )
-    return integral
-
-
-def _size(x: Any) -> int:
-    n = 1
-    for s in x.shape:
-        if s is None:
-            return 1
-        n *= int(s)
-    return n
 
 
 def check_x(xp: Any, x: Any, head_dim: int, *, name: str = "x") -> None:

@@ -581,8 +581,17 @@ def test_positions_from_offsets(bk):
         positions_from_offsets(2, bk.from_numpy(np.zeros((2, 2), dtype=np.int64)))
     with pytest.raises(rr.RopeTypeError, match="offsets"):
         positions_from_offsets(2, bk.from_numpy(np.zeros(2)))
-    with pytest.raises(rr.RopeValueError, match="seqlen"):
+    with pytest.raises(rr.RopeValueError, match="seq_len must be >= 0, got -1"):
         positions_from_offsets(-1, 0)
+    np.testing.assert_array_equal(positions_from_offsets(seq_len=2, offsets=7), [[7, 8]])
+
+
+def test_positions_from_offsets_old_seqlen_keyword_warns():
+    with pytest.warns(DeprecationWarning, match=r"seqlen=\.\.\.\) is deprecated; pass seq_len"):
+        old = positions_from_offsets(seqlen=3, offsets=np.array([0, 10]))
+    np.testing.assert_array_equal(old, [[0, 1, 2], [10, 11, 12]])
+    with pytest.raises(TypeError, match="seqlen= .* and seq_len= both"):
+        positions_from_offsets(3, seqlen=3, offsets=0)
 
 
 def test_positions_from_cu_seqlens(bk):
@@ -699,7 +708,7 @@ def test_flash_and_mlx_twins_with_small_integer_offsets(bk, rng):
         (lambda: mrope_grid(10**6, 10**6, 10**6), "3 \\* t \\* h \\* w asks for"),
         (lambda: axial_grid(10**9, 10**9, 10**9), "prod\\(sizes\\)"),
         (lambda: vllm_cos_sin_cache(rr.Rope(128), 10**15), "max_position \\* rotary_dim"),
-        (lambda: positions_from_offsets(10**12, np.arange(4)), "batch \\* seqlen"),
+        (lambda: positions_from_offsets(10**12, np.arange(4)), "batch \\* seq_len"),
         (lambda: mrope_grid(1, 1, 1, start=2**63), "start"),
     ],
 )

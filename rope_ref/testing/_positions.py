@@ -18,8 +18,9 @@ import math
 from typing import Any
 
 from .. import _compat, _validate
-from .._attention import packed_positions
+from .._deprecation import renamed_keywords
 from .._errors import RopeTypeError, RopeValueError
+from .._positions import packed_positions
 
 __all__ = [
     "axial_grid",
@@ -70,9 +71,7 @@ def _check_int_array(xp: Any, a: Any, name: str) -> None:
         raise RopeTypeError(f"{name} must have an integer dtype, got {a.dtype}")
 
 
-def _offsets_array(
-    xp: Any, offsets: Any, batch: int | None, device: Any, name: str = "offsets"
-) -> Any:
+def _offsets_array(xp: Any, offsets: Any, batch: int | None, name: str = "offsets") -> Any:
     """Validate per-sequence offsets: a Python int (returned as is) or a 1-D integer array."""
     if not _compat.is_array(offsets):
         return _validate.check_int(name, offsets)
@@ -101,49 +100,62 @@ def _widen(xp: Any, a: Any, device: Any) -> Any:
     return a if a.dtype == dt else xp.astype(a, dt)
 
 
-def _from_offsets(xp: Any, device: Any, seqlen: int, offsets: Any) -> Any:
-    """(batch, seqlen) positions offsets[:, None] + arange(seqlen); batch 1 for an int.
+def _from_offsets(xp: Any, device: Any, seq_len: int, offsets: Any) -> Any:
+    """(batch, seq_len) positions offsets[:, None] + arange(seq_len); batch 1 for an int.
 
     Offsets in a small integer dtype are widened first (no wraparound)."""
-    _check_size("seqlen", seqlen)
+    _check_size("seq_len", seq_len)
     if _compat.is_array(offsets):
         offsets = _widen(xp, offsets, device)
-        ar = xp.arange(seqlen, dtype=offsets.dtype, device=device)
+        ar = xp.arange(seq_len, dtype=offsets.dtype, device=device)
         return offsets[:, None] + ar[None, :]
     dt = _wide_int(xp, device)
-    return xp.reshape(xp.arange(offsets, offsets + seqlen, dtype=dt, device=device), (1, seqlen))
+    flat = xp.arange(offsets, offsets + seq_len, dtype=dt, device=device)
+    return xp.reshape(flat, (1, seq_len))
 
 
-def positions_from_offsets(seqlen: int, offsets: Any) -> Any:
+@renamed_keywords(seqlen="seq_len")
+def positions_from_offsets(seq_len: int, offsets: Any) -> Any:
     """Positions of sequences that start at per-sequence offsets (KV-cache decoding).
 
     Parameters
     ----------
-    seqlen : int
-        Tokens per sequence (>= 0).
+    seq_len : int
+        Tokens per sequence (>= 0). The older keyword ``seqlen=`` still works and warns
+        (DeprecationWarning).
     offsets : int or 1-D integer array (batch,)
         Position of each sequence's first token (flash-attn's ``seqlen_offsets``, the cache
         length before this step).
 
     Returns
     -------
-    array (batch, seqlen)
-        ``offsets[:, None] + arange(seqlen)``; batch is 1 for an int offset (a NumPy array).
+    array (batch, seq_len)
+        ``offsets[:, None] + arange(seq_len)``; batch is 1 for an int offset (a NumPy array).
         In the namespace and on the device of ``offsets`` when it is an array; int64 (offsets
         in a smaller integer dtype are widened before the sum: uint8 254 + 2 is 256).
 
     Raises
     ------
+    RopeTypeError
+        ``seq_len`` or ``offsets`` is not an integer (or integer array).
     RopeValueError
-        When ``batch * seqlen`` exceeds ``MAX_ELEMENTS`` (2**31).
+        ``seq_len`` < 0, ``offsets`` not 0-d/1-D, or ``batch * seq_len`` above
+        ``MAX_ELEMENTS`` (2**31).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rope_ref.testing import positions_from_offsets
+    >>> positions_from_offsets(3, np.array([0, 10])).tolist()
+    [[0, 1, 2], [10, 11, 12]]
     """
-    seqlen = _validate.check_int("seqlen", seqlen, minimum=0)
+    seq_len = _validate.check_int("seq_len", seq_len, minimum=0)
     xp = _compat.array_namespace(offsets=offsets)
     device = _compat.device_of(offsets) if _compat.is_array(offsets) else None
-    offsets = _offsets_array(xp, offsets, None, device)
+    offsets = _offsets_array(xp, offsets, None)
     batch = int(offsets.shape[0]) if _compat.is_array(offsets) else 1
-    _check_size("batch * seqlen", batch * seqlen)
-    return _from_offsets(xp, device, seqlen, offsets)
+    _check_size("batch * seq_len", batch * seq_len)
+    return _from_offsets(xp, device, seq_len, offsets)
 
 
 def positions_from_cu_seqlens(cu_seqlens: Any, offsets: Any = None) -> Any:
@@ -185,7 +197,7 @@ def positions_from_cu_seqlens(cu_seqlens: Any, offsets: Any = None) -> Any:
         return pos
     xp = _compat.array_namespace(cu_seqlens=cu_seqlens, offsets=offsets)
     device = _compat.check_same_device(cu_seqlens=cu_seqlens, offsets=offsets)
-    offsets = _offsets_array(xp, offsets, int(cu_seqlens.shape[0]) - 1, None)
+    offsets = _offsets_array(xp, offsets, int(cu_seqlens.shape[0]) - 1)
     pos = _widen(xp, pos, device)  # small integer dtypes would wrap when offsets are added
     if not _compat.is_array(offsets):
         return pos + offsets

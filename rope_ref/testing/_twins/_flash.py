@@ -77,7 +77,7 @@ def flash_apply_rotary_emb(
             f"cos/sin have seqlen_ro = {seqlen_ro} rows but the sequences are up to {seqlen} "
             "tokens long (flash-attn requires seqlen_ro >= seqlen)"
         )
-    offsets = _offsets_array(xp, seqlen_offsets, batch, device, name="seqlen_offsets")
+    offsets = _offsets_array(xp, seqlen_offsets, batch, name="seqlen_offsets")
     if not _compat.is_array(offsets) and (offsets < 0 or offsets + seqlen > seqlen_ro):
         raise RopeValueError(
             f"seqlen_offsets + seqlen = {offsets} + {seqlen} must lie in [0, seqlen_ro = "
