@@ -387,6 +387,22 @@ def compare(
         Structural checks made before the values.
     msg : str, optional
         Prefix of the message.
+    scale : float or array, optional
+        Float8 outputs only: the quantization scale (per tensor, or an array broadcasting
+        to ``actual``'s shape, e.g. per head). Then ``desired`` is the unquantized reference
+        (the rotation y in its own units, any float dtype) and the comparison is made on the
+        dequantized values ``actual * scale`` against ``clamp(y, -fmax * scale, fmax *
+        scale)``. Without it, two float8 arrays are compared (``desired`` the exactly
+        rounded float8 reference, e.g. a quantized case's ``expected()``).
+    saturate : bool, optional
+        Float8 outputs only (default True): the kernel clamps to the format's range before
+        the cast, so a NaN or inf where the reference saturates is a failure, named as an
+        overflow. ``False``: the kernel does not clamp and the cast's overflow (NaN, or inf
+        for e5m2) is the expected value where ``|y / scale|`` overflows.
+    intermediate : dtype or str, optional
+        Float8 outputs only (default float32): the dtype the kernel rounded the rotation to
+        before quantizing (``"bfloat16"`` for a kernel that rotates in the model's dtype);
+        its error model is part of the allowance.
 
     Returns
     -------
@@ -398,7 +414,9 @@ def compare(
     RopeTypeError, RopeValueError
         For invalid arguments (non-arrays, a tolerance that is not a finite number >= 0,
         one tolerance without the other, positions that do not broadcast, a role other
-        than "query"/"key").
+        than "query"/"key", ``scale``/``saturate``/``intermediate`` for an output that is
+        not float8, a scale that is not finite and > 0 or does not broadcast, a float8
+        ``desired`` with ``scale``).
 
     Examples
     --------
@@ -1029,6 +1047,8 @@ def assert_close(
         As for :func:`compare`.
     equal_nan, check_dtype, check_device, check_namespace, msg
         As for :func:`compare`.
+    scale, saturate, intermediate
+        Float8 outputs, as for :func:`compare`.
 
     Returns
     -------

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .._config_reader import describe, strict_json
-from .._errors import RopeValueError
+from .._errors import RopeTypeError, RopeValueError
 from .._rope import Rope
 from .._typing import Array
 from ._assert import default_tolerance
@@ -420,15 +420,21 @@ def write_vectors(
 
     Raises
     ------
+    RopeTypeError
+        ``cases`` is not a list (or other iterable) of ``Case`` (a single ``Case`` or a
+        name included), or ``rope`` is not a ``Rope``.
     RopeValueError
-        ``rope`` whose head_dim differs from a case's, or a case whose own ``Rope`` cannot
-        be built.
+        ``rope`` whose head_dim differs from a case's, a case whose own ``Rope`` cannot
+        be built, or a quantized case (float8 golden files are not written).
     OSError
         ``out`` cannot be created or written.
     """
     from .. import __version__
     from .._apply import apply_rope
 
+    cases = _case_list(cases)
+    if rope is not None and not isinstance(rope, Rope):
+        raise RopeTypeError(f"rope must be a rope_ref.Rope or None, got {describe(rope)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     entries = []
@@ -496,6 +502,23 @@ def write_vectors(
         manifest["config"] = config
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
+
+
+def _case_list(cases: Any) -> list[Case]:
+    """``cases`` as a list of Case; typed errors for anything else."""
+    if isinstance(cases, Case | str | bytes | dict) or not hasattr(cases, "__iter__"):
+        hint = " (wrap one case in a list; rebuild a name with case(name))"
+        raise RopeTypeError(f"cases must be a list of Case, got {describe(cases)}{hint}")
+    out = list(cases)
+    for i, c in enumerate(out):
+        if not isinstance(c, Case):
+            raise RopeTypeError(f"cases[{i}] must be a Case, got {describe(c)}")
+        if getattr(c, "quant", None) is not None:
+            raise RopeValueError(
+                f"cases[{i}] {c.name!r} is quantized (float8): write_vectors writes "
+                "unquantized golden files only"
+            )
+    return out
 
 
 def _plain_name(name: Any, what: str) -> str:

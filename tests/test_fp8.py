@@ -1,0 +1,427 @@
+"""Float8 outputs: "rotary then quantize" kernels judged by the float8 error model.
+
+The kernels here are written independently of rope_ref: float32 angles from Hugging Face's
+``1 / base ** (arange(0, r, 2) / r)``, float32 tables and arithmetic, then ``y / scale``,
+clamp to the format's range and a cast by the library (PyTorch, or ml_dtypes for NumPy).
+They pass the quantized battery (``cases(quant=...)``) against the unquantized reference
+(``scale=``) and against the exactly rounded float8 reference (``Case.expected()``); the
+usual mistakes (no clamp, quantizing before the rotation, the scale applied twice or
+inverted, rounding toward zero, the wrong layout) fail. Format constants and the rounding of
+``Case.expected()`` are checked against ml_dtypes and PyTorch's own casts.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import rope_ref as rr
+from rope_ref.testing import assert_close, case, cases, compare
+from rope_ref.testing._error_model import FLOAT8, float8_format, round_float8
+
+F32 = np.float32
+FORMATS = ("float8_e4m3fn", "float8_e5m2")
+QCASES = cases(quant=FORMATS, dtypes=("float32", "bfloat16", "float16"))
+
+
+def _ml_dtypes():
+    return pytest.importorskip("ml_dtypes", reason="ml_dtypes (NumPy float8) is not installed")
+
+
+# ------------------------------------------------------------------ independent kernels
+def _pairs(rope):
+    h = rope.rotary_dim // 2
+    j = np.arange(h)
+    return (j, j + h) if rope.layout == "half" else (2 * j, 2 * j + 1)
+
+
+def rope_f32_np(x, pos, rope, layout=None):
+    """float32 angles, tables and arithmetic (NumPy); pass-through channels copied."""
+    r = rope.rotary_dim
+    inv = (F32(1) / (F32(rope.base) ** (np.arange(0, r, 2, dtype=F32) / F32(r)))).astype(F32)
+    ang = (np.asarray(pos).astype(F32)[..., None] * inv).astype(F32)
+    c, s = np.cos(ang), np.sin(ang)
+    x = np.asarray(x, dtype=F32)
+    ia, ib = _pairs(rr.Rope(rope.head_dim, rotary_dim=r, layout=layout or rope.layout))
+    y = x.copy()
+    y[..., ia] = x[..., ia] * c - x[..., ib] * s
+    y[..., ib] = x[..., ib] * c + x[..., ia] * s
+    return y
+
+
+def rope_f32_torch(x, pos, rope):
+    """The same kernel in PyTorch float32 (x upcast to float32 first)."""
+    import torch
+
+    r = rope.rotary_dim
+    inv = 1.0 / (rope.base ** (torch.arange(0, r, 2, dtype=torch.float32) / r))
+    ang = pos.to(torch.float32)[..., None] * inv
+    c, s = ang.cos(), ang.sin()
+    x = x.to(torch.float32)
+    ia, ib = (torch.from_numpy(i) for i in _pairs(rope))
+    y = x.clone()
+    y[..., ia] = x[..., ia] * c - x[..., ib] * s
+    y[..., ib] = x[..., ib] * c + x[..., ia] * s
+    return y
+
+
+def quantize_np(y, scale, fmt, *, clamp=True):
+    ml = _ml_dtypes()
+    z = (np.asarray(y, dtype=F32) / F32(scale)).astype(F32)
+    if clamp:
+        fmax = F32(float(ml.finfo(getattr(ml, fmt)).max))
+        z = np.clip(z, -fmax, fmax)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return z.astype(getattr(ml, fmt))
+
+
+def quantize_torch(y, scale, fmt, *, clamp=True):
+    import torch
+
+    dt = getattr(torch, fmt)
+    z = y / scale
+    if clamp:
+        fmax = torch.finfo(dt).max
+        z = z.clamp(-fmax, fmax)
+    return z.to(dt)
+
+
+def truncate_np(y, scale, fmt):
+    """Rounding toward zero instead of to nearest (the bug), clamped."""
+    ml = _ml_dtypes()
+    f = FLOAT8[fmt]
+    z = np.clip(np.asarray(y, dtype=np.float64) / scale, -f.fmax, f.fmax)
+    _, e = np.frexp(z)
+    step = np.ldexp(1.0, np.maximum(e - 1, round(np.log2(f.min_normal))) - (f.bits - 1))
+    return (np.trunc(z / step) * step).astype(getattr(ml, fmt))
+
+
+def _exact(c):
+    """The unquantized reference y (float64) and the positions and rope of case c."""
+    rope = c.rope()
+    pos = c.positions_for(rope)
+    return rr.apply_rope(c.x(), pos, rope), pos, rope
+
+
+# ------------------------------------------------------------------ formats and rounding
+def test_format_constants_match_ml_dtypes_and_torch():
+    ml = _ml_dtypes()
+    for name, f in FLOAT8.items():
+        fi = ml.finfo(getattr(ml, name))
+        assert f.fmax == float(fi.max) and f.min_normal == float(fi.tiny)
+        assert f.min_subnormal == float(fi.smallest_subnormal)
+        assert f.u == float(fi.eps) / 2  # eps is the spacing above 1: 2u
+        assert f.has_inf == bool(np.isinf(np.array([np.inf]).astype(getattr(ml, name))[0]))
+        assert rr.testing.unit_roundoff(name) == f.u
+    torch = pytest.importorskip("torch")
+    for name, f in FLOAT8.items():
+        ti = torch.finfo(getattr(torch, name))
+        assert f.fmax == ti.max and f.min_normal == ti.tiny
+        assert float8_format(getattr(torch, name)) is f  # fnuz formats are told apart
+
+
+def test_round_float8_is_the_libraries_cast():
+    # ml_dtypes converts float64 directly (one rounding, ties to even): the independent route
+    ml = _ml_dtypes()
+    rng = np.random.default_rng(0)
+    for name, f in FLOAT8.items():
+        v = rng.standard_normal(100_000) * 10.0 ** rng.uniform(-7, 6, 100_000)
+        grid = round_float8(v, f)  # values of the format, then exact midpoints between them
+        mids = (grid[:-1] + np.nextafter(grid[:-1], np.inf)) / 2
+        edges = [f.overflow, -f.overflow, f.fmax, f.eta, 3 * f.eta, np.inf, -np.inf, 0.0]
+        v = np.concatenate([v, mids, np.array(edges)])
+        want = v.astype(getattr(ml, name)).astype(np.float64)
+        np.testing.assert_array_equal(round_float8(v, f, saturate=False), want, err_msg=name)
+        clipped = np.clip(v, -f.fmax, f.fmax).astype(getattr(ml, name)).astype(np.float64)
+        np.testing.assert_array_equal(round_float8(v, f), clipped, err_msg=name)
+    # ties to even at the top of e4m3fn: 464 rounds to 448, just above it overflows (NaN)
+    got = round_float8(np.array([464.0, 464.5]), FLOAT8["float8_e4m3fn"], saturate=False)
+    assert got[0] == 448.0 and np.isnan(got[1])
+
+
+# ------------------------------------------------------------------ the quantized battery
+def test_quantized_cases_rebuild_and_expected_is_the_rounded_clamped_rotation():
+    ml = _ml_dtypes()
+    assert len(QCASES) == len({c.name for c in QCASES}) == 2 * 3 * 7
+    for c in QCASES:
+        assert case(c.name) == c and c.quant in FORMATS
+        y, _, _ = _exact(c)
+        s = c.scale()
+        assert s == float(F32(s)) and s > 0  # a float32 scale
+        f = FLOAT8[c.quant]
+        want = np.clip(y / s, -f.fmax, f.fmax).astype(getattr(ml, c.quant)).astype(np.float64)
+        np.testing.assert_array_equal(c.expected(), want, err_msg=c.name)
+        frac = np.mean(np.abs(y / s) > f.fmax)
+        if c.scale_form == "amax":
+            assert frac == 0
+        else:
+            assert 0.01 <= frac <= 0.03, (c.name, frac)
+    c = QCASES[0]
+    assert c.x().dtype == np.float64 and c.data()[0].dtype == np.float32  # x stays wide
+
+
+def _judge_both(q, c, intermediate="float32", **kw):
+    """compare against the unquantized reference (scale=) and the float8 reference."""
+    y, pos, rope = _exact(c)
+    s = c.scale()
+    ns = __import__("array_api_compat").array_namespace(q)
+    if "torch" in ns.__name__:
+        import torch
+
+        yd = torch.from_numpy(y)
+        ref8 = torch.from_numpy(c.expected()).to(q.dtype)
+        pos_a = torch.from_numpy(pos)
+    else:
+        yd, ref8, pos_a = y, c.expected().astype(q.dtype), pos
+    r1 = compare(q, yd, scale=s, rope=rope, positions=pos_a, intermediate=intermediate, **kw)
+    r2 = compare(q, ref8, rope=rope, positions=pos_a, intermediate=intermediate, **kw)
+    return r1, r2
+
+
+def test_numpy_rotary_then_quantize_passes_the_battery():
+    worst1 = worst2 = 0.0
+    for c in QCASES:
+        _y, pos, rope = _exact(c)
+        q = quantize_np(rope_f32_np(c.x(), pos, rope), c.scale(), c.quant)
+        r1, r2 = _judge_both(q, c)
+        assert r1.passed and r2.passed, (c.name, r1.message, r2.message)
+        worst1, worst2 = max(worst1, r1.worst_ratio), max(worst2, r2.worst_ratio)
+    # the rounding bound is tight: a correct kernel comes close to it, and stays under it
+    assert 0.5 < worst1 <= 1 and 0.3 < worst2 <= 1
+
+
+def test_torch_rotary_then_quantize_passes_the_battery():
+    torch = pytest.importorskip("torch")
+    for c in QCASES:
+        _, pos, rope = _exact(c)
+        x = torch.from_numpy(c.x()).to(getattr(torch, c.dtype))  # the kernel's input dtype
+        y32 = rope_f32_torch(x, torch.from_numpy(pos), rope)
+        q = quantize_torch(y32, c.scale(), c.quant)
+        r1, r2 = _judge_both(q, c)
+        assert r1.passed and r2.passed, (c.name, r1.message, r2.message)
+        assert r1.accuracy_class in ("exact", "lower-precision angles")
+
+
+def rope_bf16_torch(x, pos, rope):
+    """Rotation in bfloat16 arithmetic (tables rounded to bfloat16), as kernels that rotate in
+    the model's dtype do before an fp8 KV cache quantizes the result."""
+    import torch
+
+    r = rope.rotary_dim
+    inv = 1.0 / (rope.base ** (torch.arange(0, r, 2, dtype=torch.float32) / r))
+    ang = pos.to(torch.float32)[..., None] * inv
+    c, s = ang.cos().to(torch.bfloat16), ang.sin().to(torch.bfloat16)
+    x = x.to(torch.bfloat16)
+    ia, ib = (torch.from_numpy(i) for i in _pairs(rope))
+    y = x.clone()
+    y[..., ia] = x[..., ia] * c - x[..., ib] * s
+    y[..., ib] = x[..., ib] * c + x[..., ia] * s
+    return y
+
+
+def test_a_bfloat16_intermediate():
+    torch = pytest.importorskip("torch")
+    fails_at_float32 = 0
+    for c in [c for c in QCASES if c.dtype == "bfloat16"]:
+        _, pos, rope = _exact(c)
+        x, p = torch.from_numpy(c.x()).to(torch.bfloat16), torch.from_numpy(pos)
+        # float32 rotation rounded once to bfloat16, then quantized: a double rounding the
+        # float8 rounding bound absorbs at either declaration (its slack at every float8
+        # midpoint, u8 * (|T| - 2**e) >= 2**-8 * 2**e, exceeds a bfloat16 rounding)
+        q = quantize_torch(
+            rope_f32_torch(x, p, rope).to(torch.bfloat16).float(), c.scale(), c.quant
+        )
+        for inter in ("bfloat16", "float32"):
+            r1, r2 = _judge_both(q, c, intermediate=inter)
+            assert r1.passed and r2.passed, (c.name, inter, r1.message, r2.message)
+        # bfloat16 arithmetic: errors relative to the pair's magnitude, which only the
+        # bfloat16 intermediate's allowance covers
+        q = quantize_torch(rope_bf16_torch(x, p, rope).float(), c.scale(), c.quant)
+        r1, r2 = _judge_both(q, c, intermediate="bfloat16")
+        assert r1.passed and r2.passed, (c.name, r1.message, r2.message)
+        fails_at_float32 += not _judge_both(q, c)[0].passed
+    assert fails_at_float32 > 0  # the declaration matters there
+
+
+def test_jax_float8_arrays_are_compared():
+    jnp = pytest.importorskip("jax.numpy")
+    c = next(c for c in QCASES if c.scale_form == "sat" and c.dtype == "float32")
+    y, pos, rope = _exact(c)
+    q = quantize_np(rope_f32_np(c.x(), pos, rope), c.scale(), c.quant)
+    r = compare(
+        jnp.asarray(q), jnp.asarray(y), scale=c.scale(), rope=rope, positions=jnp.asarray(pos)
+    )
+    assert r.passed and "saturated" in r.message
+
+
+# ------------------------------------------------------------------ the usual mistakes
+SAT = [c for c in QCASES if c.scale_form == "sat" and c.dtype == "float32"]
+
+
+def _bugs(c):
+    _y, pos, rope = _exact(c)
+    s, fmt = c.scale(), c.quant
+    x32 = c.x().astype(F32)
+    yield (
+        "quantize before rotary",
+        quantize_np(rope_f32_np(quantize_np(x32, s, fmt).astype(F32) * F32(s), pos, rope), s, fmt),
+    )
+    yield "scale applied twice", quantize_np(rope_f32_np(x32, pos, rope) / F32(s), s, fmt)
+    yield "scale inverted", quantize_np(rope_f32_np(x32, pos, rope), 1 / s, fmt)
+    yield "rounding toward zero", truncate_np(rope_f32_np(x32, pos, rope), s, fmt)
+    other = "interleaved" if rope.layout == "half" else "half"
+    yield "wrong layout", quantize_np(rope_f32_np(x32, pos, rope, layout=other), s, fmt)
+
+
+def test_the_usual_mistakes_fail():
+    for c in SAT:
+        for label, q in _bugs(c):
+            r1, r2 = _judge_both(q, c)
+            assert not r1.passed and r1.worst_ratio > 1.2, (c.name, label, r1.worst_ratio)
+            if label == "rounding toward zero":
+                # against the rounded float8 reference one float8 step is allowed (a correct
+                # kernel may round the other way near a midpoint), so truncation, one step
+                # at most, passes there: judge against the unquantized reference to see it
+                assert r2.passed, (c.name, r2.message)
+            else:
+                assert not r2.passed, (c.name, label)
+
+
+def test_no_clamp_overflow_is_reported_not_hidden():
+    # ml_dtypes overflows to NaN (e4m3fn) or inf (e5m2) beyond the range
+    for c in SAT:
+        y, pos, rope = _exact(c)
+        q = quantize_np(rope_f32_np(c.x(), pos, rope), c.scale(), c.quant, clamp=False)
+        assert not np.all(np.isfinite(q.astype(np.float64)))
+        r1, r2 = _judge_both(q, c)
+        assert not r1.passed and not r2.passed and r1.max_abs_error == np.inf
+        assert "overflowed instead of saturating" in r1.message, r1.message
+        assert "overflowed instead of saturating" in r2.message
+        # declared as intended (saturate=False): the overflow is the expected value
+        ok = compare(q, y, scale=c.scale(), rope=rope, positions=pos, saturate=False)
+        assert ok.passed, ok.message
+        # and a clamping kernel then fails: it gives ±fmax where overflow was declared
+        clamped = quantize_np(rope_f32_np(c.x(), pos, rope), c.scale(), c.quant)
+        r = compare(clamped, y, scale=c.scale(), rope=rope, positions=pos, saturate=False)
+        assert not r.passed
+
+
+def test_no_clamp_in_torch_either_saturates_in_the_cast_or_fails():
+    # PyTorch's cast to e4m3fn saturates on some builds and gives NaN on others: whatever
+    # it gives, the verdict is right (a saturated output passes, an overflow fails, named)
+    torch = pytest.importorskip("torch")
+    for c in SAT:
+        _, pos, rope = _exact(c)
+        y32 = rope_f32_torch(torch.from_numpy(c.x()), torch.from_numpy(pos), rope)
+        q = quantize_torch(y32, c.scale(), c.quant, clamp=False)
+        r1, _ = _judge_both(q, c)
+        if bool(torch.isfinite(q.float()).all()):
+            assert r1.passed, r1.message
+        else:
+            assert not r1.passed and "overflowed instead of saturating" in r1.message
+
+
+def test_per_head_scales():
+    c = next(c for c in SAT if c.family == "bshd" and c.quant == "float8_e4m3fn")
+    y, pos, rope = _exact(c)
+    heads = np.array([0.5, 1.0, 2.0, 4.0])[:, None] * c.scale()  # (heads, 1): axis -2
+    ml = _ml_dtypes()
+    y32 = rope_f32_np(c.x(), pos, rope)
+    q = np.clip(y32 / heads.astype(F32), -F32(448), F32(448)).astype(ml.float8_e4m3fn)
+    assert compare(q, y, scale=heads, rope=rope, positions=pos).passed
+    r = compare(q, y, scale=heads[::-1], rope=rope, positions=pos)  # heads' scales swapped
+    assert not r.passed
+    with pytest.raises(rr.RopeValueError, match="scale of shape"):
+        compare(q, y, scale=np.ones(3), rope=rope, positions=pos)
+
+
+# ------------------------------------------------------------------ the allowance itself
+def test_allowance_formula_and_saturated_target():
+    # no rope: the generic intermediate term; values chosen so that some saturate
+    ml = _ml_dtypes()
+    f = FLOAT8["float8_e4m3fn"]
+    s = 0.01
+    y = np.array([0.0, 1e-6, 0.3, -2.0, 4.4, 5.0, -100.0])
+    q = np.clip(y / s, -f.fmax, f.fmax).astype(ml.float8_e4m3fn)
+    r = compare(q, y, scale=s, intermediate="float64")
+    assert r.passed
+    t = np.clip(y, -f.fmax * s, f.fmax * s)  # the saturated target: ±4.48
+    u_w, u_div = 2.0**-53, 2 * 2.0**-24
+    a_w = 8 * u_w * np.abs(y) + 8 * u_w * np.max(np.abs(y)) + 2.0**-1022
+    d = (1 + u_div) * a_w + u_div * np.abs(y)
+    allow = f.u * (np.abs(t) + d) + f.eta * s + d + 2.0**-52 * np.abs(t)
+    assert np.isclose(r.atol, np.max(allow), rtol=1e-12, atol=0)
+    err = np.abs(q.astype(np.float64) * s - t)
+    assert np.isclose(r.worst_ratio, np.max(err / allow), rtol=1e-12, atol=0)
+    assert "2 of 7 elements saturated" in r.message
+
+
+def test_subnormal_floor():
+    # values far below the smallest normal round to the subnormal grid: half a subnormal
+    # step is allowed, a flush to zero is not
+    ml = _ml_dtypes()
+    s = 1.0
+    y = np.array([3.2e-3, -2.5e-3, 1.1e-3])  # e4m3fn subnormal step 2**-9 ~ 1.95e-3
+    q = y.astype(ml.float8_e4m3fn)
+    assert compare(q, y, scale=s, intermediate="float64").passed
+    flushed = np.zeros(3).astype(ml.float8_e4m3fn)
+    assert not compare(flushed, y, scale=s, intermediate="float64").passed
+
+
+def test_strict_and_warnings_on_float8():
+    c = SAT[0]
+    y, pos, rope = _exact(c)
+    q = quantize_np(rope_f32_np(c.x(), pos, rope), c.scale(), c.quant)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = assert_close(q, y, scale=c.scale(), rope=rope, positions=pos)
+    assert r.passed and r.max_ulp <= 1.0  # in float8 ulps of the code
+
+
+# ------------------------------------------------------------------ arguments
+def test_float8_arguments_are_validated():
+    ml = _ml_dtypes()
+    y = np.array([1.0, 2.0])
+    q = y.astype(ml.float8_e4m3fn)
+    with pytest.raises(rr.RopeValueError, match="describe a float8 output"):
+        compare(y, y, scale=1.0)
+    with pytest.raises(rr.RopeValueError, match="describe a float8 output"):
+        compare(y, y, saturate=False)
+    for bad, err in ((True, rr.RopeTypeError), ("1", rr.RopeTypeError), (0.0, rr.RopeValueError)):
+        with pytest.raises(err, match="scale"):
+            compare(q, y, scale=bad)
+    with pytest.raises(rr.RopeValueError, match="scale must be finite"):
+        compare(q, y, scale=np.array([1.0, np.nan]))
+    with pytest.raises(rr.RopeTypeError, match="saturate"):
+        compare(q, y, scale=1.0, saturate="yes")
+    with pytest.raises(rr.RopeValueError, match="intermediate"):
+        compare(q, y, scale=1.0, intermediate="float8_e5m2")
+    with pytest.raises(rr.RopeValueError, match="unquantized reference"):
+        compare(q, q, scale=1.0)
+    r = compare(q, y)  # float8 against float64 without scale: the dtype check, with a hint
+    assert not r.passed and "give scale=" in r.message
+    r = compare(y.astype(ml.float8_e5m2), y, scale=1.0)  # not the format asked for
+    assert r.passed
+    r = compare(y.astype(ml.float8_e5m2), y, scale=1.0, dtype="float8_e4m3fn")
+    assert not r.passed and "dtypes differ" in r.message
+
+
+def test_quant_case_fields_are_validated():
+    from rope_ref.testing import Case
+
+    with pytest.raises(rr.RopeValueError, match="quant"):
+        Case(quant="float8")
+    with pytest.raises(rr.RopeValueError, match="scale_form"):
+        Case(quant="float8_e5m2", scale_form="max")
+    with pytest.raises(rr.RopeValueError, match="not quantized"):
+        Case().scale()
+    with pytest.raises(rr.RopeValueError, match="quant formats"):
+        cases(quant=("int8",))
+    with pytest.raises(rr.RopeTypeError, match="quant"):
+        cases(quant="float8_e4m3fn")
+    with pytest.raises(rr.RopeValueError, match="not a case name"):
+        case("bshd-b2-s16-h4-d128-half-r128-base=10000-pos=arange-float32-q=float8_e4m3fn")
+    with pytest.raises(rr.RopeValueError, match="quantized"):
+        rr.testing.write_vectors([QCASES[0]], "unused-dir-never-created")
