@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _compat, _tables, _validate
+from . import _blocks, _compat, _tables, _validate
 from ._errors import RopeTypeError, RopeValueError
 from ._rope import Rope
 from ._rotate import finish, rotate, rotate_into, skip
@@ -137,17 +137,10 @@ def apply_rope(
     dtype('float32')
     """
     xp, wd, cos, sin = _prepare(x, positions, rope, seq_len, role)
-    plan = _compat.block_plan(x)
-    if plan is not None:
-        block = plan.apply if BLOCK_ELEMENTS is None else BLOCK_ELEMENTS
-        if _size(x.shape) > 2 * block:
-            return _apply_blocked(xp, x, cos, sin, rope, wd, block, plan.threads)
+    plan = _blocks.block_plan(x)
+    if plan is not None and _size(x.shape) > 2 * plan.apply:
+        return _apply_blocked(xp, x, cos, sin, rope, wd, plan.apply, plan.threads)
     return rotate(xp, x, cos, sin, wd=wd, **_kernel_args(rope))
-
-
-#: Elements of x per block on eager CPU arrays; None: the library's ``_compat.block_plan``
-#: (tests set it to force many small blocks).
-BLOCK_ELEMENTS: int | None = None
 
 
 def _size(shape: tuple[int, ...]) -> int:
@@ -204,7 +197,7 @@ def _apply_blocked(
             rotate_into(xp, out, key, x[key], cos[t_key], sin[t_key], wd=wd, **_kernel_args(rope))
 
     n = max(1, min(threads, len(keys)))
-    _compat.run_blocks(run, [keys[i::n] for i in range(n)], n)
+    _blocks.run_blocks(run, [keys[i::n] for i in range(n)], n)
     return out
 
 
@@ -423,7 +416,7 @@ def rotation_matrix(rope: Rope, m: Any, /, *, dtype: Any = None, seq_len: int | 
     integral = _validate.check_positions(xp, m, name="m")
     device = _compat.device_of(m)
     wd = _compat.work_dtype(xp, device)
-    cos, sin = rope._cos_sin_work(xp, m, wd, integral=integral, seq_len=seq_len)
+    cos, sin = _tables.build(rope, xp, m, wd, integral=integral, seq_len=seq_len)
     mats = _matrices(xp, cos, sin, rope, device)
     if dtype is not None:
         if not _compat.is_real_floating(xp, dtype):

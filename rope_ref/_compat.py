@@ -12,14 +12,8 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from ._blocks import block_plan as block_plan  # moved; see below
-from ._blocks import prefers_blocks as prefers_blocks
-from ._blocks import run_blocks as run_blocks
 from ._errors import RopeTypeError, RopeValueError
 from ._typing import Array, Namespace
-
-# The CPU block plan lives in ``_blocks`` now; ``block_plan``, ``prefers_blocks`` and
-# ``run_blocks`` stay importable from here only until the rotation kernel imports them there.
 
 __all__ = [
     "array_namespace",

@@ -586,14 +586,3 @@ def exp_dd(xp: Namespace, hi: Any, lo: Any, p: int = 53) -> Any:
     c = r - t * (_P1 + t * (_P2 + t * (_P3 + t * (_P4 + t * _P5))))
     y = 1.0 - ((r_lo - (r * c) / (2.0 - c)) - r_hi)
     return y * _pow2(xp, k, p)
-
-
-def __getattr__(name: str) -> Any:
-    # Transitional: the blocked driver moved to ``_tables.blocked_cos_sin`` (building and
-    # blocking live there; this module keeps the exact kernels). Until the MLX twin imports
-    # it there, the old name resolves to it.
-    if name == "exact_cos_sin_blocked":
-        from ._tables import blocked_cos_sin
-
-        return blocked_cos_sin
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -573,16 +573,3 @@ class Rope:
                 f"axis), got shape {tuple(positions_shape)}"
             )
         return tuple(positions_shape[:-1])
-
-    def _cos_sin_work(
-        self,
-        xp: Any,
-        positions: Any,
-        wd: Any,
-        *,
-        integral: bool,
-        seq_len: int | None,
-        role: str = "query",
-    ) -> tuple[Any, Any]:
-        """Transitional alias of ``_tables.build`` (the rotation kernel's callers move there)."""
-        return _tables.build(self, xp, positions, wd, integral=integral, seq_len=seq_len, role=role)

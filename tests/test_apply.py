@@ -209,13 +209,13 @@ def test_rotary_offset_every_route(bk, layout, head_dim, rotary_dim, offset, rng
 
 
 def test_rotary_offset_blocked_path_same_bits(monkeypatch, rng):
-    from rope_ref import _apply
+    from rope_ref import _blocks
 
     rope = rr.Rope(20, rotary_dim=8, rotary_offset=5)
     x = rng.standard_normal((3, 4, 33, 20)).astype(np.float32)
     pos = rng.integers(0, 2**20, size=33)
     whole = rr.apply_rope(x, pos, rope)
-    monkeypatch.setattr(_apply, "BLOCK_ELEMENTS", 64)  # many blocks, ragged last ones
+    monkeypatch.setattr(_blocks, "BLOCK_ELEMENTS", 64)  # many blocks, ragged last ones
     blocked = rr.apply_rope(x, pos, rope)
     np.testing.assert_array_equal(blocked, whole)
     np.testing.assert_array_equal(blocked[..., :5], x[..., :5])

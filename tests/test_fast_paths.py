@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import rope_ref as rr
-from rope_ref import _apply, _tables
+from rope_ref import _apply, _blocks, _tables
 
 ROPES = [
     rr.Rope(32, base=5e5),
@@ -26,11 +26,11 @@ SHAPES = [  # (x shape, positions shape): broadcast patterns of the leading axes
 
 
 def _unblocked(monkeypatch, fn):
-    monkeypatch.setattr(_apply, "BLOCK_ELEMENTS", 2**40)
+    monkeypatch.setattr(_blocks, "BLOCK_ELEMENTS", 2**40)
     try:
         return fn()
     finally:
-        monkeypatch.setattr(_apply, "BLOCK_ELEMENTS", None)
+        monkeypatch.setattr(_blocks, "BLOCK_ELEMENTS", None)
 
 
 @pytest.mark.parametrize("threads", ["1", "4"])
@@ -47,7 +47,7 @@ def test_blocked_rotation_is_bit_identical(bk, monkeypatch, rope, shapes, thread
         return rr.apply_rope(x, pos, rope, role="key", seq_len=5000)
 
     ref = bk.to_numpy(_unblocked(monkeypatch, run))
-    monkeypatch.setattr(_apply, "BLOCK_ELEMENTS", 64)  # many blocks, ragged last ones
+    monkeypatch.setattr(_blocks, "BLOCK_ELEMENTS", 64)  # many blocks, ragged last ones
     _tables.clear_cache()
     y = run()
     assert tuple(y.shape) == xshape and y.dtype == x.dtype

@@ -62,6 +62,21 @@ def test_knob_drives_the_table_blocks(monkeypatch):
         np.testing.assert_array_equal(b, w)
 
 
+def test_knob_drives_the_rotation_blocks(monkeypatch):
+    from rope_ref import _apply
+
+    calls = []
+    real = _apply._apply_blocked
+    monkeypatch.setattr(_apply, "_apply_blocked", lambda *a: calls.append(a[6]) or real(*a))
+    x = np.random.default_rng(0).standard_normal((4, 10, 16))
+    whole = rr.apply_rope(x, np.arange(10), rr.Rope(16))
+    assert calls == []  # 640 elements: one pass under every library plan
+    monkeypatch.setattr(_blocks, "BLOCK_ELEMENTS", 64)
+    blocked = rr.apply_rope(x, np.arange(10), rr.Rope(16))
+    assert calls == [64]
+    np.testing.assert_array_equal(blocked, whole)
+
+
 def test_no_block_plan_for_lazy_or_traced_arrays(bk):
     x = bk.from_numpy(np.zeros(4))
     plan = _blocks.block_plan(x)
@@ -71,14 +86,10 @@ def test_no_block_plan_for_lazy_or_traced_arrays(bk):
         assert plan is not None
 
 
-def test_delegating_names_keep_working():
-    # private names other modules still reach during the move: the same function, same bits
-    rope = rr.Rope(16)
-    pos = np.arange(7)
-    wd = np.float64
-    a = rope._cos_sin_work(np, pos, wd, integral=True, seq_len=None)
-    b = _tables.build(rope, np, pos, wd, integral=True, seq_len=None)
-    for x, y in zip(a, b, strict=True):
-        np.testing.assert_array_equal(x, y)
-    assert _exact.exact_cos_sin_blocked is _tables.blocked_cos_sin
-    assert _compat.block_plan is _blocks.block_plan
+def test_tables_are_built_only_in_tables():
+    # one builder: Rope is the specification (no table building left on it), _exact keeps
+    # the kernels (no blocking), _compat only wraps array-api-compat (no block plan)
+    assert not hasattr(rr.Rope, "_cos_sin_work")
+    assert not hasattr(_exact, "exact_cos_sin_blocked")
+    assert not hasattr(_exact, "BLOCK_ELEMENTS")
+    assert not any(hasattr(_compat, n) for n in ("block_plan", "BlockPlan", "run_blocks"))

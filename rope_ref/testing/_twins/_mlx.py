@@ -6,7 +6,7 @@ import math
 from decimal import Decimal
 from typing import Any, Literal
 
-from ... import _compat, _exact, _validate
+from ... import _blocks, _compat, _exact, _tables, _validate
 from ..._apply import apply_rope
 from ..._errors import RopeTypeError, RopeValueError
 from ..._rope import Rope
@@ -98,14 +98,14 @@ def mlx_rope(
     _validate.check_positions(xp, m)
     p = _compat.significand_bits(xp, wd)
     table = _exact.angle_table(thetas, p)
-    cos, sin = _exact.exact_cos_sin_blocked(
+    cos, sin = _tables.blocked_cos_sin(
         xp,
         m,
         table,
         dtype=wd,
         device=device,
         integral=False,
-        blocks=_compat.prefers_blocks(x),
+        blocks=_blocks.prefers_blocks(x),
     )
     return _rotate(xp, x, cos, sin, dims, traditional, wd)
 
