@@ -242,3 +242,84 @@ def test_case_fields_are_validated():
         Case(family="sbhd")
     with pytest.raises(rr.RopeValueError, match="batch"):
         Case(batch=True)
+
+
+# ---------------------------------------------------------------- positions near 2**24, 2**31
+def test_far_position_forms():
+    from rope_ref.testing import Case
+    from rope_ref.testing._cases import FAR_POSITION_FORMS
+
+    assert FAR_POSITION_FORMS == ("2p24", "2p31")
+    far = cases(far_positions=True)
+    extra = [c for c in far if c.positions in FAR_POSITION_FORMS]
+    assert [c.name for c in far if c.positions not in FAR_POSITION_FORMS] == [
+        c.name for c in ALL
+    ]  # the default battery is unchanged, the far cases come in addition
+    assert len(extra) == 2 * 2 * 4  # bshd and thd, per form and dtype
+    for c in extra:
+        assert case(c.name) == c
+        top = 2**24 if c.positions == "2p24" else 2**31
+        pos = c.token_positions()
+        assert pos.dtype == np.int64 and np.all(pos < top) and np.all(pos >= top - 4096)
+    with pytest.raises(rr.RopeValueError, match="below 4096"):
+        Case(positions="2p31", seq=4096)
+
+
+def _float32_angles(x, pos, rope):
+    """Hugging Face's float32 pipeline: inv_freq, positions and angles in float32."""
+    f = np.float32
+    r = rope.rotary_dim
+    inv = (f(1) / (f(rope.base) ** (np.arange(0, r, 2, dtype=f) / f(r)))).astype(f)
+    ang = (pos.astype(f)[..., None] * inv).astype(f)
+    c, s = np.cos(ang), np.sin(ang)
+    h = r // 2
+    x = x.astype(f)
+    return np.concatenate(
+        [x[..., :h] * c - x[..., h:] * s, x[..., h:] * c + x[..., :h] * s], axis=-1
+    )
+
+
+@pytest.mark.parametrize("form", ["2p24", "2p31"])
+def test_error_model_at_far_positions(form):
+    from rope_ref.testing import RopeToleranceWarning, compare
+
+    c = case(f"bshd-b2-s16-h4-d128-half-r128-base=10000-pos={form}-float32")
+    x, pos, rope = c.data()
+    want = c.expected().astype(np.float32)
+    # exact tables rounded to float32: the exact class
+    exact = compare(rr.apply_rope(x, pos, rope), want, rope=rope, positions=pos, strict=True)
+    assert exact.passed and exact.accuracy_class == "exact"
+    # float32 angles: within the lower-precision angles allowance, which is blind there (a
+    # one-position error passes at every token; in the fast pairs any output would):
+    # assert_close warns, strict fails
+    got = _float32_angles(x, pos, rope)
+    r = compare(got, want, rope=rope, positions=pos)
+    assert r.passed and r.accuracy_class == "lower-precision angles" and r.vacuous
+    assert any("one-position error passes at 128 of 128 tokens" in b for b in r.blind_spots)
+    with pytest.warns(RopeToleranceWarning):
+        rr.testing.assert_close(got, want, rope=rope, positions=pos)
+    assert not compare(got, want, rope=rope, positions=pos, strict=True).passed
+    # what the blind spot means: a kernel one position off passes there, except under strict
+    shifted = rr.apply_rope(x, pos + 1, rope)
+    assert compare(shifted, want, rope=rope, positions=pos).passed
+    assert not compare(shifted, want, rope=rope, positions=pos, strict=True).passed
+
+
+# ---------------------------------------------------------------- wrong types are type errors
+def test_wrong_types_are_type_errors(tmp_path):
+    c = ALL[0]
+    with pytest.raises(rr.RopeTypeError, match="name must be a string"):
+        case(5)
+    with pytest.raises(rr.RopeTypeError, match=r"rope must be a rope_ref\.Rope"):
+        c.data(rope="llama")
+    with pytest.raises(rr.RopeTypeError, match=r"rope must be a rope_ref\.Rope"):
+        c.expected(rope={"head_dim": 128})
+    for bad in (c, c.name, 5, None, {"a": c}):
+        with pytest.raises(rr.RopeTypeError, match="cases must be a list of Case"):
+            write_vectors(bad, tmp_path)
+    with pytest.raises(rr.RopeTypeError, match=r"cases\[1\] must be a Case"):
+        write_vectors([c, c.name], tmp_path)
+    with pytest.raises(rr.RopeTypeError, match=r"rope must be a rope_ref\.Rope"):
+        write_vectors([c], tmp_path, rope="llama")
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+    assert write_vectors(iter([c]), tmp_path)["cases"][0]["name"] == c.name  # any iterable
