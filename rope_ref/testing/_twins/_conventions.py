@@ -12,6 +12,15 @@ from ._flash import flash_prepare
 from ._hf import hf_module_prepare, hf_prepare
 from ._lucidrains import lucidrains_prepare
 from ._mlx import mlx_prepare
+from ._tokens import (
+    flash_qkv_gqa_prepare,
+    flash_qkv_prepare,
+    flashinfer_pos_ids_prepare,
+    flashinfer_prepare,
+    te_cp_prepare,
+    te_prepare,
+    vllm_strided_prepare,
+)
 from ._torchtune import torchtune_prepare
 from ._vllm import vllm_prepare
 
@@ -70,6 +79,78 @@ CONVENTIONS: dict[str, Convention] = {
             "head_size), cos_sin_cache (max_position, rotary_dim) in x's dtype",
             "function",
             ("q", "k"),
+        ),
+        Convention(
+            "vllm-strided",
+            vllm_strided_prepare,
+            "as vllm, with query/key (num_tokens, heads, head_size) strided views into one "
+            "buffer (num_tokens, 3, heads, 8 + head_size): head stride 8 + head_size, token "
+            "stride 3 * heads * (8 + head_size); the rest of the buffer must stay unchanged",
+            "function",
+            ("q", "k"),
+        ),
+        Convention(
+            "flash-qkv",
+            flash_qkv_prepare,
+            "fn(qkv, cos, sin, interleaved=..., seqlen_offsets=...) -> qkv rotated; qkv "
+            "(batch, seqlen, 3, nheads, headdim), v (qkv[:, :, 2]) returned unchanged; cos, "
+            "sin (seqlen_ro, rotary_dim / 2) in qkv's dtype",
+            "function",
+            ("q", "k"),
+            example="flash_attn.layers.rotary:apply_rotary_emb_qkv_",
+        ),
+        Convention(
+            "flash-qkv-gqa",
+            flash_qkv_gqa_prepare,
+            "fn(qkv, cos, sin, interleaved=..., seqlen_offsets=..., num_heads_q=...) -> qkv "
+            "rotated; qkv (batch, seqlen, num_heads_q + 2 * num_heads_k, headdim) with "
+            "num_heads_q != num_heads_k (2 heads or more), the last num_heads_k heads (v) "
+            "returned unchanged",
+            "function",
+            ("q", "k"),
+            example="flash_attn.layers.rotary:apply_rotary_emb_qkv_",
+        ),
+        Convention(
+            "flashinfer",
+            flashinfer_prepare,
+            "fn(q, k, indptr, offsets, rotary_dim=..., interleave=..., rope_scale=..., "
+            "rope_theta=...) -> (q_rope, k_rope); q, k ragged (nnz, heads, head_dim), indptr "
+            "(batch + 1,) and offsets (batch,) int32 (request i: rows indptr[i]:indptr[i + 1] "
+            "at positions offsets[i] + 0, 1, ...)",
+            "function",
+            ("q", "k"),
+            example="flashinfer.rope:apply_rope",
+        ),
+        Convention(
+            "flashinfer-pos-ids",
+            flashinfer_pos_ids_prepare,
+            "fn(q, k, pos_ids, rotary_dim=..., interleave=..., rope_scale=..., rope_theta=...) "
+            "-> (q_rope, k_rope); q, k ragged (nnz, heads, head_dim), pos_ids (nnz,) int32",
+            "function",
+            ("q", "k"),
+            example="flashinfer.rope:apply_rope_pos_ids",
+        ),
+        Convention(
+            "te",
+            te_prepare,
+            "fn(t, freqs, tensor_format=..., interleaved=...[, start_positions=...][, "
+            "cu_seqlens=...]) -> t rotated; t (s, b, h, d) 'sbhd', (b, s, h, d) 'bshd' or "
+            "(total, h, d) 'thd' with cu_seqlens (b + 1,) int32; freqs (s2, 1, 1, rotary_dim) "
+            "angles in float64; start_positions (b,) int32",
+            "function",
+            ("q",),
+            example="transformer_engine.pytorch.attention.rope:apply_rotary_pos_emb",
+        ),
+        Convention(
+            "te-cp",
+            te_cp_prepare,
+            "as te, context parallel: fn(t_r, freqs, tensor_format=..., interleaved=..., "
+            "cp_size=2, cp_rank=r[, cu_seqlens=...]) for r = 0, 1; t_r holds chunks r and "
+            "3 - r of each sequence (padded to a multiple of 4; cu_seqlens the padded global "
+            "bounds)",
+            "function",
+            ("q",),
+            example="transformer_engine.pytorch.attention.rope:apply_rotary_pos_emb",
         ),
         Convention(
             "mlx",
