@@ -192,9 +192,11 @@ def _apply_blocked(
             t_cut = slice(0, 1) if int(cos.shape[a]) == 1 else slice(start, stop)
             keys.append(((*outer, slice(start, stop), ...), (*t_outer, t_cut, ...)))
 
+    kw = _kernel_args(rope)
+
     def run(group: list[tuple[Any, Any]]) -> None:
         for key, t_key in group:
-            rotate_into(xp, out, key, x[key], cos[t_key], sin[t_key], wd=wd, **_kernel_args(rope))
+            rotate_into(xp, out, key, x[key], cos[t_key], sin[t_key], wd=wd, **kw)
 
     n = max(1, min(threads, len(keys)))
     _blocks.run_blocks(run, [keys[i::n] for i in range(n)], n)

@@ -80,9 +80,10 @@ def rotate_pairs(
         raise ValueError(f"sign must be 1 or -1, got {sign!r}")
     cb = cos if cos_b is None else cos_b
     sb = sin if sin_b is None else sin_b
+    tables = (cos, sin) if cos_b is None and sin_b is None else (cos, sin, cb, sb)
     a, b = pair_slices(rotary_dim, offset, layout)
     x1, x2 = xw[..., a], xw[..., b]
-    if not _zero_terms_matter(xp, x, (cos, sin, cb, sb)):
+    if not _zero_terms_matter(xp, x, tables):
         return xw, a, b, x1 * cos - x2 * sin, x2 * cb + x1 * sb
     # An exact-zero coefficient contributes nothing, even against inf or NaN in x.
     y1 = skip(xp, cos == 0, x1) * cos - skip(xp, sin == 0, x2) * sin
@@ -174,16 +175,8 @@ def skip(xp: Namespace, zero: Array, values: Array) -> Array:
 def _zero_terms_matter(xp: Namespace, x: Array, tables: tuple[Array, ...]) -> bool:
     """Whether some product coefficient * x can be 0 * inf or 0 * NaN: a table holds an exact
     zero and x a non-finite value. Traced or lazy arrays cannot be read: assume yes."""
-    if not all(_compat.is_concrete(a) for a in (x, *tables)):
-        return True
-    if not any(bool(xp.any(t == 0)) for t in _distinct(tables)):
+    if not (_compat.is_concrete(x) and _compat.is_concrete(tables[0])):
+        return True  # the tables share one namespace: one of them tells
+    if not any(bool(xp.any(t == 0)) for t in tables):
         return False
     return not bool(xp.all(xp.isfinite(x)))
-
-
-def _distinct(tables: tuple[Array, ...]) -> list[Array]:
-    out: list[Array] = []
-    for t in tables:
-        if not any(t is u for u in out):
-            out.append(t)
-    return out
