@@ -687,7 +687,7 @@ def _verdict_outcome(
 ) -> Outcome:
     """Judge every output of the convention; the row and the line of the case."""
     outputs = setup.conv.outputs
-    shown_name = {"q": "x"} if outputs == ("q",) else {}  # one output: "x"
+    shown_name = _shown_names(outputs)
     verdicts, problems = _judge_outputs(setup, item, outs)
     failing = set(problems) | {n for n, v in verdicts.items() if not v.passed}
     bad = [n for n in outputs if n in failing]
@@ -705,20 +705,18 @@ def _verdict_outcome(
 def _judge_outputs(
     setup: Setup, item: Item, outs: Any
 ) -> tuple[dict[str, Verdict], dict[str, str]]:
-    """A verdict per output (compare), or the problem that keeps it from being judged."""
+    """A verdict per output (compare), or the problem that keeps it from being judged: not
+    an array, or not x's dtype and shape (apply_rope's contract)."""
     c, rope = item.case, item.rope
+    shown_name = _shown_names(setup.conv.outputs)
     verdicts: dict[str, Verdict] = {}
     problems: dict[str, str] = {}
     for name in setup.conv.outputs:
         role = "query" if name == "q" else "key"
         want = c.expected(rope=rope, role=role)
-        try:
-            got = to_numpy(outs[name]).astype(np.float64)
-        except Exception as exc:
-            problems[name] = f"output {name} is not an array ({type(exc).__name__})"
-            continue
-        if got.shape != want.shape:
-            problems[name] = f"output {name} has shape {got.shape}, expected {want.shape}"
+        got, problem = _as_judged(outs[name], shown_name.get(name, name), c.dtype, want.shape)
+        if got is None:
+            problems[name] = problem
             continue
         verdicts[name] = judge(
             got,
@@ -731,6 +729,34 @@ def _judge_outputs(
             strict=setup.strict,
         )
     return verdicts, problems
+
+
+def _shown_names(outputs: tuple[str, ...]) -> dict[str, str]:
+    """How outputs are named in the report: a single output is "x"."""
+    return {"q": "x"} if outputs == ("q",) else {}
+
+
+def _as_judged(out: Any, name: str, dtype: str, shape: tuple[int, ...]) -> tuple[Any, str]:
+    """``out`` as a float64 NumPy array, or None and why it cannot be judged: not an
+    array, another dtype than the case's (x's), another shape."""
+    from .testing._error_model import dtype_name
+
+    got_dtype = getattr(out, "dtype", None)
+    if got_dtype is None or not hasattr(out, "shape"):
+        return None, f"output {name} is not an array (a {type(out).__name__})"
+    try:
+        got_name = dtype_name(got_dtype)
+    except Exception:  # a dtype that cannot be printed is not x's
+        got_name = f"<{type(got_dtype).__name__}>"
+    if got_name != dtype:
+        return None, f"output {name} has dtype {got_name}, expected {dtype} (x's dtype)"
+    try:
+        got = to_numpy(out).astype(np.float64)
+    except Exception as exc:
+        return None, f"output {name} is not an array ({type(exc).__name__})"
+    if got.shape != shape:
+        return None, f"output {name} has shape {got.shape}, expected {shape}"
+    return got, ""
 
 
 def _output_record(v: Verdict) -> dict[str, Any]:

@@ -78,6 +78,20 @@ def interrupts(x, positions, rope):
 def returns_none(x, positions, rope):
     return None
 
+def upcasts(x, positions, rope):
+    # right values, wrong dtype: float64 whatever x's dtype (more accurate, and still wrong)
+    return rr.apply_rope(np.asarray(x, dtype=np.float64), positions, rope)
+
+def drops_a_head(x, positions, rope):
+    return rr.apply_rope(x, positions, rope)[..., :-1, :]
+
+def returns_a_list(x, positions, rope):
+    return rr.apply_rope(x, positions, rope).tolist()
+
+def hf_k_upcast(q, k, cos, sin, unsqueeze_dim=1):
+    q_out, k_out = hf(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
+    return q_out, k_out.astype(np.float64)
+
 def only_bfloat16(x, positions, rope):
     return rr.apply_rope(x, positions, rope)
 only_bfloat16.rope_ref_supports = {"dtypes": ("bfloat16",)}
@@ -262,6 +276,57 @@ def test_exit_and_interrupt_inside_the_target_are_case_errors(target, text, targ
 def test_a_wrong_return_value_is_an_error_not_a_crash(targets, capsys):
     code, out, _ = run(capsys, "check", f"{targets}:returns_none", "--cases", *CASES[:2])
     assert code == 1 and summary(out).startswith("0 passed, 2 failed")
+
+
+def test_a_result_in_another_dtype_fails_naming_both_dtypes(targets, capsys, tmp_path):
+    # apply_rope's contract: the result has x's shape and dtype; a float64 result for float32
+    # input is closer to the exact values than float32 can be, and still a wrong kernel
+    code, out, _ = run(capsys, "check", f"{targets}:upcasts", "--cases", *CASES[:2])
+    assert code == 1 and summary(out) == "0 passed, 2 failed"
+    assert out.count("FAIL x: output x has dtype float64, expected float32 (x's dtype)") == 2
+    # a float64 case: the same kernel is right
+    f64 = CASES[0].replace("float32", "float64")
+    code, out, _ = run(capsys, "check", f"{targets}:upcasts", "--cases", f64)
+    assert code == 0 and summary(out) == "1 passed, 0 failed"
+    # two outputs: only the one in the wrong dtype fails, and the JSON says why
+    report = tmp_path / "r.json"
+    argv = ["check", f"{targets}:hf_k_upcast", "--convention", "hf", "--cases", CASES[0]]
+    code, out, _ = run(capsys, *argv, "--json", str(report))
+    assert code == 1 and "FAIL k: output k has dtype float64, expected float32" in out
+    row = json.loads(report.read_text())["cases"][0]
+    assert row["outputs"]["q"]["passed"] and "k" not in row["outputs"]
+    assert row["problems"] == {"k": "output k has dtype float64, expected float32 (x's dtype)"}
+
+
+def test_a_result_of_another_shape_or_not_an_array_fails(targets, capsys):
+    code, out, _ = run(capsys, "check", f"{targets}:drops_a_head", "--cases", CASES[0])
+    assert code == 1
+    assert "FAIL x: output x has shape (2, 16, 3, 128), expected (2, 16, 4, 128)" in out
+    code, out, _ = run(capsys, "check", f"{targets}:returns_a_list", "--cases", CASES[0])
+    assert code == 1 and "FAIL x: output x is not an array (a list)" in out
+
+
+def test_torch_result_in_another_dtype_fails(tmp_path, monkeypatch, capsys):
+    torch = pytest.importorskip("torch")
+    name = f"rr_torch_up_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent("""
+        import torch
+        import rope_ref as rr
+
+        def rope(x, positions, rope):
+            return rr.apply_rope(x.to(torch.float32), positions, rope)  # bfloat16 not restored
+    """)
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert torch.zeros(1).dtype == torch.float32
+    bf16 = "bshd-b2-s16-h4-d128-half-r128-base=10000-pos=arange-bfloat16"
+    try:
+        code, out, _ = run(capsys, "check", f"{name}:rope", "--cases", bf16, CASES[0])
+        assert code == 1 and "backend torch" in out and summary(out) == "1 passed, 1 failed"
+        assert "FAIL x: output x has dtype float32, expected bfloat16 (x's dtype)" in out
+    finally:
+        sys.modules.pop(name, None)
 
 
 def test_everything_skipped_exits_2_with_grouped_reasons(targets, capsys):
