@@ -425,3 +425,13 @@ def test_quant_case_fields_are_validated():
         case("bshd-b2-s16-h4-d128-half-r128-base=10000-pos=arange-float32-q=float8_e4m3fn")
     with pytest.raises(rr.RopeValueError, match="quantized"):
         rr.testing.write_vectors([QCASES[0]], "unused-dir-never-created")
+
+
+def test_fnuz_formats_have_their_own_range():
+    torch = pytest.importorskip("torch")
+    y = torch.tensor([1.0, 2.5, -300.0, 1000.0], dtype=torch.float64)
+    q = (y / 2).clamp(-240, 240).to(torch.float8_e4m3fnuz)  # fmax 240, not e4m3fn's 448
+    r = compare(q, y, scale=2.0)
+    assert r.passed and "float8_e4m3fnuz" in r.message and "1 of 4 elements saturated" in r.message
+    wrong = (y / 2).clamp(-448, 448).to(torch.float8_e4m3fnuz)  # e4m3fn's range: NaN
+    assert not compare(wrong, y, scale=2.0).passed
