@@ -740,8 +740,14 @@ def _float8_values(a_np: np.ndarray, d_np: np.ndarray, q: _Float8Spec, c: _Conte
         sat = np.abs(y) > lim
         over_note = f"where |desired / scale| > fmax = {fmt.fmax:g}"
         if not q.saturate:
-            d_cmp, accept = _expected_overflow(y, s, a_np, levels[-1][1], fmt)
+            d_cmp, accept, sure = _expected_overflow(y, s, a_np, levels[-1][1], fmt)
             sat = np.zeros(y.shape, dtype=bool)
+            n_fin = int(np.sum(sure & np.isfinite(a_np)))
+            if n_fin:
+                notes.append(
+                    f"  {n_fin} elements are finite where the cast overflows (|desired / "
+                    f"scale| beyond {fmt.overflow:g}): the kernel saturates (saturate=True)"
+                )
     if c.rtol is not None:
         assert c.atol is not None
         d_fin = np.where(np.isfinite(d_cmp), d_cmp, 0.0)
@@ -789,10 +795,11 @@ def _float8_values(a_np: np.ndarray, d_np: np.ndarray, q: _Float8Spec, c: _Conte
 
 def _expected_overflow(
     y: np.ndarray, s: np.ndarray, a_codes: np.ndarray, allow: np.ndarray, fmt: Float8Format
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A kernel that does not saturate: where ``|y/s|`` is beyond the overflow by more than
-    the intermediate's error, the overflow value is expected (the desired array gets it);
-    within that error of it, the overflow value is accepted as well."""
+    the intermediate's error (the mask returned last), the overflow value is expected (the
+    desired array gets it); within that error of it, the overflow value is accepted as
+    well."""
     with np.errstate(invalid="ignore", over="ignore"):
         yc = np.abs(y) / s
         slack = allow / s  # covers D/s, the error of the scaled intermediate
@@ -802,7 +809,7 @@ def _expected_overflow(
     d = np.where(sure, ov, y)
     a_is_ov = np.isnan(a_codes) if not fmt.has_inf else (a_codes == np.copysign(np.inf, y))
     accept: np.ndarray = (sure | maybe) & a_is_ov
-    return d, accept
+    return d, accept, sure
 
 
 def _check_compare_args(
