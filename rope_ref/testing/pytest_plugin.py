@@ -262,6 +262,8 @@ def select_cases(
         ``*``, ``?`` or ``[``, else a substring. Empty: no name filter.
     dtype, layout, positions, family : str or sequence of str, optional
         Keep cases with these values (``layout`` is the rotation's layout, presets included).
+        ``positions`` also takes the far forms ``"2p24"`` and ``"2p31"`` (positions just
+        below 2**24 and 2**31), which the battery includes only when named here.
     preset : str, sequence of str, or bool, optional
         Preset names; ``True`` keeps only preset cases, ``False`` only the synthetic ones.
 
@@ -274,12 +276,12 @@ def select_cases(
     ValueError
         A filter value that no case can have (names the key, the value and the valid ones).
     """
-    from ._cases import DTYPES, FAMILIES, POSITION_FORMS, cases
+    from ._cases import DTYPES, FAMILIES, FAR_POSITION_FORMS, POSITION_FORMS, cases
 
     valid: dict[str, tuple[Any, ...]] = {
         "dtype": DTYPES,
         "layout": ("half", "interleaved"),
-        "positions": POSITION_FORMS,
+        "positions": POSITION_FORMS + FAR_POSITION_FORMS,
         "family": FAMILIES,
     }
     want: dict[str, set[Any]] = {}
@@ -312,8 +314,10 @@ def select_cases(
                 f"expected True, False, or preset names from {', '.join(known)}"
             )
     pats = list(patterns)
+    # the far forms (just below 2**24 and 2**31) join the battery only when asked for by name
+    far = bool(want.get("positions", set()) & set(FAR_POSITION_FORMS))
     out = []
-    for c in cases():
+    for c in cases(far_positions=far):
         if "dtype" in want and c.dtype not in want["dtype"]:
             continue
         if "positions" in want and c.positions not in want["positions"]:
