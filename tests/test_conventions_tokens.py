@@ -31,10 +31,10 @@ NEW = (
 
 TARGETS = """
 import numpy as np
-from rope_ref.testing import flash_apply_rotary_emb as flash, vllm_rotary as vllm
-from rope_ref.testing._twin_layouts import (
-    flash_apply_rotary_emb_qkv as fq, flashinfer_apply_rope as fi,
-    flashinfer_apply_rope_pos_ids as fip, flashinfer_positions, te_apply_rotary_pos_emb as te)
+from rope_ref.testing import (
+    flash_apply_rotary_emb as flash, flash_apply_rotary_emb_qkv as fq,
+    flashinfer_apply_rope as fi, flashinfer_apply_rope_pos_ids as fip, flashinfer_positions,
+    te_apply_rotary_pos_emb as te, vllm_rotary as vllm)
 
 
 def shift_rows(t):  # row p holds row p + 1: every position read one too far
@@ -408,7 +408,7 @@ UNFIT = [
         "takes angles: no attention factor",
     ),
     ("te-cp", "te_good", D_OFFSET, "takes positions 0 .. length - 1 per sequence"),
-    ("te-cp", "te_good", T_PERSEQ, "(no start_positions)"),
+    ("te-cp", "te_good", T_PERSEQ, "no start_positions with cp_size > 1"),
     (
         "vllm-strided",
         "vs_good",

@@ -340,7 +340,10 @@ def te_cp_prepare(fn: Any, ci: CaseInputs) -> Call:
     who = "TransformerEngine's apply_rotary_pos_emb with cp_size > 1"
     require_1d(ci.rope, who)
     xp = ci.xp
-    why = f"{who} takes positions 0 .. length - 1 per sequence (no start_positions)"
+    why = (
+        f"{who} takes positions 0 .. length - 1 per sequence here (no start_positions with "
+        "cp_size > 1: older TransformerEngine releases refuse them)"
+    )
     if ci.family == "thd":
         assert ci.cu_seqlens is not None
         segs = segment_offsets(ci)
