@@ -146,7 +146,7 @@ CONVENTIONS: dict[str, Convention] = {
             te_cp_prepare,
             "as te, context parallel: fn(t_r, freqs, tensor_format=..., interleaved=..., "
             "cp_size=2, cp_rank=r[, cu_seqlens=...]) for r = 0, 1; t_r holds chunks r and "
-            "3 - r of each sequence (padded to a multiple of 4; cu_seqlens the padded global "
+            "3-r of each sequence (padded to a multiple of 4; cu_seqlens the padded global "
             "bounds)",
             "function",
             ("q",),
