@@ -38,12 +38,15 @@ from ._cli_common import (  # noqa: F401  (EXIT_* stay importable from here)
     Parser,
     ParserExit,
     UsageError,
+    battery_cases,
     check_preset,
     config_rope,
     dtypes_of,
     load_config,
     one_line,
+    position_forms,
     preset_head_dim,
+    selected_forms,
     writable_file,
 )
 
@@ -118,13 +121,18 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _battery_selection(args: argparse.Namespace) -> list[Any]:
-    """Cases for ``vectors``: by name, one preset's, or the battery."""
-    from ._errors import RopeError
-    from .testing._cases import Case, case, cases
+#: The position forms ``vectors`` writes for a preset or a config (without --positions).
+_VECTOR_FORMS = ("arange", "large")
 
-    dtypes = dtypes_of(args)
+
+def _battery_selection(args: argparse.Namespace) -> list[Any]:
+    """Cases for ``vectors``: by name, one preset's, or the battery (``--positions``: of
+    those forms)."""
+    from ._errors import RopeError
+    from .testing._cases import POSITION_FORMS, Case, case
+
     if args.cases:
+        selected_forms(args, ())  # --positions with --cases: a usage error
         try:
             return [case(n) for n in args.cases]
         except RopeError as exc:
@@ -134,10 +142,10 @@ def _battery_selection(args: argparse.Namespace) -> list[Any]:
         d = preset_head_dim(args.preset)
         return [
             Case(preset=args.preset, positions=f, head_dim=d, dtype=dt)
-            for dt in dtypes
-            for f in ("arange", "large")
+            for dt in dtypes_of(args)
+            for f in selected_forms(args, _VECTOR_FORMS)
         ]
-    return cases(dtypes=dtypes, presets=not args.no_presets)
+    return battery_cases(args, selected_forms(args, tuple(POSITION_FORMS)))
 
 
 def _out_dir(path: str) -> Path:
@@ -166,11 +174,10 @@ def _vectors(args: argparse.Namespace) -> int:
     if args.hf_config:
         config = load_config(args.hf_config)
         rope = config_rope(config, f"--hf-config {args.hf_config}", args.layer_type)
-        dtypes = dtypes_of(args)
         selected = [
             Case(head_dim=rope.head_dim, positions=f, dtype=dt)
-            for dt in dtypes
-            for f in ("arange", "large")
+            for dt in dtypes_of(args)
+            for f in selected_forms(args, _VECTOR_FORMS)
         ]
         out = _out_dir(args.out)
         manifest = write_vectors(selected, out, rope=rope, config=config)
@@ -318,7 +325,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_demo)
 
-    def battery_options(q: argparse.ArgumentParser) -> None:
+    forms = position_forms()
+
+    def battery_options(q: argparse.ArgumentParser, forms_default: str) -> None:
         q.add_argument(
             "--preset",
             metavar="NAME",
@@ -339,6 +348,14 @@ def _parser() -> argparse.ArgumentParser:
             help="the dtypes of the cases (default: float32)",
         )
         q.add_argument(
+            "--positions",
+            nargs="+",
+            choices=forms,
+            metavar="FORM",
+            help=f"only cases with these position forms, of {', '.join(forms)} "
+            f"(rope_ref.testing.Case describes each) (default: {forms_default})",
+        )
+        q.add_argument(
             "--no-presets",
             action="store_true",
             help="leave out the preset cases (default: included)",
@@ -355,7 +372,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Write golden vector files: x, positions and the exact "
         "result of each case (safetensors and npz) and manifest.json.",
     )
-    battery_options(vec)
+    battery_options(vec, "the battery's; arange and large with --preset or --hf-config")
     vec.add_argument(
         "--hf-config",
         metavar="FILE",
@@ -435,7 +452,7 @@ def _parser() -> argparse.ArgumentParser:
         help="judge that config's RoPE (hf-module: build the class from it) (default: none)",
     )
     chk.add_argument("--json", metavar="PATH", help="also write the report as JSON (default: none)")
-    battery_options(chk)
+    battery_options(chk, "every form")
     chk.set_defaults(func=_check)
 
     dec = sub.add_parser(

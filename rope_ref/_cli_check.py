@@ -48,12 +48,15 @@ from ._cli_common import (
     EXIT_USAGE,
     NAMESPACES,
     UsageError,
+    battery_cases,
     check_preset,
     config_rope,
     dtypes_of,
     load_config,
     one_line,
+    position_forms,
     preset_head_dim,
+    selected_forms,
     writable_file,
 )
 from .testing._assert import to_numpy
@@ -321,14 +324,14 @@ def read_supports(target: Any, spec: str) -> dict[str, Any]:
 def _support_choices() -> dict[str, tuple[str, ...]]:
     """The names each list-valued ``rope_ref_supports`` key may hold."""
     from . import scaling as _scaling
-    from .testing._cases import DTYPES, FAMILIES, LAYOUTS, POSITION_FORMS
+    from .testing._cases import DTYPES, FAMILIES, LAYOUTS
 
     schedules = ("none", *sorted(n for n in dir(_scaling) if n[:1].isupper()))
     return {
         "dtypes": DTYPES,
         "layouts": LAYOUTS,
         "families": FAMILIES,
-        "forms": POSITION_FORMS,
+        "forms": position_forms(),
         "scaling": schedules,
     }
 
@@ -441,9 +444,9 @@ def choose_backend(
 
 # ---------------------------------------------------------------------- cases
 def selection(args: argparse.Namespace) -> tuple[list[Item], dict[str, Any] | None]:
-    """The cases to run, each with the Rope it is judged against, and the HF config used."""
-    from .testing._cases import cases
-
+    """The cases to run, each with the Rope it is judged against, and the HF config used:
+    by name (--cases), a config's (--hf-config) or a preset's (--preset) in every shape
+    family, or the battery; every position form unless --positions names some."""
     given = [
         o
         for o, v in (
@@ -457,14 +460,14 @@ def selection(args: argparse.Namespace) -> tuple[list[Item], dict[str, Any] | No
         raise UsageError(
             f"give at most one of --cases, --preset, --hf-config (got {' and '.join(given)})"
         )
+    forms = selected_forms(args, position_forms())
     if args.cases:
         return _named_items(args.cases), None
     if getattr(args, "hf_config", None):
-        return _config_items(args)
+        return _config_items(args, forms)
     if args.preset:
-        return _preset_items(args)
-    battery = cases(dtypes=dtypes_of(args), presets=not args.no_presets)
-    return [Item(c.name, c, c.rope()) for c in battery], None
+        return _preset_items(args, forms)
+    return [Item(c.name, c, c.rope()) for c in battery_cases(args, forms)], None
 
 
 def _named_items(names: list[str]) -> list[Item]:
@@ -481,16 +484,18 @@ def _named_items(names: list[str]) -> list[Item]:
     return items
 
 
-def _config_items(args: argparse.Namespace) -> tuple[list[Item], dict[str, Any]]:
-    """--hf-config: that config's Rope in every shape family and position form."""
-    from .testing._cases import FAMILIES, POSITION_FORMS, Case
+def _config_items(
+    args: argparse.Namespace, forms: tuple[str, ...]
+) -> tuple[list[Item], dict[str, Any]]:
+    """--hf-config: that config's Rope in every shape family and each of ``forms``."""
+    from .testing._cases import FAMILIES, Case
 
     config = load_config(args.hf_config)
     rope = config_rope(config, f"--hf-config {args.hf_config}", args.layer_type)
     items = []
     for dt in dtypes_of(args):
         for fam in FAMILIES:
-            for form in POSITION_FORMS:
+            for form in forms:
                 c = Case(family=fam, head_dim=rope.head_dim, positions=form, dtype=dt)
                 label = (
                     f"{fam}-b{c.batch}-s{c.seq}-h{c.heads}-d{rope.head_dim}-config-pos={form}-{dt}"
@@ -499,10 +504,12 @@ def _config_items(args: argparse.Namespace) -> tuple[list[Item], dict[str, Any]]
     return items, config
 
 
-def _preset_items(args: argparse.Namespace) -> tuple[list[Item], dict[str, Any]]:
-    """--preset: that model's cases in every shape family and position form."""
+def _preset_items(
+    args: argparse.Namespace, forms: tuple[str, ...]
+) -> tuple[list[Item], dict[str, Any]]:
+    """--preset: that model's cases in every shape family and each of ``forms``."""
     from ._presets import preset_info
-    from .testing._cases import FAMILIES, POSITION_FORMS, Case
+    from .testing._cases import FAMILIES, Case
 
     check_preset(args.preset)
     config = preset_info(args.preset)["config"]
@@ -513,7 +520,7 @@ def _preset_items(args: argparse.Namespace) -> tuple[list[Item], dict[str, Any]]
     items = []
     for dt in dtypes_of(args):
         for fam in FAMILIES:
-            for form in POSITION_FORMS:
+            for form in forms:
                 c = Case(preset=args.preset, family=fam, positions=form, head_dim=d, dtype=dt)
                 items.append(Item(c.name, c, rope if rope is not None else c.rope()))
     return items, config

@@ -141,3 +141,51 @@ def preset_head_dim(name: str) -> int:
     from .testing._cases import _preset_dim
 
     return _preset_dim(name)
+
+
+# ---------------------------------------------------------------------- position forms
+def position_forms() -> tuple[str, ...]:
+    """Every position form a case can have (``rope_ref.testing._cases``), the far ones
+    (near 2**24 and 2**31) included, in the battery's order."""
+    from .testing import _cases
+
+    return tuple(_cases.POSITION_FORMS) + tuple(getattr(_cases, "FAR_POSITION_FORMS", ()))
+
+
+def far_forms() -> tuple[str, ...]:
+    """The forms ``cases()`` includes only with ``far_positions=True``."""
+    from .testing import _cases
+
+    return tuple(getattr(_cases, "FAR_POSITION_FORMS", ()))
+
+
+def selected_forms(args: argparse.Namespace, default: tuple[str, ...]) -> tuple[str, ...]:
+    """The ``--positions`` forms in the battery's order (``default`` without it); with
+    ``--cases`` it is a usage error (a case's name carries its form)."""
+    given = getattr(args, "positions", None)
+    if not given:
+        return default
+    if getattr(args, "cases", None):
+        raise UsageError(
+            "give --positions or --cases, not both (a case's name carries its position form)"
+        )
+    return tuple(f for f in position_forms() if f in given)
+
+
+def battery_cases(args: argparse.Namespace, forms: tuple[str, ...]) -> list[Any]:
+    """The battery in the ``--dtype`` dtypes (the presets' cases unless ``--no-presets``)
+    with positions of ``forms``; a form the battery has no case of gets the base case's two
+    (bshd and packed thd) per dtype."""
+    from .testing._cases import Case, cases
+
+    dtypes = dtypes_of(args)
+    far = any(f in far_forms() for f in forms)
+    extra: dict[str, Any] = {"far_positions": True} if far else {}
+    battery = cases(dtypes=dtypes, presets=not args.no_presets, **extra)
+    kept = [c for c in battery if c.positions in forms]
+    for form in forms:
+        if not any(c.positions == form for c in kept):
+            kept += [
+                Case(family=f, positions=form, dtype=dt) for dt in dtypes for f in ("bshd", "thd")
+            ]
+    return kept

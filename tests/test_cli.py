@@ -20,7 +20,15 @@ from _helpers import ROOT
 
 import rope_ref as rr
 from rope_ref._cli import _parser, main
+from rope_ref.testing._cases import FAMILIES, FAR_POSITION_FORMS, POSITION_FORMS, cases
 from rope_ref.testing._twins._conventions import CONVENTIONS
+
+#: every position form a case can have: check's default runs them all
+FORMS = POSITION_FORMS + FAR_POSITION_FORMS
+#: the float32 battery without presets, far positions included (check's --no-presets)
+N_BATTERY = len(cases(dtypes=("float32",), presets=False, far_positions=True))
+#: a preset's or a config's cases: every shape family in every position form
+N_MODEL = len(FAMILIES) * len(FORMS)
 
 # a few cases covering every shape family, both layouts, partial rotary, large positions
 CASES = [
@@ -39,6 +47,8 @@ import rope_ref as rr
 from rope_ref.testing import (flash_apply_rotary_emb as flash,
                               hf_apply_rotary_pos_emb as hf, mlx_rope as mlx,
                               vllm_rotary as vllm)
+
+from rope_ref.testing._cases import FAR_POSITION_FORMS as FAR_FORMS
 
 RELEASE = threading.Event()
 
@@ -87,6 +97,19 @@ def drops_a_head(x, positions, rope):
 
 def returns_a_list(x, positions, rope):
     return rr.apply_rope(x, positions, rope).tolist()
+
+def float32_positions(x, positions, rope):
+    # positions through float32: exact below 2**24, multiples of 128 just below 2**31
+    p = np.asarray(positions).astype(np.float32).astype(np.int64)
+    return rr.apply_rope(x, p, rope)
+
+def only_arange(x, positions, rope):
+    return rr.apply_rope(x, positions, rope)
+only_arange.rope_ref_supports = {"forms": ("arange",)}
+
+def only_far(x, positions, rope):
+    return rr.apply_rope(x, positions, rope)
+only_far.rope_ref_supports = {"forms": FAR_FORMS}
 
 def hf_k_upcast(q, k, cos, sin, unsqueeze_dim=1):
     q_out, k_out = hf(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
@@ -212,11 +235,11 @@ def test_hf_convention_runs_every_shape_and_judges_k(targets, capsys, tmp_path):
 def test_hf_convention_runs_the_whole_battery(targets, capsys):
     # not one float32 case is skipped (it used to skip all but bhsd half-layout ones)
     code, out, _ = run(capsys, "check", f"{targets}:hf", "--convention", "hf", "--no-presets")
-    assert code == 0 and summary(out) == "23 passed, 0 failed"
+    assert code == 0 and summary(out) == f"{N_BATTERY} passed, 0 failed"
     code, out, _ = run(
         capsys, "check", f"{targets}:hf", "--convention", "hf", "--preset", "qwen2-vl-7b"
     )  # M-RoPE, every shape and position form
-    assert code == 0 and summary(out) == "15 passed, 0 failed"
+    assert code == 0 and summary(out) == f"{N_MODEL} passed, 0 failed"
 
 
 @pytest.mark.parametrize("convention", ["flash", "vllm", "mlx"])
@@ -258,7 +281,7 @@ def test_hanging_target_times_out_and_the_run_continues(targets, capsys):
     assert code == 1
     lines = [ln for ln in out.splitlines() if "-d72-" in ln]
     assert len(lines) == 1 and "TIMEOUT" in lines[0]
-    assert summary(out) == "22 passed, 1 failed (of which 1 timed out)"
+    assert summary(out) == f"{N_BATTERY - 1} passed, 1 failed (of which 1 timed out)"
     assert "abandoned" in err
 
 
@@ -329,10 +352,72 @@ def test_torch_result_in_another_dtype_fails(tmp_path, monkeypatch, capsys):
         sys.modules.pop(name, None)
 
 
+# ---------------------------------------------------------------------------- position forms
+def test_the_default_run_reaches_positions_near_2_31(targets, capsys):
+    # positions rounded through float32 are exact below 2**24, so the "large" form (near
+    # 2**20) cannot catch it; the default run includes the far forms, and only 2p31 fails.
+    # float64 cases: in float32 the allowance at 2**31 is a full turn (float32 angles are
+    # the "lower-precision angles" class there), so only --strict would tell
+    assert "2p31" in FAR_POSITION_FORMS
+    argv = ["check", f"{targets}:float32_positions", "--dtype", "float64"]
+    code, out, _ = run(capsys, *argv, "--no-presets")
+    assert code == 1 and summary(out) == f"{N_BATTERY - 2} passed, 2 failed"
+    failing = [line.split()[0] for line in out.splitlines() if "FAIL" in line]
+    assert len(failing) == 2 and all("-pos=2p31-" in name for name in failing)
+    assert {name.split("-")[0] for name in failing} == {"bshd", "thd"}
+    # a preset's cases too: every family in every form
+    code, out, _ = run(capsys, *argv, "--preset", "llama-3.1-8b")
+    assert code == 1 and summary(out) == f"{N_MODEL - 3} passed, 3 failed"
+    assert out.count("-pos=2p31-float64") == 3 and out.count("FAIL") == 3
+    code, out, _ = run(capsys, *argv[:2], "--no-presets", "--strict", "--positions", "2p31")
+    assert code == 1 and summary(out) == "0 passed, 2 failed"
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_positions_selects_every_form(form, targets, capsys, tmp_path):
+    report = tmp_path / "r.json"
+    argv = ["check", f"{targets}:good", "--no-presets", "--positions", form, "--json", str(report)]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0, out
+    names = [r["case"] for r in json.loads(report.read_text())["cases"]]
+    assert names and all(f"-pos={form}-" in n for n in names)
+    assert summary(out) == f"{len(names)} passed, 0 failed"
+    # a preset: every shape family in that form; vectors writes that form's positions
+    code, out, _ = run(
+        capsys, "check", f"{targets}:good", "--preset", "llama-2-7b", "--positions", form
+    )
+    assert code == 0 and summary(out) == f"{len(FAMILIES)} passed, 0 failed"
+    vec = tmp_path / "v"
+    argv = ["vectors", "--preset", "llama-2-7b", "--positions", form, "--out", str(vec)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    manifest = json.loads((vec / "manifest.json").read_text())
+    assert [e["name"].split("-pos=")[1] for e in manifest["cases"]] == [f"{form}-float32"]
+    with np.load(vec / manifest["cases"][0]["files"]["npz"]) as data:
+        positions = data["positions"]
+    near = {"large": 2**20, "2p24": 2**24, "2p31": 2**31}.get(form)
+    if near is not None:  # the last token of every sequence just below 2**k
+        assert positions.min() >= near - 4096 and positions.max() < near
+    else:
+        assert positions.max() < 8192 + 4096
+
+
+def test_positions_in_a_declaration_and_with_cases(targets, capsys):
+    code, out, _ = run(capsys, "check", f"{targets}:only_far", "--no-presets")
+    assert code == 0 and summary(out).startswith(f"{2 * len(FAR_POSITION_FORMS)} passed, 0 failed")
+    code, out, _ = run(capsys, "check", f"{targets}:only_arange", "--no-presets")
+    assert code == 0 and "the target declares position forms arange" in out
+    assert not any("-pos=2p" in line and line.endswith(" ok") for line in out.splitlines())
+    code, _, err = run(
+        capsys, "check", f"{targets}:good", "--cases", CASES[0], "--positions", "large"
+    )
+    assert code == 2 and "give --positions or --cases, not both" in err
+
+
 def test_everything_skipped_exits_2_with_grouped_reasons(targets, capsys):
     code, out, err = run(capsys, "check", f"{targets}:only_bfloat16", "--no-presets")
     assert code == 2
-    assert "23  the target declares dtypes bfloat16 (rope_ref_supports)" in out
+    assert f"{N_BATTERY:>4}  the target declares dtypes bfloat16 (rope_ref_supports)" in out
     assert "no case ran" in err
 
 
@@ -344,7 +429,7 @@ def test_declared_support_skips_with_the_reason(targets, capsys):
     assert "the target declares positions up to 4096 (rope_ref_supports)" in out
     passed = int(summary(out).split()[0])
     skipped = int(summary(out).split(", ")[-1].split()[0])
-    assert passed + skipped == 23 and passed >= 10
+    assert passed + skipped == N_BATTERY and passed >= 10
 
 
 def test_torch_target_runs_on_torch_by_default(tmp_path, monkeypatch, capsys):
@@ -418,7 +503,8 @@ def test_hf_module_judges_the_class_and_its_table_builder(tmp_path, monkeypatch,
             "--hf-config",
             str(tmp_path / "config.json"),
         )
-        assert code == 0 and summary(out) == "15 passed, 0 failed" and "backend torch" in out
+        assert code == 0 and summary(out) == f"{N_MODEL} passed, 0 failed"
+        assert "backend torch" in out
         code, out, _ = run(
             capsys,
             "check",
@@ -568,7 +654,7 @@ def test_hf_config_with_a_schedule_on_multi_axis_positions(targets, tmp_path, ca
     code, out, _ = run(
         capsys, "check", f"{targets}:hf", "--convention", "hf", "--hf-config", str(path)
     )
-    assert code == 0 and summary(out) == "15 passed, 0 failed"
+    assert code == 0 and summary(out) == f"{N_MODEL} passed, 0 failed"
     code, out, err = run(
         capsys, "check", f"{targets}:flash", "--convention", "flash", "--hf-config", str(path)
     )
