@@ -82,6 +82,18 @@ class Report:
     vacuous : bool
         Whether some token's allowance hides a one-position error in every pair, or some
         pair's allowance reaches its magnitude (then :func:`assert_close` warns on success).
+    failing_pairs : tuple of int
+        On failure of a RoPE output (``rope`` and ``positions`` given): the rotary pairs
+        ``j`` (``0 <= j < rope.n_pairs``, pair 0 the fastest in the default ladder) in which
+        some element fails, ascending. Empty when it passes or without ``rope``.
+    failing_channels : tuple of int
+        Likewise, the channels (indices along the last axis) that hold a failing element,
+        rotary and pass-through, ascending.
+    failing_indices : dict of int to tuple of int
+        Likewise, for each axis ``k`` of the output other than the last (``0 <= k <
+        ndim - 1``, sizes 1 included), the indices along it that hold a failing element,
+        ascending: e.g. ``{0: (1,), 1: (0, 1, ..., 63), 2: (3,)}`` for a failure in batch
+        entry 1 and head 3 only. Empty when it passes or without ``rope``.
     """
 
     passed: bool
@@ -95,6 +107,9 @@ class Report:
     phase_error: tuple[tuple[int, int, float], ...] = field(default=())
     blind_spots: tuple[str, ...] = field(default=())
     vacuous: bool = False
+    failing_pairs: tuple[int, ...] = field(default=())
+    failing_channels: tuple[int, ...] = field(default=())
+    failing_indices: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return self.passed
@@ -164,32 +179,37 @@ def _tolerance(name: str, value: Any) -> float | None:
 
 
 def _pair_of(channel: int, rope: Rope) -> str:
-    r = rope.rotary_dim
-    if channel >= r:
+    j = _pair_index(channel, rope)
+    if j is None:
         return f"channel {channel} (pass-through)"
-    h = r // 2
-    j = channel % h if rope.layout == "half" else channel // 2
     return f"rotary pair {j} (channel {channel}, {rope.layout} layout)"
 
 
 def _pair_index(channel: int, rope: Rope) -> int | None:
-    if channel >= rope.rotary_dim:
+    """The rotary pair that holds ``channel`` (None for a pass-through channel)."""
+    c = channel - getattr(rope, "rotary_offset", 0)  # MLA: the rotated channels trail
+    if not 0 <= c < rope.rotary_dim:
         return None
     h = rope.rotary_dim // 2
-    return channel % h if rope.layout == "half" else channel // 2
+    return c % h if rope.layout == "half" else c // 2
 
 
-def _ranges(values: list[int]) -> str:
-    """'0-5, 9, 12-15' for a sorted list of integers."""
-    out, run = [], [values[0]]
-    for v in values[1:]:
-        if v == run[-1] + 1:
-            run.append(v)
-        else:
-            out.append(run)
-            run = [v]
-    out.append(run)
-    return ", ".join(f"{r[0]}" if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in out)
+#: index lists in a failure message stop after this many ranges ("...")
+MAX_RANGES = 10
+
+
+def _ranges(values: Any, limit: int | None = None) -> str:
+    """'0-5, 9, 12-15' for sorted distinct integers; with ``limit``, at most that many ranges
+    and then '...'. Vectorized: an axis may hold a million indices."""
+    v = np.asarray(values, dtype=np.int64).ravel()
+    if v.size == 0:
+        return ""
+    cut = np.flatnonzero(np.diff(v) != 1) + 1
+    starts = v[np.concatenate([[0], cut])]
+    ends = v[np.concatenate([cut - 1, [v.size - 1]])]
+    n = starts.size if limit is None else min(starts.size, limit)
+    parts = [f"{a}" if a == b else f"{a}-{b}" for a, b in zip(starts[:n], ends[:n], strict=True)]
+    return ", ".join(parts) + (", ..." if n < starts.size else "")
 
 
 def _phase_errors(
@@ -547,6 +567,7 @@ def compare(
         f"allowance {float(allow_used[worst]):.3e}",
     ]
     hyps: tuple[Any, ...] = ()
+    where = _Breakdown()
     if use_rope:
         assert rope is not None and pos_np is not None and model is not None
         lines.append(
@@ -555,6 +576,8 @@ def compare(
         )
         lines.append("  max abs error by |position|:")
         lines += _error_buckets(np.where(both, err, math.inf), model.m, phase)
+        where = _breakdown(bad, rope, pos_np)
+        lines += where.lines
         j = _pair_index(int(worst[-1]), rope)
         if j is not None:
             lines.append(
@@ -579,6 +602,9 @@ def compare(
         phase,
         blind,
         serious,
+        where.pairs,
+        where.channels,
+        where.indices,
     )
 
 
@@ -976,6 +1002,59 @@ def _class_line(
         parts.append(f"{n} elements outside '{level}'")
     return (
         f"  accuracy class: {cls}" + (" (strict)" if strict else "") + " (" + ", ".join(parts) + ")"
+    )
+
+
+@dataclass(frozen=True)
+class _Breakdown:
+    """Where a RoPE output fails: the rotary pairs, the channels, and per axis of the output
+    other than the last the indices holding a failing element; with the message's lines."""
+
+    pairs: tuple[int, ...] = ()
+    channels: tuple[int, ...] = ()
+    indices: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    lines: tuple[str, ...] = ()
+
+
+def _count_text(idx: np.ndarray, size: int) -> str:
+    """'3, 7 (2 of 8)', '0-7 (all 8)' or 'none (of 8)' (ranges capped at MAX_RANGES)."""
+    if idx.size == 0:
+        return f"none (of {size})"
+    how = f"all {size}" if idx.size == size else f"{idx.size} of {size}"
+    return f"{_ranges(idx, MAX_RANGES)} ({how})"
+
+
+def _breakdown(bad: np.ndarray, rope: Rope, pos: np.ndarray) -> _Breakdown:
+    """Which rotary pairs, pass-through channels and indices of each leading axis hold the
+    failing elements ``bad`` (the output's shape). Vectorized: a few passes over ``bad``."""
+    lead, width = bad.shape[:-1], bad.shape[-1]
+    o, r = getattr(rope, "rotary_offset", 0), rope.rotary_dim
+    row = np.any(bad, axis=-1)  # per token (vector along the last axis)
+    chan = np.any(bad.reshape(-1, width), axis=0)
+    ia, ib = pair_channels(rope)
+    pairs = np.flatnonzero(chan[ia] | chan[ib])
+    text = f"  failing rotary pairs: {_count_text(pairs, rope.n_pairs)}"
+    if pairs.size:
+        tokens = int(np.count_nonzero(np.any(bad[..., o : o + r], axis=-1)))
+        text += f", in {tokens} of {math.prod(lead)} tokens"
+    lines = [text]
+    if r < width:
+        through = np.flatnonzero(chan & ((np.arange(width) < o) | (np.arange(width) >= o + r)))
+        lines.append(f"  failing pass-through channels: {_count_text(through, width - r)}")
+    tok = rope.token_shape(tuple(pos.shape))
+    tok = (1,) * (len(lead) - len(tok)) + tuple(tok)
+    indices: dict[int, tuple[int, ...]] = {}
+    for k, size in enumerate(lead):
+        others = tuple(i for i in range(len(lead)) if i != k)
+        idx = np.flatnonzero(np.any(row, axis=others))
+        indices[k] = tuple(idx.tolist())
+        if size > 1:
+            how = "positions broadcast" if tok[k] == 1 else "positions per index"
+            lines.append(
+                f"  failing indices along axis {k} (size {size}, {how}): {_count_text(idx, size)}"
+            )
+    return _Breakdown(
+        tuple(pairs.tolist()), tuple(np.flatnonzero(chan).tolist()), indices, tuple(lines)
     )
 
 
