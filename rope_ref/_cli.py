@@ -39,6 +39,7 @@ from ._cli_common import (  # noqa: F401  (EXIT_* stay importable from here)
     ParserExit,
     UsageError,
     battery_cases,
+    check_layer_type,
     check_preset,
     config_rope,
     dtypes_of,
@@ -169,6 +170,7 @@ def _vectors(args: argparse.Namespace) -> int:
     if args.backend == "dask":
         return run_vectors_dask(args)
     reject_dask_options(args)
+    check_layer_type(args)
     if args.hf_config and (args.cases or args.preset):
         raise UsageError("give --hf-config or --cases/--preset, not both")
     if args.hf_config:

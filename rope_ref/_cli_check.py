@@ -35,6 +35,7 @@ import json
 import math
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from ._cli_common import (
     NAMESPACES,
     UsageError,
     battery_cases,
+    check_layer_type,
     check_preset,
     config_rope,
     dtypes_of,
@@ -75,6 +77,9 @@ SUPPORT_KEYS = (
     "partial",
     "backend",
 )
+
+#: The longest single ``Thread.join`` (``--timeout`` may be longer: joined in slices).
+_JOIN_SLICE_S = 3600.0
 
 _CLASS_ORDER = {"exact": 0, "lower-precision angles": 1, "within tolerance": 1, "fail": 2}
 
@@ -461,6 +466,7 @@ def selection(args: argparse.Namespace) -> tuple[list[Item], dict[str, Any] | No
             f"give at most one of --cases, --preset, --hf-config (got {' and '.join(given)})"
         )
     forms = selected_forms(args, position_forms())
+    check_layer_type(args)
     if args.cases:
         return _named_items(args.cases), None
     if getattr(args, "hf_config", None):
@@ -558,7 +564,8 @@ def _hf_config_object(
     cfg_cls: Any = (preferred or found)[0] if (preferred or found) else None
     try:
         if cfg_cls is None and isinstance(config.get("model_type"), str):
-            return transformers.AutoConfig.for_model(config["model_type"], **config)
+            rest = {k: v for k, v in config.items() if k != "model_type"}
+            return transformers.AutoConfig.for_model(config["model_type"], **rest)
         return (base if cfg_cls is None else cfg_cls)(**config)
     except Exception as exc:
         name = getattr(cfg_cls, "__name__", "a transformers config")
@@ -680,7 +687,12 @@ def run_timed(thunk: Any, timeout: float) -> tuple[str, Any, threading.Thread]:
 
     t = threading.Thread(target=work, name="rope-ref-check-case", daemon=True)
     t.start()
-    t.join(timeout)
+    deadline = time.monotonic() + timeout
+    while t.is_alive():  # in slices: join cannot wait past the platform's clock limit
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        t.join(min(left, _JOIN_SLICE_S))
     if t.is_alive():
         return "timeout", None, t
     if "error" in box:

@@ -101,7 +101,7 @@ def load_config(path: str) -> dict[str, Any]:
         raise UsageError(f"--hf-config {path}: larger than {MAX_CONFIG_BYTES} bytes")
     try:
         config = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested too deep
         raise UsageError(f"--hf-config {path}: not valid JSON ({one_line(exc)})") from None
     if not isinstance(config, dict):
         raise UsageError(
@@ -119,6 +119,15 @@ def config_rope(config: dict[str, Any], where: str, layer_type: str | None) -> A
         return Rope.from_hf_config(config, layer_type=layer_type)
     except (RopeError, ValueError, TypeError) as exc:
         raise UsageError(f"{where}: {one_line(exc)}") from None
+
+
+def check_layer_type(args: argparse.Namespace) -> None:
+    """``--layer-type`` picks a layer type of a config: without one it would be ignored."""
+    if args.layer_type is not None and not (args.preset or getattr(args, "hf_config", None)):
+        raise UsageError(
+            f"--layer-type {args.layer_type}: give it with --preset or --hf-config (it picks "
+            "a layer type of that config)"
+        )
 
 
 def check_preset(name: str) -> None:

@@ -296,6 +296,15 @@ def test_exit_and_interrupt_inside_the_target_are_case_errors(target, text, targ
     assert threading.main_thread().is_alive()
 
 
+def test_a_timeout_beyond_the_platform_clock_is_a_long_wait(targets, capsys):
+    # threading's join cannot take 1e10 s (OverflowError: an internal error, exit 3)
+    for timeout in ("1e10", "1e300"):
+        code, out, err = run(
+            capsys, "check", f"{targets}:good", "--cases", CASES[0], "--timeout", timeout
+        )
+        assert code == 0 and summary(out) == "1 passed, 0 failed", err
+
+
 def test_a_wrong_return_value_is_an_error_not_a_crash(targets, capsys):
     code, out, _ = run(capsys, "check", f"{targets}:returns_none", "--cases", *CASES[:2])
     assert code == 1 and summary(out).startswith("0 passed, 2 failed")
@@ -533,6 +542,28 @@ def test_hf_module_judges_the_class_and_its_table_builder(tmp_path, monkeypatch,
         sys.modules.pop(name, None)
 
 
+def test_hf_module_class_whose_module_has_no_config_class(tmp_path, monkeypatch, capsys):
+    # the config object comes from AutoConfig by model_type (it used to pass model_type
+    # twice: a TypeError reported as a usage error)
+    pytest.importorskip("transformers")
+    name = f"rr_hf_nocfg_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent("""
+        from transformers.models.llama import modeling_llama
+
+        class Mine(modeling_llama.LlamaRotaryEmbedding):
+            pass
+    """)
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        argv = ["check", f"{name}:Mine", "--convention", "hf-module", "--preset", "llama-2-7b"]
+        code, out, err = run(capsys, *argv, "--positions", "arange", "2p31")
+        assert code == 0 and summary(out) == f"{2 * len(FAMILIES)} passed, 0 failed", err
+    finally:
+        sys.modules.pop(name, None)
+
+
 def test_lucidrains_module(capsys):
     pytest.importorskip("rotary_embedding_torch", reason="rotary-embedding-torch not installed")
     argv = ["check", "rotary_embedding_torch:RotaryEmbedding", "--convention", "lucidrains"]
@@ -575,6 +606,17 @@ def _bad_module(tmp_path, body):
         ["check", "rope_ref.examples:exact", "--hf-config", "{tmp}/missing.json"],
         ["check", "rope_ref.examples:exact", "--hf-config", "{tmp}/malformed.json"],
         ["check", "rope_ref.examples:exact", "--hf-config", "{tmp}/list.json"],
+        ["check", "rope_ref.examples:exact", "--hf-config", "{tmp}/deep.json"],  # RecursionError
+        ["check", "rope_ref.examples:exact", "--hf-config", "{tmp}"],
+        ["check", "rope_ref.examples:exact", "--layer-type", "sliding_attention"],
+        ["check", "rope_ref.examples:exact", "--positions", "large", "--cases", CASES[0]],
+        ["check", "rope_ref.examples:exact", "--positions", "nope"],
+        ["check", "rope_ref.examples:exact", "--table-rows", "-5"],
+        ["check", "rope_ref.examples:exact", "--timeout", "-1"],
+        ["check", "rope_ref.examples:NOT_CALLABLE"],
+        ["vectors", "--out", "{tmp}/v", "--hf-config", "{tmp}/deep.json"],
+        ["vectors", "--out", "{tmp}/v", "--layer-type", "sliding_attention"],
+        ["vectors", "--out", "{tmp}/v", "--positions", "large", "--cases", CASES[0]],
         ["check", "rope_ref.examples:exact", "--json", "{tmp}/no/such/dir/r.json"],
         ["check", "rope_ref.examples:exact", "--json", "{tmp}"],
         ["check", "rope_ref.examples:exact", "--timeout", "0"],
@@ -598,6 +640,7 @@ def _bad_module(tmp_path, body):
 def test_usage_errors_are_one_line_and_exit_2(argv, tmp_path, monkeypatch, capsys):
     (tmp_path / "malformed.json").write_text("{not json")
     (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     (tmp_path / "afile").write_text("x")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
