@@ -431,7 +431,8 @@ def compare(
     Returns
     -------
     Report
-        The verdict, class, errors, phase errors, blind spots and diagnoses.
+        The verdict, class, errors, phase errors, blind spots, diagnoses and, on failure of
+        a RoPE output, where the failures lie (pairs, channels, indices per axis).
 
     Raises
     ------
@@ -1121,7 +1122,9 @@ def assert_close(
 
     On failure the message names the worst element (index, and for RoPE outputs its position
     and rotary pair), both values, the absolute and relative error, the error in ulps, how
-    many elements fail, the error and the phase error per position range and the accuracy
+    many elements fail, the error and the phase error per position range, which rotary pairs
+    and which indices of each leading axis hold the failures (``Report.failing_pairs``,
+    ``failing_indices``: a bug in one head or one batch entry shows there) and the accuracy
     class. Given the input ``x`` as well, families of the usual mistakes are fitted to the
     data and reported with the fraction of the error each explains.
 
