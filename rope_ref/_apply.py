@@ -40,23 +40,26 @@ def _check_rope(rope: Any) -> Rope:
 
 
 def _prepare(
-    x: Any, positions: Any, rope: Rope, seq_len: int | None, role: str
+    x: Any, positions: Any, rope: Rope, seq_len: int | None, role: str, *, name: str = "x"
 ) -> tuple[Any, Any, Any, Any]:
-    """Validate everything, then build the exact tables. Returns (xp, work dtype, cos, sin)."""
+    """Validate everything, then build the exact tables. Returns (xp, work dtype, cos, sin).
+
+    ``name`` is what error messages call ``x`` (the VJP's ``"cotangent"``)."""
     rope = _check_rope(rope)
-    _validate.reject_masked(x, "x")
+    _validate.reject_masked(x, name)
     _validate.reject_masked(positions, "positions")
     if not _compat.is_array(x):
-        raise RopeTypeError(f"x must be an array, got {type(x).__name__}")
-    xp = _compat.array_namespace(x=x, positions=positions)
-    _validate.check_x(xp, x, rope.head_dim)
+        raise RopeTypeError(f"{name} must be an array, got {type(x).__name__}")
+    arrays = {name: x, "positions": positions}
+    xp = _compat.array_namespace(**arrays)
+    _validate.check_x(xp, x, rope.head_dim, name=name)
     device = _compat.device_of(x)
-    positions = _validate.to_positions(positions, xp, device)
-    xp = _compat.array_namespace(x=x, positions=positions)
-    _compat.check_same_device(x=x, positions=positions)
+    positions = arrays["positions"] = _validate.to_positions(positions, xp, device)
+    xp = _compat.array_namespace(**arrays)
+    _compat.check_same_device(**arrays)
     integral = _validate.check_positions(xp, positions)
     tokens = rope.token_shape(tuple(positions.shape))
-    _validate.broadcast_positions(tokens, tuple(x.shape[:-1]), target_name="x.shape[:-1]")
+    _validate.broadcast_positions(tokens, tuple(x.shape[:-1]), target_name=f"{name}.shape[:-1]")
     if role not in ROLES:
         raise RopeValueError(f"role must be one of {ROLES}, got {role!r}")
     wd = _compat.work_dtype(xp, device)

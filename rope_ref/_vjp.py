@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _apply, _attention, _compat, _validate
-from ._apply import _check_rope
+from . import _apply, _attention, _compat
 from ._errors import RopeTypeError, RopeValueError
 from ._rope import Rope
 from ._rotate import rotate
@@ -72,14 +71,9 @@ def apply_rope_vjp(
         ``cotangent.shape[-1] != rope.head_dim``, and every other condition under which
         :func:`apply_rope` raises.
     """
-    rope = _check_rope(rope)
-    if not _compat.is_array(cotangent):
-        raise RopeTypeError(f"cotangent must be an array, got {type(cotangent).__name__}")
-    xp = _compat.array_namespace(cotangent=cotangent, positions=positions)
-    _validate.check_x(xp, cotangent, rope.head_dim, name="cotangent")
     # the forward's own validation and tables (xPos magnitude and attention factor included),
     # so forward and backward agree to the last bit of the tables
-    xp, wd, cos, sin = _apply._prepare(cotangent, positions, rope, seq_len, role)
+    xp, wd, cos, sin = _apply._prepare(cotangent, positions, rope, seq_len, role, name="cotangent")
     # the forward's rotation kernel with -sin: R^T g (it never writes to the cotangent)
     return rotate(xp, cotangent, cos, sin, wd=wd, sign=-1, **_apply._kernel_args(rope))
 

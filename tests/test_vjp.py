@@ -264,6 +264,13 @@ def test_errors_name_the_argument():
         apply_rope_vjp(np.zeros((4, 6)), np.arange(4), rr.Rope(8))
     with pytest.raises(rr.RopeValueError, match="role"):
         apply_rope_vjp(np.zeros((4, 8)), np.arange(4), rr.Rope(8), role="value")
+    # apply_rope's own validation, naming the cotangent: one prepare step for both
+    with pytest.raises(rr.RopeTypeError, match="cotangent must be an array"):
+        apply_rope_vjp([[0.0] * 8], np.arange(1), rr.Rope(8))
+    with pytest.raises(rr.RopeTypeError, match="cotangent"):
+        apply_rope_vjp(np.ma.zeros((4, 8)), np.arange(4), rr.Rope(8))
+    with pytest.raises(rr.RopeValueError, match=r"cotangent\.shape\[:-1\]"):
+        apply_rope_vjp(np.zeros((4, 8)), np.arange(5), rr.Rope(8))
 
 
 # ---------------------------------------------------------------------------- torch.autograd
