@@ -18,7 +18,8 @@ arithmetic; feed them rope_ref's exact tables (``Rope.cos_sin``, :func:`hf_cos_s
 use rope_ref's exact tables. Nothing is ever written into an input.
 
 One module per library: ``_flash`` (flash-attn), ``_hf`` (Hugging Face transformers),
-``_vllm`` (vLLM), ``_mlx`` (MLX); ``_common`` holds the arithmetic they share. The
+``_vllm`` (vLLM), ``_mlx`` (MLX); ``_common`` holds the checks they share. The rotation itself
+is rope_ref's one elementwise kernel (``rope_ref._rotate``, as in ``apply_rope``). The
 ``rope-ref check`` conventions call the user's function with the arguments these twins take.
 """
 
