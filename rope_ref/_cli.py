@@ -255,12 +255,15 @@ _CHECK_EPILOG = """\
 conventions (--convention) and what each calls:
 {conventions}
 
-cases: the battery (rope_ref.testing.cases: shapes bshd/bhsd/thd, position forms arange,
-offset, perseq, random and large (near 2**20), layouts, partial rotary, head sizes, every
-preset's schedule) in the dtypes of --dtype; --preset NAME or --hf-config FILE: that model's
-RoPE in every shape and position form; --cases NAME...: those cases. Each convention runs
+cases: the battery (rope_ref.testing.cases: shapes bshd/bhsd/thd, layouts, partial rotary,
+head sizes, every preset's schedule, and the position forms
+  {forms}
+where large, 2p24 and 2p31 are just below 2**20, 2**24 and 2**31) in the dtypes of --dtype;
+--preset NAME or --hf-config FILE: that model's RoPE in every shape and position form;
+--cases NAME...: those cases; --positions FORM...: only those forms. Each convention runs
 every case it can express (channel permutations, transposes and per-sequence calls are exact)
-and judges every output (q and k); the others are listed as skipped, grouped by reason.
+and judges every output (q and k; each must have x's dtype and shape); the others are listed
+as skipped, grouped by reason.
 
 verdicts: rope_ref.testing.compare: per-element error model; accuracy class "exact" or
 "lower-precision angles" (angles formed in float32); --strict passes only "exact". Failures
@@ -272,7 +275,7 @@ a target can declare what it supports (cases outside it are skipped with that re
       "layouts": ("half",),                # "half" and/or "interleaved"
       "families": ("bshd", "bhsd"),        # shapes: "bshd", "bhsd", "thd" (packed)
       "positions": "1d",                   # "1d": no multi-axis (M-RoPE, axial) cases
-      "forms": ("arange", "offset"),       # arange, offset, perseq, random, large
+      "forms": ("arange", "offset"),       # position forms (of those above)
       "max_position": 65535,               # largest position it takes
       "scaling": ("none", "Linear"),       # schedule class names; "none" for plain RoPE
       "partial": False,                    # rotary_dim < head_dim
@@ -407,7 +410,7 @@ def _parser() -> argparse.ArgumentParser:
         help="run the battery against an implementation",
         description="Run the battery of cases against an implementation and judge every\n"
         "output against the exact reference.",
-        epilog=_CHECK_EPILOG.format(conventions=conv_lines),
+        epilog=_CHECK_EPILOG.format(conventions=conv_lines, forms=", ".join(forms)),
         formatter_class=fmt,
     )
     chk.add_argument(
