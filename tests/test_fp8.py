@@ -435,3 +435,26 @@ def test_fnuz_formats_have_their_own_range():
     assert r.passed and "float8_e4m3fnuz" in r.message and "1 of 4 elements saturated" in r.message
     wrong = (y / 2).clamp(-448, 448).to(torch.float8_e4m3fnuz)  # e4m3fn's range: NaN
     assert not compare(wrong, y, scale=2.0).passed
+
+
+def test_default_tolerance_for_float8_holds_for_a_correct_kernel_and_is_tight():
+    # the scalar summary (default_tolerance) against the rounded float8 reference, with the
+    # subnormal floor 2 eta it leaves out added back: a correct kernel stays inside it on
+    # every quantized case, and it is far tighter than the old 8u (half the magnitude)
+    from rope_ref.testing import default_tolerance
+
+    _ml_dtypes()
+    worst = 0.0
+    for c in QCASES:
+        _y, pos, rope = _exact(c)
+        q = quantize_np(rope_f32_np(c.x(), pos, rope), c.scale(), c.quant)
+        got, want = q.astype(np.float64), c.expected()
+        rtol, atol = default_tolerance(c.quant, rope=rope, positions=pos)
+        fmt = float8_format(c.quant)
+        bound = atol * np.max(np.abs(want)) + rtol * np.abs(want) + 2 * fmt.eta
+        worst = max(worst, float(np.max(np.abs(got - want) / bound)))
+        assert rtol < 2.5 * fmt.u
+    assert worst <= 1.0
+    for fmt_name in FORMATS:
+        rtol, atol = default_tolerance(fmt_name)  # no positions: no phase term
+        assert rtol < 2.5 * FLOAT8[fmt_name].u < 8 * FLOAT8[fmt_name].u and atol < 1e-6

@@ -19,8 +19,8 @@ from ._compare import ulps as _ulps
 from ._diagnose import bf16 as _bf16
 from ._diagnose import diagnose, low_precision_cos_sin
 from ._diagnose import rotate as _rotate_np
+from ._error_model import U32, float8_format, unit_roundoff
 from ._error_model import dtype_name as _dtype_name
-from ._error_model import unit_roundoff
 
 __all__ = [
     "RopeToleranceWarning",
@@ -57,6 +57,14 @@ def default_tolerance(
     for the fast pairs and wider for the slow ones. Without ``rope`` it equals
     ``assert_close``'s own allowance, ``8u |d| + 8u max|d|``.
 
+    For a float8 dtype it summarizes the allowance of a float8 result against the exactly
+    rounded float8 reference (A_8,8 of :mod:`rope_ref.testing._error_model`, rotation in a
+    float32 intermediate): ``rtol = 2 u8 / (1 - u8) + u_div (1 + u8)`` and ``atol = (phase +
+    8 u32)(1 + u_div)(1 + u8)``, with u8 the format's unit roundoff, u32 = 2**-24 and
+    u_div = 2 u32. The format's subnormal floor (twice half its smallest subnormal, an
+    absolute amount) cannot be written as a multiple of ``max|desired|`` and is left out:
+    elements near zero need the per-element allowance of :func:`compare`.
+
     Parameters
     ----------
     dtype : dtype or str
@@ -72,6 +80,9 @@ def default_tolerance(
         ``(rtol, atol)``, atol as a multiple of ``max|desired|``.
     """
     u = unit_roundoff(dtype)
+    fmt = float8_format(dtype)
+    if fmt is not None:
+        u = U32  # the float32 intermediate's rounding drives the phase and "exact" terms
     rtol = 8 * u
     phase = 0.0
     if rope is not None and positions is not None:
@@ -80,4 +91,8 @@ def default_tolerance(
         theta = rope.inv_freq()
         theta1 = float(np.max(theta[1:])) if theta.size > 1 else 0.0
         phase = min(2.0 * big_m * theta1 * min(u, 2.0**-24), 2.0)
+    if fmt is not None:
+        u_div = 2 * U32
+        grow = (1 + u_div) * (1 + fmt.u)
+        return 2 * fmt.u / (1 - fmt.u) + u_div * (1 + fmt.u), (phase + 8 * u) * grow
     return rtol, phase + 8 * u
