@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import _compat
 from .._errors import RopeTypeError, RopeValueError
+from .._presets import preset_layer_types as _preset_layer_types
 from .._presets import presets as _preset_names
 from .._rope import Rope
 
@@ -187,8 +188,7 @@ class Case:
             The fields do not make a valid ``Rope`` (e.g. an odd ``rotary_dim``).
         """
         if self.preset is not None:
-            layer = "full_attention" if self.preset == "gemma-3" else None
-            return Rope.preset(self.preset, layer_type=layer)
+            return Rope.preset(self.preset)  # a per-layer preset: its default layer type
         kw: dict[str, Any] = {"rotary_dim": self.rotary_dim, "layout": self.layout}
         return Rope(self.head_dim, base=self.base, **kw)
 
@@ -662,8 +662,8 @@ def cases(
                 out.append(Case(family="thd", positions=form, dtype=dtype))
     if presets:
         for name in _preset_names():
-            if name == "gemma-3":
-                continue  # gemma-3-global / gemma-3-local carry its two layer types
+            if len(_preset_layer_types(name)) > 1:
+                continue  # a per-layer model is listed by one preset per layer type
             for form in ("arange", "large"):
                 out.append(
                     Case(preset=name, positions=form, head_dim=_preset_dim(name), dtype="float32")
@@ -703,5 +703,4 @@ def _quant_cases(formats: tuple[str, ...], dtypes: tuple[str, ...]) -> list[Case
 
 
 def _preset_dim(name: str) -> int:
-    layer = "full_attention" if name == "gemma-3" else None
-    return Rope.preset(name, layer_type=layer).head_dim
+    return Rope.preset(name).head_dim

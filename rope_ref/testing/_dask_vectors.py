@@ -675,9 +675,7 @@ def _cli_rope(args: argparse.Namespace) -> Rope:
             f"{' and '.join(sources + explicit)})"
         )
     if preset:
-        if layer_type is None and preset == "gemma-3":
-            layer_type = "full_attention"
-        return Rope.preset(preset, layer_type=layer_type)
+        return Rope.preset(preset, layer_type=layer_type)  # None: the preset's default layer
     if hf_config:
         where = f"--hf-config {hf_config}"
         try:

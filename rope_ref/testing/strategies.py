@@ -176,8 +176,7 @@ def _synthetic_rope(draw: st.DrawFn, schedules: tuple[str, ...], max_head_dim: i
 
 
 def _preset_rope(name: str) -> Rope:
-    layer = "full_attention" if name == "gemma-3" else None
-    return Rope.preset(name, layer_type=layer)
+    return Rope.preset(name)  # a per-layer preset builds its default layer type
 
 
 def ropes(
