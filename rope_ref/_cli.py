@@ -192,9 +192,31 @@ def _vectors(args: argparse.Namespace) -> int:
 
 
 def _decay(args: argparse.Namespace) -> int:
+    """``rope-ref decay``: the curve as CSV (streamed), and plotted with ``--png``."""
     from ._decay import relative_upper_bound
 
-    step, top = args.step, args.max
+    n = _decay_points(args)
+    writable_file("--csv", args.csv)
+    writable_file("--png", args.png)
+    plt = _pyplot() if args.png else None
+    curve: list[np.ndarray] = []
+    with open(args.csv, "w", encoding="utf-8") if args.csv else _Stdout() as fh:
+        fh.write("relative_distance,relative_upper_bound\n")
+        for lo in range(0, n, _DECAY_CHUNK):  # streamed: memory independent of --max
+            r = np.arange(lo, min(n, lo + _DECAY_CHUNK), dtype=np.float64) * args.step
+            b = relative_upper_bound(r, head_dim=args.head_dim, base=args.base)
+            fh.write("".join(f"{ri:g},{bi:.6f}\n" for ri, bi in zip(r, b, strict=True)))
+            if plt is not None:
+                curve.append(b)
+    if plt is not None:
+        _plot_decay(plt, args, np.arange(n, dtype=np.float64) * args.step, np.concatenate(curve))
+    return 0
+
+
+def _decay_points(args: argparse.Namespace) -> int:
+    """The number of points of ``decay`` (0, step, ... up to max); usage errors for bad
+    options."""
+    step, top = float(args.step), float(args.max)
     if not (math.isfinite(step) and step > 0):
         raise UsageError(f"--step must be a positive finite number, got {step:g}")
     if not (math.isfinite(top) and top >= 0):
@@ -209,36 +231,28 @@ def _decay(args: argparse.Namespace) -> int:
             f"--max {top:g} with --step {step:g} asks for {n} points, more than the limit of "
             f"{DECAY_MAX_POINTS}: raise --step or lower --max"
         )
-    writable_file("--csv", args.csv)
-    writable_file("--png", args.png)
-    plt = None
-    if args.png:
-        try:
-            mpl = importlib.import_module("matplotlib")
-            mpl.use("Agg")
-            plt = importlib.import_module("matplotlib.pyplot")
-        except ImportError:
-            raise UsageError("--png needs matplotlib (pip install matplotlib)") from None
-    curve: list[np.ndarray] = []
-    with open(args.csv, "w", encoding="utf-8") if args.csv else _Stdout() as fh:
-        fh.write("relative_distance,relative_upper_bound\n")
-        for lo in range(0, n, _DECAY_CHUNK):  # streamed: memory independent of --max
-            r = np.arange(lo, min(n, lo + _DECAY_CHUNK), dtype=np.float64) * step
-            b = relative_upper_bound(r, head_dim=args.head_dim, base=args.base)
-            fh.write("".join(f"{ri:g},{bi:.6f}\n" for ri, bi in zip(r, b, strict=True)))
-            if plt is not None:
-                curve.append(b)
-    if plt is not None:
-        r = np.arange(n, dtype=np.float64) * step
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(r, np.concatenate(curve))
-        ax.set_xlabel("relative distance")
-        ax.set_ylabel("relative upper bound")
-        ax.set_title(f"Long-term decay of RoPE (d={args.head_dim}, base={args.base:g})")
-        fig.tight_layout()
-        fig.savefig(args.png, dpi=120, metadata={"Software": None})
-        plt.close(fig)
-    return 0
+    return n
+
+
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (a usage error without matplotlib)."""
+    try:
+        mpl = importlib.import_module("matplotlib")
+        mpl.use("Agg")
+        return importlib.import_module("matplotlib.pyplot")
+    except ImportError:
+        raise UsageError("--png needs matplotlib (pip install matplotlib)") from None
+
+
+def _plot_decay(plt: Any, args: argparse.Namespace, r: np.ndarray, bound: np.ndarray) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(r, bound)
+    ax.set_xlabel("relative distance")
+    ax.set_ylabel("relative upper bound")
+    ax.set_title(f"Long-term decay of RoPE (d={args.head_dim}, base={args.base:g})")
+    fig.tight_layout()
+    fig.savefig(args.png, dpi=120, metadata={"Software": None})
+    plt.close(fig)
 
 
 class _Stdout:
