@@ -168,6 +168,10 @@ def _vectors(args: argparse.Namespace) -> int:
     from .testing._vectors import write_vectors
 
     if args.backend == "dask":
+        if args.positions:
+            raise UsageError(
+                "--positions: not with --backend dask (it writes positions 0 .. --tokens - 1)"
+            )
         return run_vectors_dask(args)
     reject_dask_options(args)
     check_layer_type(args)
