@@ -18,10 +18,13 @@ from typing import Any
 import numpy as np
 
 from .. import _compat
+from .._apply import apply_rope
 from .._errors import RopeTypeError, RopeValueError
 from .._presets import preset_layer_types as _preset_layer_types
 from .._presets import presets as _preset_names
 from .._rope import Rope
+from ._diagnose import bf16 as _bf16
+from ._error_model import FLOAT8, round_float8
 
 __all__ = ["Case", "case", "cases"]
 
@@ -313,8 +316,6 @@ class Case:
         rng = np.random.default_rng(self.seed + (2 if role == "query" else 3))
         x = rng.standard_normal(self.x_shape())
         if self.dtype == "bfloat16":
-            from ._diagnose import bf16 as _bf16
-
             return _bf16(x.astype(np.float32)).astype(np.float64)
         return x.astype(self.dtype).astype(np.float64)
 
@@ -405,17 +406,12 @@ class Case:
         RopeTypeError
             ``rope`` is not a ``Rope``.
         """
-        from .._apply import apply_rope
 
         rope = self._rope(rope)
         y = apply_rope(self.x(role=role), self.positions_for(rope), rope, role=role)
         if self.quant is not None:
-            from ._error_model import FLOAT8, round_float8
-
             return round_float8(y / self._scale_of(y), FLOAT8[self.quant])
         if self.dtype == "bfloat16":
-            from ._diagnose import bf16 as _bf16
-
             # float64 -> float32 -> bfloat16 may double-round in rare ties: far inside any
             # bfloat16 tolerance
             return _bf16(y.astype(np.float32)).astype(np.float64)
@@ -447,7 +443,6 @@ class Case:
         RopeTypeError
             ``rope`` is not a ``Rope``.
         """
-        from .._apply import apply_rope
 
         if self.quant is None:
             raise RopeValueError(
@@ -458,8 +453,6 @@ class Case:
         return self._scale_of(y)
 
     def _scale_of(self, y: np.ndarray) -> float:
-        from ._error_model import FLOAT8
-
         assert self.quant is not None
         fmax = FLOAT8[self.quant].fmax
         mag = np.abs(y).ravel()

@@ -20,10 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from .. import _compat
+from .._apply import apply_rope
 from .._rope import Rope
+from .._rotate import rotate as kernel
 from .._typing import Array
 from ..scaling import Scaling as _BaseScaling
-from ._error_model import _scheme, dynamic_length, pair_channels
+from ._error_model import _scheme, dynamic_length, pair_channels, pair_positions, token_positions
 
 __all__ = [
     "EXPLAINED",
@@ -144,7 +147,6 @@ FORMULAS = {
 
 def _per_pair(rope: Rope, p: np.ndarray) -> np.ndarray:
     """Per-pair positions (token shape + (n_pairs,)) from validated positions."""
-    from ._error_model import pair_positions
 
     return pair_positions(rope, p)
 
@@ -188,8 +190,6 @@ def low_precision_cos_sin(
     if f != 1:
         c, s = f32(c * f), f32(s * f)
     if rope.scaling is not None:
-        from .. import _compat
-
         xp = _compat.array_namespace()
         mag = rope.scaling.magnitude(
             xp, pos.astype(np.float64), rope, role=role, seq_len=sl, dtype=xp.float64
@@ -203,7 +203,6 @@ def low_precision_cos_sin(
 def rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, rope: Rope) -> np.ndarray:
     """Rotate in float64 NumPy with given per-token, per-pair tables (broadcast): rope_ref's
     rotation kernel (:mod:`rope_ref._rotate`) in float64, not rounded."""
-    from .._rotate import rotate as kernel
 
     c, s = np.asarray(cos, dtype=np.float64), np.asarray(sin, dtype=np.float64)
     x64 = np.asarray(x, dtype=np.float64)
@@ -246,7 +245,6 @@ class _Data:
     def apply(
         self, rope: Rope | None = None, pos: np.ndarray | None = None, x: np.ndarray | None = None
     ) -> np.ndarray:
-        from .._apply import apply_rope
 
         r = self.rope if rope is None else rope
         return np.asarray(
@@ -376,8 +374,6 @@ def _families(D: _Data) -> Iterator[tuple[str, list[Candidate]]]:
         other_role = "key" if D.role == "query" else "query"
 
         def role_swapped() -> np.ndarray:
-            from .._apply import apply_rope
-
             return np.asarray(
                 apply_rope(D.x, pos, rope, seq_len=D.seq_len, role=other_role), dtype=np.float64
             )
@@ -508,7 +504,6 @@ def _pair_phases(D: _Data) -> tuple[np.ndarray, np.ndarray] | None:
     zx = D.x[..., ia] + 1j * D.x[..., ib]
     with np.errstate(invalid="ignore", divide="ignore"):
         ph = np.angle(za * np.conj(zx))
-    from ._error_model import token_positions
 
     try:
         m = token_positions(D.rope, D.pos, D.lead)
@@ -891,7 +886,6 @@ def diagnose(
     """The fitted mistakes that explain ``actual`` (at least ``EXPLAINED`` of the squared
     error against the reference), as texts, best first. ``rtol``, ``atol`` and ``error``
     are accepted for compatibility and unused."""
-    from .._apply import apply_rope
 
     del rtol, atol, error
     x64 = np.asarray(x, dtype=np.float64)

@@ -32,6 +32,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from .. import scaling as S
+from .._errors import RopeValueError
 from .._presets import presets as _preset_names
 from .._rope import Rope
 
@@ -82,8 +83,6 @@ def _check_names(arg: str, given: tuple[str, ...], allowed: tuple[str, ...]) -> 
     given = tuple(given)
     bad = [g for g in given if g not in allowed]
     if bad or not given:
-        from .._errors import RopeValueError
-
         raise RopeValueError(
             f"{arg} must be a non-empty sequence of names from {allowed}, got {given!r}"
         )
@@ -208,8 +207,6 @@ def ropes(
     """
     schedules = _check_names("schedules", schedules, SCHEDULES)
     if max_head_dim < 2:
-        from .._errors import RopeValueError
-
         raise RopeValueError(f"max_head_dim must be at least 2, got {max_head_dim}")
     synth = _synthetic_rope(schedules, max_head_dim)
     if not presets:
@@ -288,8 +285,6 @@ def positions(
     """
     kinds = _check_names("kinds", kinds, POSITION_KINDS)
     if max_position < 0:
-        from .._errors import RopeValueError
-
         raise RopeValueError(f"max_position must be >= 0, got {max_position}")
     n_st = n if isinstance(n, st.SearchStrategy) else st.just(int(n))
     return n_st.flatmap(lambda k: _positions(k, kinds, max_position))

@@ -9,7 +9,19 @@ from ... import _compat, _validate
 from ..._errors import RopeTypeError, RopeValueError
 from ..._rope import Rope
 from ..._rotate import rotate
-from ._common import _check_float_array, _check_tables, _concrete, _gather_rows
+from .._cases import with_axes
+from ._common import (
+    Call,
+    Unfit,
+    _check_float_array,
+    _check_tables,
+    _concrete,
+    _gather_rows,
+    from_layout,
+    require_1d,
+    to_layout,
+    tuple_of,
+)
 
 __all__ = ["hf_apply_rotary_pos_emb", "hf_cos_sin"]
 
@@ -180,7 +192,6 @@ def _hf_layout(ci: Any) -> tuple[Any, Any, Any, int]:
     reordered to the half layout (``rotate_half``; interleaved cases through the permutation
     DeepSeek's ``apply_rotary_pos_emb_interleave`` applies); partial rotary split off first,
     as the attention code of GPT-NeoX, Phi and GLM does."""
-    from ._common import to_layout
 
     r = ci.rope.rotary_dim
     q, k, tok = ci.x, ci.k, ci.tok
@@ -193,8 +204,6 @@ def _hf_layout(ci: Any) -> tuple[Any, Any, Any, int]:
 
 
 def _hf_unpack(ci: Any, out: Any, who: str) -> dict[str, Any]:
-    from ._common import from_layout, tuple_of
-
     xp, r = ci.xp, ci.rope.rotary_dim
     res = {}
     for name, got, full in zip(("q", "k"), tuple_of(out, 2, who), (ci.x, ci.k), strict=True):
@@ -212,8 +221,6 @@ def hf_prepare(fn: Any, ci: Any) -> Any:
     """``fn(q, k, cos, sin[, unsqueeze_dim=2]) -> (q_embed, k_embed)``: transformers'
     ``apply_rotary_pos_emb`` with the exact tables of ``RotaryEmbedding.forward``
     (:func:`hf_cos_sin`, M-RoPE assembled per token); unsqueeze_dim passed only when not 1."""
-    from .._cases import with_axes
-    from ._common import Call, Unfit
 
     if type(ci.rope.scaling).__name__ == "XPos":
         raise Unfit("one cos/sin pair serves q and k here (no xPos cases)")
@@ -231,7 +238,6 @@ def hf_module_prepare(cls: Any, ci: Any) -> Any:
     """An HF rotary-embedding class: ``emb = cls(config)``; ``cos, sin = emb(x, position_ids)``;
     then the module's own ``apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=...)`` (or this
     twin when the module has none with that signature). The whole pipeline is judged."""
-    from ._common import Call, require_1d
 
     require_1d(ci.rope, "the HF module convention")
     config = ci.options["hf_config"]
