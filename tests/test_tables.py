@@ -93,3 +93,22 @@ def test_tables_are_built_only_in_tables():
     assert not hasattr(_exact, "exact_cos_sin_blocked")
     assert not hasattr(_exact, "BLOCK_ELEMENTS")
     assert not any(hasattr(_compat, n) for n in ("block_plan", "BlockPlan", "run_blocks"))
+
+
+@pytest.mark.parametrize(
+    "rope",
+    [
+        rr.Rope(64, scaling=rr.scaling.YaRN(4.0, 64)),
+        rr.Rope(128, scaling=rr.scaling.YaRN(4.0, 64), axes=rr.scaling.MRope((16, 24, 24))),
+        rr.Rope.preset("llama-3.1-8b"),
+    ],
+    ids=["yarn", "mrope-yarn", "preset"],
+)
+def test_rope_is_a_picklable_specification(rope):
+    import pickle
+
+    back = pickle.loads(pickle.dumps(rope))
+    assert back == rope and hash(back) == hash(rope) and repr(back) == repr(rope)
+    pos = np.arange(5) if rope.axis_scheme is None else np.tile(np.arange(5), (3, 1))
+    for a, b in zip(back.cos_sin(pos), rope.cos_sin(pos), strict=True):
+        np.testing.assert_array_equal(a, b)
