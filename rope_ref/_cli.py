@@ -39,7 +39,6 @@ from ._cli_common import (  # noqa: F401  (EXIT_* stay importable from here)
     ParserExit,
     UsageError,
     battery_cases,
-    check_layer_type,
     check_preset,
     config_rope,
     dtypes_of,
@@ -47,6 +46,7 @@ from ._cli_common import (  # noqa: F401  (EXIT_* stay importable from here)
     one_line,
     position_forms,
     preset_head_dim,
+    reject_ignored_options,
     selected_forms,
     writable_file,
 )
@@ -174,7 +174,7 @@ def _vectors(args: argparse.Namespace) -> int:
             )
         return run_vectors_dask(args)
     reject_dask_options(args)
-    check_layer_type(args)
+    reject_ignored_options(args)
     if args.hf_config and (args.cases or args.preset):
         raise UsageError("give --hf-config or --cases/--preset, not both")
     if args.hf_config:

@@ -50,7 +50,6 @@ from ._cli_common import (
     NAMESPACES,
     UsageError,
     battery_cases,
-    check_layer_type,
     check_preset,
     config_rope,
     dtypes_of,
@@ -58,6 +57,7 @@ from ._cli_common import (
     one_line,
     position_forms,
     preset_head_dim,
+    reject_ignored_options,
     selected_forms,
     writable_file,
 )
@@ -466,7 +466,7 @@ def selection(args: argparse.Namespace) -> tuple[list[Item], dict[str, Any] | No
             f"give at most one of --cases, --preset, --hf-config (got {' and '.join(given)})"
         )
     forms = selected_forms(args, position_forms())
-    check_layer_type(args)
+    reject_ignored_options(args)
     if args.cases:
         return _named_items(args.cases), None
     if getattr(args, "hf_config", None):

@@ -121,12 +121,22 @@ def config_rope(config: dict[str, Any], where: str, layer_type: str | None) -> A
         raise UsageError(f"{where}: {one_line(exc)}") from None
 
 
-def check_layer_type(args: argparse.Namespace) -> None:
-    """``--layer-type`` picks a layer type of a config: without one it would be ignored."""
-    if args.layer_type is not None and not (args.preset or getattr(args, "hf_config", None)):
+def reject_ignored_options(args: argparse.Namespace) -> None:
+    """Options that would be ignored are usage errors: ``--layer-type`` picks a layer type of
+    a config (needs --preset or --hf-config), ``--dtype`` and ``--no-presets`` shape the
+    battery (a case named by --cases carries its dtype; --preset/--hf-config have no preset
+    cases to leave out)."""
+    model = args.preset or getattr(args, "hf_config", None)
+    if args.layer_type is not None and not model:
         raise UsageError(
             f"--layer-type {args.layer_type}: give it with --preset or --hf-config (it picks "
             "a layer type of that config)"
+        )
+    if args.cases and args.dtype:
+        raise UsageError("give --dtype or --cases, not both (a case's name carries its dtype)")
+    if args.no_presets and (args.cases or model):
+        raise UsageError(
+            "--no-presets: only for the battery (not with --cases, --preset or --hf-config)"
         )
 
 

@@ -609,6 +609,10 @@ def _bad_module(tmp_path, body):
         ["check", "rope_ref.examples:exact", "--hf-config", "{tmp}/deep.json"],  # RecursionError
         ["check", "rope_ref.examples:exact", "--hf-config", "{tmp}"],
         ["check", "rope_ref.examples:exact", "--layer-type", "sliding_attention"],
+        ["check", "rope_ref.examples:exact", "--cases", CASES[0], "--dtype", "float64"],
+        ["check", "rope_ref.examples:exact", "--preset", "llama-2-7b", "--no-presets"],
+        ["vectors", "--out", "{tmp}/v", "--cases", CASES[0], "--dtype", "float64"],
+        ["vectors", "--out", "{tmp}/v", "--cases", CASES[0], "--no-presets"],
         ["check", "rope_ref.examples:exact", "--positions", "large", "--cases", CASES[0]],
         ["check", "rope_ref.examples:exact", "--positions", "nope"],
         ["check", "rope_ref.examples:exact", "--table-rows", "-5"],
