@@ -105,6 +105,10 @@ class Verdict:
     diagnosis: list[str]
     message: str
     phase_error: list[Any]
+    #: where a failure lies (compare's "failing rotary pairs / indices along axis" lines)
+    breakdown: list[str] = field(default_factory=list)
+    #: where the allowance cannot see a one-position error, or lets any output pass
+    blind_spots: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -718,7 +722,27 @@ def _verdict_outcome(
     row["result"] = "fail" if bad else "ok"
     line = _numbers_column(row, verdicts, shown_name)
     line += _result_column(bad, problems, verdicts, shown_name)
+    line += _detail_lines(bad, verdicts, shown_name, setup.strict)
     return Outcome("failed" if bad else "passed", row, line)
+
+
+def _detail_lines(
+    bad: list[str], verdicts: dict[str, Verdict], shown_name: dict[str, str], strict: bool
+) -> str:
+    """Lines under a case's row: where a failed output fails (its breakdown), or, for a pass
+    outside strict mode, the first blind spot of the allowance (``--strict`` judges it)."""
+    lines: list[str] = []
+    for n in bad:
+        if n in verdicts:
+            who = shown_name.get(n, n)
+            lines += [f"    {who}: {b}" for b in verdicts[n].breakdown]
+    if not bad and not strict:
+        blind = [(n, v.blind_spots[0]) for n, v in verdicts.items() if v.blind_spots]
+        if blind:
+            n, text = blind[0]
+            text = text.replace("strict=True", "--strict")
+            lines.append(f"    {shown_name.get(n, n)}: blind spot: {text}")
+    return "".join("\n" + ln for ln in lines)
 
 
 def _judge_outputs(
@@ -788,6 +812,8 @@ def _output_record(v: Verdict) -> dict[str, Any]:
         "worst_ratio": v.ratio,
         "diagnosis": v.diagnosis,
         "phase_error": v.phase_error,
+        "breakdown": v.breakdown,
+        "blind_spots": v.blind_spots,
     }
 
 
@@ -881,6 +907,8 @@ def judge(
         _explanations(getattr(rep, "diagnosis", ()) or ()),
         str(rep.message),
         [list(p) for p in getattr(rep, "phase_error", ())],
+        [ln.strip() for ln in str(rep.message).splitlines() if ln.startswith("  failing ")],
+        [str(b) for b in getattr(rep, "blind_spots", ())],
     )
 
 
@@ -944,6 +972,13 @@ def _print_summary(tally: Tally, total: int) -> int:
         print(f"skipped {n_skip} of {total} cases:")
         for reason, names in sorted(tally.skipped.items(), key=lambda kv: -len(kv[1])):
             print(f"  {len(names):>4}  {reason} (e.g. {names[0]})")
+    blind = sum(1 for r in tally.rows if r.get("result") == "ok" and _has_blind_spot(r))
+    if blind:
+        print(
+            f"{blind} of the passed cases have blind spots (positions where the allowance of "
+            "the lower-precision angles class cannot see a one-position error): --strict "
+            "judges them in the exact class"
+        )
     print(_summary_line(tally))
     alive = [t for t in tally.abandoned if t.is_alive()]
     if alive:
@@ -975,6 +1010,10 @@ def _summary_line(tally: Tally) -> str:
     if tally.n_skipped:
         summary += f", {tally.n_skipped} skipped"
     return summary
+
+
+def _has_blind_spot(row: dict[str, Any]) -> bool:
+    return any(o.get("blind_spots") for o in row.get("outputs", {}).values())
 
 
 def _write_json(setup: Setup, tally: Tally, code: int) -> None:
