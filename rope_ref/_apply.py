@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _blocks, _compat, _tables, _validate
-from ._errors import RopeTypeError, RopeValueError
-from ._rope import Rope
+from . import _blocks, _compat, _positions, _tables, _validate
+from ._errors import RopeTypeError
+from ._rope import Rope, check_role
 from ._rotate import finish, rotate, rotate_into, skip
 
 __all__ = [
@@ -29,8 +29,6 @@ __all__ = [
     "apply_rope_matrix",
     "rotation_matrix",
 ]
-
-ROLES = ("query", "key")
 
 
 def _check_rope(rope: Any) -> Rope:
@@ -46,22 +44,21 @@ def _prepare(
 
     ``name`` is what error messages call ``x`` (the VJP's ``"cotangent"``)."""
     rope = _check_rope(rope)
-    _validate.reject_masked(x, name)
-    _validate.reject_masked(positions, "positions")
+    _positions.reject_masked(x, name)
+    _positions.reject_masked(positions, "positions")
     if not _compat.is_array(x):
         raise RopeTypeError(f"{name} must be an array, got {type(x).__name__}")
     arrays = {name: x, "positions": positions}
     xp = _compat.array_namespace(**arrays)
     _validate.check_x(xp, x, rope.head_dim, name=name)
     device = _compat.device_of(x)
-    positions = arrays["positions"] = _validate.to_positions(positions, xp, device)
+    positions = arrays["positions"] = _positions.to_positions(positions, xp, device)
     xp = _compat.array_namespace(**arrays)
     _compat.check_same_device(**arrays)
-    integral = _validate.check_positions(xp, positions)
+    integral = _positions.check_positions(xp, positions)
     tokens = rope.token_shape(tuple(positions.shape))
     _validate.broadcast_positions(tokens, tuple(x.shape[:-1]), target_name=f"{name}.shape[:-1]")
-    if role not in ROLES:
-        raise RopeValueError(f"role must be one of {ROLES}, got {role!r}")
+    role = check_role(role)
     wd = _compat.work_dtype(xp, device)
     cos, sin = _tables.tables(
         rope, xp, positions, wd, integral=integral, seq_len=seq_len, role=role
@@ -416,9 +413,9 @@ def rotation_matrix(rope: Rope, m: Any, /, *, dtype: Any = None, seq_len: int | 
     """
     rope = _check_rope(rope)
     xp = _compat.array_namespace(m=m)
-    m = _validate.to_positions(m, xp, None, name="m")
+    m = _positions.to_positions(m, xp, None, name="m")
     xp = _compat.array_namespace(m=m)
-    integral = _validate.check_positions(xp, m, name="m")
+    integral = _positions.check_positions(xp, m, name="m")
     device = _compat.device_of(m)
     wd = _compat.work_dtype(xp, device)
     cos, sin = _tables.build(rope, xp, m, wd, integral=integral, seq_len=seq_len)

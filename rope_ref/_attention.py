@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import _compat, _validate
+from . import _positions as _pos
 from ._apply import apply_rope
 from ._errors import RopeTypeError, RopeValueError
 from ._rope import Rope
@@ -215,8 +216,8 @@ def _positions(
     """Validated positions (default: start .. start + target[-1] - 1)."""
     if arr is None:
         return xp.arange(start, start + target[-1], device=device)
-    arr = _validate.to_positions(arr, xp, device, name=name)
-    _validate.check_positions(xp, arr, name=name)
+    arr = _pos.to_positions(arr, xp, device, name=name)
+    _pos.check_positions(xp, arr, name=name)
     shape = tuple(arr.shape)
     tokens = rope.token_shape(shape, name=name) if (rope and _is_multi_axis(rope)) else shape
     _validate.broadcast_positions(tokens, target, name=name, target_name=f"{target}")

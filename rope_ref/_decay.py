@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import _compat, _validate
+from . import _compat, _positions, _validate
 from ._rope import Rope
 from ._typing import Array
 
@@ -54,7 +54,7 @@ def relative_upper_bound(
     """
     rope = Rope(_validate.check_int("head_dim", head_dim, minimum=2), base=base)
     xp = _compat.array_namespace(distances=distances)
-    distances = _validate.to_positions(distances, xp, None, name="distances")
+    distances = _positions.to_positions(distances, xp, None, name="distances")
     cos, sin = rope.cos_sin(distances)
     xp = _compat.array_namespace(distances=distances)
     c = xp.cumulative_sum(cos, axis=-1)  # Re S_j, j = 1 .. d/2

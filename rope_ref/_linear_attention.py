@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from . import _attention, _compat, _validate
+from . import _attention, _compat, _positions, _validate
 from ._apply import apply_rope
 from ._errors import RopeTypeError, RopeValueError
 from ._rope import Rope
@@ -63,8 +63,8 @@ def _rotator(
             raise RopeValueError("positions only matter with rope=; pass rope= or drop positions")
         return lambda x, sl, role: x
     pos = xp.arange(s, device=device) if positions is None else positions
-    pos = _validate.to_positions(pos, xp, device)
-    _validate.check_positions(xp, pos)
+    pos = _positions.to_positions(pos, xp, device)
+    _positions.check_positions(xp, pos)
     tokens = rope.token_shape(tuple(pos.shape))
     for heads in (hq, hk):
         _validate.broadcast_positions(

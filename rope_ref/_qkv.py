@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _compat, _validate
+from . import _compat, _positions, _validate
 from ._apply import apply_rope
 from ._errors import RopeTypeError, RopeValueError
 from ._rope import MAX_HEAD_DIM, Rope
@@ -140,7 +140,7 @@ def sinusoidal_embedding(
         raise RopeValueError(f"dim must be <= {MAX_HEAD_DIM} (2**16), got {dim}")
     rope = Rope(dim, base=base, layout="interleaved")
     xp = _compat.array_namespace(positions=positions)
-    positions = _validate.to_positions(positions, xp, None)
+    positions = _positions.to_positions(positions, xp, None)
     cos, sin = rope.cos_sin(positions, dtype=dtype)
     xp = _compat.array_namespace(positions=positions)
     return xp.reshape(xp.stack([sin, cos], axis=-1), (*sin.shape[:-1], dim))
