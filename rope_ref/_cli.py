@@ -276,12 +276,12 @@ conventions (--convention) and what each calls:
 cases: the battery (rope_ref.testing.cases: shapes bshd/bhsd/thd, layouts, partial rotary,
 head sizes, every preset's schedule, and the position forms
   {forms}
-where large, 2p24 and 2p31 are just below 2**20, 2**24 and 2**31) in the dtypes of --dtype;
+{near}) in the dtypes of --dtype;
 --preset NAME or --hf-config FILE: that model's RoPE in every shape and position form;
 --cases NAME...: those cases; --positions FORM...: only those forms. Each convention runs
 every case it can express (channel permutations, transposes and per-sequence calls are exact)
-and judges every output (q and k; each must have x's dtype and shape); the others are listed
-as skipped, grouped by reason.
+and judges every output (q and k; each must have x's array library, device, dtype and
+shape); the others are listed as skipped, grouped by reason.
 
 verdicts: rope_ref.testing.compare: per-element error model; accuracy class "exact" or
 "lower-precision angles" (angles formed in float32); --strict passes only "exact". Failures
@@ -311,6 +311,24 @@ are that case's error.
 exit codes: 0 every case that ran passed; 1 a case failed, raised or timed out; 2 usage
 error (one line on stderr) or no case ran; 3 internal error; 130 interrupted.
 """
+
+
+def _near_text(forms: tuple[str, ...]) -> str:
+    """ "where large, 2p24 and 2p31 are just below 2**20, 2**24 and 2**31": the forms whose
+    positions lie just below a power of two (rope_ref.testing._cases), as the help says."""
+    from .testing import _cases
+
+    near = getattr(_cases, "_NEAR", {})
+    names = [f for f in forms if f in near]
+    if not names:
+        return "where the forms are rope_ref.testing.Case's"
+
+    def join(items: list[str]) -> str:
+        return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+    powers = [f"2**{int(near[f]).bit_length() - 1}" for f in names]
+    verb = "is" if len(names) == 1 else "are"
+    return f"where {join(names)} {verb} just below {join(powers)}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -412,15 +430,16 @@ def _parser() -> argparse.ArgumentParser:
     add_dask_arguments(vec)  # --backend {numpy,dask}, --scheduler, --tokens, ...
     vec.set_defaults(func=_vectors)
 
+    name_w = max(len(c.name) for c in CONVENTIONS.values())  # the longest name's width
     conv_lines = "\n".join(
         textwrap.fill(
             c.signature,
             width=92,
-            initial_indent=f"  {c.name:<11} ",
-            subsequent_indent=" " * 14,
+            initial_indent=f"  {c.name:<{name_w}} ",
+            subsequent_indent=" " * (name_w + 3),
             break_on_hyphens=False,
         )
-        + (f"\n  {'':<11} e.g. {c.example}" if c.example else "")
+        + (f"\n  {'':<{name_w}} e.g. {c.example}" if c.example else "")
         for c in CONVENTIONS.values()
     )
     chk = sub.add_parser(
@@ -428,7 +447,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run the battery against an implementation",
         description="Run the battery of cases against an implementation and judge every\n"
         "output against the exact reference.",
-        epilog=_CHECK_EPILOG.format(conventions=conv_lines, forms=", ".join(forms)),
+        epilog=_CHECK_EPILOG.format(
+            conventions=conv_lines, forms=", ".join(forms), near=_near_text(forms)
+        ),
         formatter_class=fmt,
     )
     chk.add_argument(

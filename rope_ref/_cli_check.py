@@ -109,6 +109,10 @@ class Verdict:
     breakdown: list[str] = field(default_factory=list)
     #: where the allowance cannot see a one-position error, or lets any output pass
     blind_spots: list[str] = field(default_factory=list)
+    #: the NaN and infinite elements where the reference is finite ("" when none)
+    non_finite: str = ""
+    #: with non-finite elements: whether the other elements fail too
+    finite_fails: bool = False
 
 
 @dataclass
@@ -245,11 +249,12 @@ def _resolve(args: argparse.Namespace) -> Setup:
 def _convention_options(
     args: argparse.Namespace, conv: Any, target: Any, config: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """Extra inputs a convention needs (hf-module: the transformers config object)."""
-    if conv.name != "hf-module":
+    """Extra inputs a convention needs: the transformers config object and the module's
+    apply function where the target is built from a config (``Convention.needs_config``)."""
+    if not conv.needs_config:
         return {}
     where = f"--hf-config {args.hf_config}" if args.hf_config else f"--preset {args.preset}"
-    return hf_objects(target, config, where)
+    return hf_objects(target, config, where, conv.name)
 
 
 def _namespace(backend: str) -> Any:
@@ -536,18 +541,21 @@ def _preset_items(
     return items, config
 
 
-def hf_objects(target: Any, config: dict[str, Any] | None, where: str) -> dict[str, Any]:
-    """The transformers config object and the module's apply function (hf-module)."""
+def hf_objects(
+    target: Any, config: dict[str, Any] | None, where: str, convention: str
+) -> dict[str, Any]:
+    """The transformers config object and the module's apply function (a convention with
+    ``needs_config``)."""
     if config is None:
         raise UsageError(
-            "--convention hf-module needs --hf-config config.json or --preset NAME "
+            f"--convention {convention} needs --hf-config config.json or --preset NAME "
             "(the config the rotary-embedding class is built from)"
         )
     try:
         import transformers
     except ImportError:
         raise UsageError(
-            "--convention hf-module needs transformers (pip install transformers)"
+            f"--convention {convention} needs transformers (pip install transformers)"
         ) from None
     mod = sys.modules.get(getattr(target, "__module__", ""), None)
     scope = vars(mod) if mod is not None else {}
@@ -603,7 +611,8 @@ def _run_case(setup: Setup, item: Item) -> Outcome:
     if why_skip is not None:
         return _skipped(row, why_skip)
     try:
-        call = setup.conv.prepare(setup.target, _case_inputs(setup, item))
+        ci = _case_inputs(setup, item)
+        call = setup.conv.prepare(setup.target, ci)
     except Unfit as unfit:
         return _skipped(row, f"{setup.conv.name} convention: {unfit}")
     except Exception as exc:  # rope_ref could not build this call: say so, go on
@@ -611,14 +620,16 @@ def _run_case(setup: Setup, item: Item) -> Outcome:
         return _error(row, text)
     if call is None:
         return _skipped(row, None)
-    status, value, thread = _call(call, setup.timeout)
+    status, value, thread = _call(call, setup.timeout, ci.x)
     if status == "timeout":
         row["result"] = "timeout"
         row["why"] = f"no result within --timeout {setup.timeout:g} s (call abandoned)"
         return Outcome("timeouts", row, f"TIMEOUT after {setup.timeout:g} s (abandoned)", thread)
     if status == "error":
         return _error(row, _error_text(value))
-    return _verdict_outcome(setup, item, row, value, call.note)
+    if status == "foreign":
+        return _verdict_outcome(setup, item, row, None, call.note, ci.x, foreign=value)
+    return _verdict_outcome(setup, item, row, value, call.note, ci.x)
 
 
 def _skip_reason(setup: Setup, item: Item) -> str | None:
@@ -664,16 +675,67 @@ def _case_inputs(setup: Setup, item: Item) -> Any:
     )
 
 
-def _call(call: Any, timeout: float) -> tuple[str, Any, threading.Thread]:
+def _call(call: Any, timeout: float, like: Any) -> tuple[str, Any, threading.Thread]:
     """Run the prepared call under the timeout and unpack its result: ("ok", outputs),
-    ("error", exception) or ("timeout", None)."""
+    ("error", exception), ("timeout", None), or ("foreign", why) when what the target returned
+    holds an array of another library or device than ``like`` (the case's x): that is checked
+    before unpacking, which could convert it (NumPy and JAX functions take other arrays)."""
     status, value, thread = run_timed(call.run, timeout)
     if status == "ok":
+        foreign = _foreign_result(value, like)
+        if foreign:
+            return "foreign", foreign, thread
         try:
             value = call.unpack(value)
         except Exception as exc:
             status, value = "error", exc
     return status, value, thread
+
+
+def _foreign_result(value: Any, like: Any) -> str:
+    """Why ``value`` (an array, or a tuple or list of them) is not in ``like``'s array library
+    and on its device, or "" when it is (anything not an array is left to the unpacking)."""
+    parts = value if isinstance(value, (tuple, list)) else [value]
+    for part in parts:
+        why = foreign_array(part, like, "the target returned")
+        if why:
+            return why
+    return ""
+
+
+def _library(a: Any) -> str:
+    """The name of ``a``'s array library (torch, numpy, jax, cupy, dask, array_api_strict)."""
+    name = str(getattr(array_api_compat.array_namespace(a), "__name__", "?"))
+    name = name.replace("array_api_compat.", "")
+    return name.split(".")[0]
+
+
+def foreign_array(out: Any, like: Any, what: str) -> str:
+    """Why ``out`` breaks apply_rope's contract (the result is in x's array library and on
+    x's device; the device is compared for torch and CuPy), or "" when it keeps it (or is not
+    an array, which is another check's business)."""
+    from . import _compat
+
+    if not _compat.is_array(out) or not _compat.is_array(like):
+        return ""
+    try:
+        ns_out = array_api_compat.array_namespace(out)
+        ns_like = array_api_compat.array_namespace(like)
+    except TypeError:  # pragma: no cover - is_array said both are arrays
+        return ""
+    if ns_out is not ns_like:
+        return (
+            f"{what} a {_library(out)} array for {_library(like)} inputs: the result must be "
+            f"in x's array library ({_library(like)})"
+        )
+    if array_api_compat.is_torch_array(like) or array_api_compat.is_cupy_array(like):
+        dev_out, dev_like = array_api_compat.device(out), array_api_compat.device(like)
+        if dev_out != dev_like:
+            return (
+                f"{what} an array on device {dev_out} for inputs on {dev_like}: the result "
+                f"must be on x's device ({dev_like})"
+            )
+    return ""
 
 
 def run_timed(thunk: Any, timeout: float) -> tuple[str, Any, threading.Thread]:
@@ -706,12 +768,25 @@ def run_timed(thunk: Any, timeout: float) -> tuple[str, Any, threading.Thread]:
 
 # ---------------------------------------------------------------------- verdicts
 def _verdict_outcome(
-    setup: Setup, item: Item, row: dict[str, Any], outs: Any, note: str
+    setup: Setup,
+    item: Item,
+    row: dict[str, Any],
+    outs: Any,
+    note: str,
+    like: Any,
+    foreign: str = "",
 ) -> Outcome:
-    """Judge every output of the convention; the row and the line of the case."""
+    """Judge every output of the convention (``like``: the case's x, whose array library and
+    device the outputs must have; ``foreign``: why the result as returned has not, which
+    fails every output); the row and the line of the case."""
     outputs = setup.conv.outputs
     shown_name = _shown_names(outputs)
-    verdicts, problems = _judge_outputs(setup, item, outs)
+    verdicts: dict[str, Verdict] = {}
+    if foreign:
+        problems = {n: foreign for n in outputs}
+    else:
+        verdicts, problems = _judge_outputs(setup, item, outs, like)
+        _swapped_outputs(setup, item, outs, verdicts)
     failing = set(problems) | {n for n, v in verdicts.items() if not v.passed}
     bad = [n for n in outputs if n in failing]
     row["outputs"] = {shown_name.get(n, n): _output_record(v) for n, v in verdicts.items()}
@@ -746,10 +821,10 @@ def _detail_lines(
 
 
 def _judge_outputs(
-    setup: Setup, item: Item, outs: Any
+    setup: Setup, item: Item, outs: Any, like: Any
 ) -> tuple[dict[str, Verdict], dict[str, str]]:
     """A verdict per output (compare), or the problem that keeps it from being judged: not
-    an array, or not x's dtype and shape (apply_rope's contract)."""
+    an array, or not x's array library, device, dtype and shape (apply_rope's contract)."""
     c, rope = item.case, item.rope
     shown_name = _shown_names(setup.conv.outputs)
     verdicts: dict[str, Verdict] = {}
@@ -757,7 +832,7 @@ def _judge_outputs(
     for name in setup.conv.outputs:
         role = "query" if name == "q" else "key"
         want = c.expected(rope=rope, role=role)
-        got, problem = _as_judged(outs[name], shown_name.get(name, name), c.dtype, want.shape)
+        got, problem = _as_judged(outs[name], shown_name.get(name, name), c.dtype, want.shape, like)
         if got is None:
             problems[name] = problem
             continue
@@ -774,19 +849,53 @@ def _judge_outputs(
     return verdicts, problems
 
 
+def _swapped_outputs(setup: Setup, item: Item, outs: Any, verdicts: dict[str, Verdict]) -> None:
+    """When q and k both fail, whether they were swapped: q matches the expected keys and k
+    the expected queries (compare passes on the swap). If so, that is both diagnoses."""
+    if set(verdicts) != {"q", "k"} or verdicts["q"].passed or verdicts["k"].passed:
+        return
+    from .testing._compare import compare
+
+    c, rope = item.case, item.rope
+    pos = c.positions_for(rope)
+    for name, other in (("q", "key"), ("k", "query")):
+        got = to_numpy(outs[name]).astype(np.float64)
+        want = c.expected(rope=rope, role=other)
+        if got.shape != want.shape:
+            return
+        try:
+            rep = compare(
+                got, want, dtype=c.dtype, rope=rope, positions=pos, role=other, strict=setup.strict
+            )
+        except Exception:  # pragma: no cover - the same data compare judged above
+            return
+        if not rep.passed:
+            return
+    for name in ("q", "k"):
+        verdicts[name].diagnosis = [
+            "q and k outputs swapped (the returned q matches the expected k, and k the expected q)"
+        ]
+
+
 def _shown_names(outputs: tuple[str, ...]) -> dict[str, str]:
     """How outputs are named in the report: a single output is "x"."""
     return {"q": "x"} if outputs == ("q",) else {}
 
 
-def _as_judged(out: Any, name: str, dtype: str, shape: tuple[int, ...]) -> tuple[Any, str]:
+def _as_judged(
+    out: Any, name: str, dtype: str, shape: tuple[int, ...], like: Any = None
+) -> tuple[Any, str]:
     """``out`` as a float64 NumPy array, or None and why it cannot be judged: not an
-    array, another dtype than the case's (x's), another shape."""
+    array, not in ``like``'s (x's) array library or on its device, another dtype than the
+    case's (x's), another shape."""
     from .testing._error_model import dtype_name
 
     got_dtype = getattr(out, "dtype", None)
     if got_dtype is None or not hasattr(out, "shape"):
         return None, f"output {name} is not an array (a {type(out).__name__})"
+    foreign = foreign_array(out, like, f"output {name} is")
+    if foreign:
+        return None, foreign
     try:
         got_name = dtype_name(got_dtype)
     except Exception:  # a dtype that cannot be printed is not x's
@@ -814,6 +923,7 @@ def _output_record(v: Verdict) -> dict[str, Any]:
         "phase_error": v.phase_error,
         "breakdown": v.breakdown,
         "blind_spots": v.blind_spots,
+        "non_finite": v.non_finite,
     }
 
 
@@ -860,7 +970,13 @@ def _result_column(
     first = bad[0]
     if first in problems:
         return text + f": {problems[first]}"
-    diagnosis = verdicts[first].diagnosis
+    v = verdicts[first]
+    diagnosis = v.diagnosis
+    if v.non_finite:
+        text += f": {v.non_finite}"
+        if not v.finite_fails:
+            return text
+        text += "; the other elements"
     if not diagnosis:
         return text + ": no usual mistake explains it"
     more = len(diagnosis) - 1
@@ -897,7 +1013,7 @@ def judge(
             strict=strict,
             note=f"compare failed ({type(exc).__name__}: {exc})",
         )
-    return Verdict(
+    verdict = Verdict(
         bool(rep.passed),
         str(rep.accuracy_class),
         float(rep.max_abs_error),
@@ -910,6 +1026,55 @@ def judge(
         [ln.strip() for ln in str(rep.message).splitlines() if ln.startswith("  failing ")],
         [str(b) for b in getattr(rep, "blind_spots", ())],
     )
+    verdict.non_finite = non_finite_text(got, want)
+    if verdict.non_finite and not verdict.passed:
+        _judge_finite_part(verdict, got, want, dtype, rope, pos, x, role, strict)
+    return verdict
+
+
+def non_finite_text(got: np.ndarray, want: np.ndarray) -> str:
+    """The NaN and infinite elements of ``got`` where ``want`` is finite: how many of each
+    and the index of the first ("" when there are none)."""
+    finite = np.isfinite(want)
+    parts = []
+    for kind, mask in (("NaN", np.isnan(got) & finite), ("inf", np.isinf(got) & finite)):
+        n = int(np.count_nonzero(mask))
+        if n:
+            at = tuple(int(i) for i in np.argwhere(mask)[0])
+            parts.append(f"1 {kind} element at {at}" if n == 1 else f"{n} {kind} elements "
+                         f"(the first at {at})")  # fmt: skip
+    return ", ".join(parts)
+
+
+def _judge_finite_part(
+    verdict: Verdict,
+    got: np.ndarray,
+    want: np.ndarray,
+    dtype: str,
+    rope: Any,
+    pos: Any,
+    x: Any,
+    role: str,
+    strict: bool,
+) -> None:
+    """An output with NaN or infinite elements: no mistake is fitted to them (the fit skips
+    them, and fitting the rounding noise of the rest "explains" a part of it). The diagnosis
+    is the one of the other elements (the non-finite ones set to the reference), none when
+    those pass; the maximum errors are NaN where a NaN is."""
+    from .testing._compare import compare
+
+    if np.any(np.isnan(got) & np.isfinite(want)):
+        verdict.max_abs = verdict.max_ulp = math.nan
+    rest = np.where(np.isfinite(got) | ~np.isfinite(want), got, want)
+    try:
+        rep = compare(
+            rest, want, dtype=dtype, rope=rope, positions=pos, x=x, role=role, strict=strict
+        )
+    except Exception:  # pragma: no cover - compare took the same data with the NaN in it
+        verdict.diagnosis = []
+        return
+    verdict.diagnosis = [] if rep.passed else _explanations(getattr(rep, "diagnosis", ()) or ())
+    verdict.finite_fails = not rep.passed
 
 
 def _explanations(hyps: Any) -> list[str]:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
 from ... import _compat
@@ -120,13 +121,43 @@ def require_plain(rope: Rope, who: str, allow_linear: bool = False) -> None:
     raise Unfit(f"{who} has no frequency schedule ({type(sc).__name__} cases)")
 
 
-def tuple_of(result: Any, n: int, who: str) -> tuple[Any, ...]:
+def tuple_of(result: Any, n: int, who: str, names: str = "", in_place: str = "") -> tuple[Any, ...]:
+    """The first ``n`` items of the tuple or list ``result``; a TypeError saying what is
+    expected otherwise (``names``: the items, e.g. "(query, key)"; ``in_place``: where None
+    is also allowed, for which kernels)."""
     if not isinstance(result, (tuple, list)) or len(result) < n:
+        what = f"a tuple of {n} arrays" + (f" {names}" if names else "")
+        if in_place:
+            what += f", or None for {in_place}"
         raise TypeError(
-            f"{who} must return a tuple of {n} arrays, got {type(result).__name__}"
+            f"{who} must return {what}, got {type(result).__name__}"
             + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else "")
         )
     return tuple(result[:n])
+
+
+def writable(a: Any) -> bool:
+    """Whether a kernel can write into ``a`` in place (JAX arrays are immutable)."""
+    return not array_api_compat.is_jax_array(a)
+
+
+def fresh_copy(xp: Any, a: Any) -> Any:
+    """A new array equal to ``a`` (bit for bit) that the target may write into."""
+    return xp.asarray(a, copy=True)
+
+
+def in_place_result(out: Any, ci: CaseInputs, written: tuple[Any, ...], names: str,
+                    kernel: str) -> Any:  # fmt: skip
+    """``out``, or for None (an in-place kernel, such as ``kernel``, returns nothing) the
+    arrays it was given to write into; None on an immutable backend is a TypeError."""
+    if out is not None:
+        return out
+    if not writable(ci.x):
+        raise TypeError(
+            f"the target returned None, as an in-place kernel ({kernel}) does, but JAX "
+            f"arrays are immutable: the kernel must return {names}"
+        )
+    return written
 
 
 def perm_half_from_interleaved(r: int, d: int) -> np.ndarray:

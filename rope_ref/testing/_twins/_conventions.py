@@ -38,6 +38,9 @@ class Convention:
     outputs: tuple[str, ...]
     backend: str | None = None  # the library a class convention runs on
     example: str = ""
+    #: the target is built from a model config (--hf-config or --preset): the adapter gets
+    #: the transformers config object and the module's apply function in its options
+    needs_config: bool = False
 
 
 CONVENTIONS: dict[str, Convention] = {
@@ -75,8 +78,10 @@ CONVENTIONS: dict[str, Convention] = {
             "vllm",
             vllm_prepare,
             "fn(positions, query, key, head_size=..., cos_sin_cache=..., is_neox_style=...) "
-            "-> (query, key); positions (num_tokens,), query/key (num_tokens, heads * "
-            "head_size), cos_sin_cache (max_position, rotary_dim) in x's dtype",
+            "-> (query, key), or None when it writes query and key in place (as vLLM's "
+            "ops.rotary_embedding: they are read back); positions (num_tokens,), query/key "
+            "(num_tokens, heads * head_size), cos_sin_cache (max_position, rotary_dim) in "
+            "x's dtype",
             "function",
             ("q", "k"),
         ),
@@ -85,7 +90,8 @@ CONVENTIONS: dict[str, Convention] = {
             vllm_strided_prepare,
             "as vllm, with query/key (num_tokens, heads, head_size) strided views into one "
             "buffer (num_tokens, 3, heads, 8 + head_size): head stride 8 + head_size, token "
-            "stride 3 * heads * (8 + head_size); the rest of the buffer must stay unchanged",
+            "stride 3 * heads * (8 + head_size); the rest of the buffer must stay unchanged; "
+            "None: in place, read back from the views",
             "function",
             ("q", "k"),
         ),
@@ -170,6 +176,7 @@ CONVENTIONS: dict[str, Convention] = {
             ("q", "k"),
             backend="torch",
             example="transformers.models.llama.modeling_llama:LlamaRotaryEmbedding",
+            needs_config=True,
         ),
         Convention(
             "lucidrains",

@@ -239,7 +239,10 @@ def flash_prepare(fn: Any, ci: Any) -> Any:
 
     def unpack(out: Any) -> dict[str, Any]:
         if not _compat.is_array(out):
-            raise TypeError(f"the target returned {type(out).__name__}, not an array")
+            raise TypeError(
+                f"the target must return x rotated (an array: flash-attn's apply_rotary_emb "
+                f"returns it, with inplace=True too), got {type(out).__name__}"
+            )
         return {"q": swap_12(xp, out) if ci.family == "bhsd" else out}
 
     note = f"rows [{p0}, {p1})" + (" (rebased)" if p0 else "")

@@ -24,6 +24,7 @@ from ._common import (
     CaseInputs,
     Unfit,
     cos_sin_rows,
+    in_place_result,
     require_1d,
     require_plain,
     row_offsets,
@@ -32,6 +33,7 @@ from ._common import (
     table_window,
     tuple_of,
 )
+from ._vllm import IN_PLACE, VLLM_OP
 
 __all__ = [
     "CP_SIZE",
@@ -69,6 +71,17 @@ def _array(a: Any, what: str, shape: tuple[int, ...]) -> Any:
     if tuple(a.shape) != shape:
         raise ValueError(f"{what} has shape {tuple(a.shape)}, expected {shape}")
     return a
+
+
+def _returned_qkv(out: Any, shape: tuple[int, ...]) -> Any:
+    """The qkv a flash-attn QKV target returned (apply_rotary_emb_qkv_ rotates qkv in place
+    and returns it: None is not what it returns)."""
+    if not _compat.is_array(out):
+        raise TypeError(
+            "the target must return qkv rotated (an array: flash-attn's apply_rotary_emb_qkv_ "
+            f"rotates it in place and returns it), got {type(out).__name__}"
+        )
+    return _array(out, "the returned qkv", shape)
 
 
 def _dense(ci: CaseInputs, a: Any) -> Any:
@@ -138,7 +151,7 @@ def flash_qkv_prepare(fn: Any, ci: CaseInputs) -> Call:
         return fn(qkv, cos, sin, interleaved=inter, seqlen_offsets=offsets)
 
     def unpack(out: Any) -> dict[str, Any]:
-        out = _array(out, "the returned qkv", shape)
+        out = _returned_qkv(out, shape)
         if not _same(xp, out[:, :, 2, ...], v):
             raise ValueError("v (qkv[:, :, 2]) was changed: only q and k are rotated")
         return {"q": _undense(ci, out[:, :, 0, ...]), "k": _undense(ci, out[:, :, 1, ...])}
@@ -168,7 +181,7 @@ def flash_qkv_gqa_prepare(fn: Any, ci: CaseInputs) -> Call:
         return fn(qkv, cos, sin, interleaved=inter, seqlen_offsets=offsets, num_heads_q=hq)
 
     def unpack(out: Any) -> dict[str, Any]:
-        out = _array(out, "the returned qkv", (b, s, hq + 2 * hk, d))
+        out = _returned_qkv(out, (b, s, hq + 2 * hk, d))
         if not _same(xp, out[:, :, hq + hk :, :], v):
             raise ValueError(
                 f"v (qkv[:, :, {hq + hk}:], the last num_heads_k = {hk} heads) was changed: "
@@ -201,7 +214,7 @@ def _ragged_call(fn: Any, ci: CaseInputs, args: tuple[Any, ...], kw: dict[str, A
     q, k = _flat_tokens(ci, ci.x), _flat_tokens(ci, ci.k)
 
     def unpack(out: Any) -> dict[str, Any]:
-        qo, ko = tuple_of(out, 2, "the target")
+        qo, ko = tuple_of(out, 2, "the target", "(q_rope, k_rope)")
         qo = _array(qo, "q_rope", tuple(int(n) for n in q.shape))
         ko = _array(ko, "k_rope", tuple(int(n) for n in k.shape))
         return {"q": _unflat_tokens(ci, qo, ci.x), "k": _unflat_tokens(ci, ko, ci.k)}
@@ -428,10 +441,13 @@ def vllm_strided_prepare(fn: Any, ci: CaseInputs) -> Call:
         return fn(pos, query, key, head_size=d, cos_sin_cache=cache, is_neox_style=neox)
 
     def unpack(out: Any) -> dict[str, Any]:
-        qo, ko = tuple_of(out, 2, "the target")
+        buf = box["buf"]
+        out = in_place_result(
+            out, ci, (buf[:, 0, :, NOPE:], buf[:, 1, :, NOPE:]), "(query, key)", VLLM_OP
+        )
+        qo, ko = tuple_of(out, 2, "the target", "(query, key)", IN_PLACE)
         qo = _array(qo, "query", (n, h, d))
         ko = _array(ko, "key", (n, h, d))
-        buf = box["buf"]
         if not _same(xp, buf[..., :NOPE], around):
             raise ValueError(
                 f"the buffer's channels [0, {NOPE}) of some head (outside the query/key "

@@ -13,6 +13,11 @@ from ._common import _check_float_array, _concrete, _rotate
 
 __all__ = ["vllm_cos_sin_cache", "vllm_rotary"]
 
+#: vLLM's in-place custom op (writes query and key, returns None)
+VLLM_OP = "vLLM's ops.rotary_embedding"
+#: what None means for the vllm conventions
+IN_PLACE = f"an in-place kernel such as {VLLM_OP} (query and key are read back)"
+
 
 def _vllm_view(t: Any, name: str, pshape: tuple[int, ...], head_size: int) -> int:
     """Validate one of query/key against the positions; return its number of heads."""
@@ -203,7 +208,16 @@ def vllm_prepare(fn: Any, ci: Any) -> Any:
     """``fn(positions, query, key, head_size=..., cos_sin_cache=..., is_neox_style=...)``
     with flat tokens: positions (num_tokens,), query/key (num_tokens, num_heads * head_size),
     the cache (max_position, rotary_dim) in x's dtype; returns (query, key)."""
-    from ._common import Call, cos_sin_rows, require_1d, swap_12, table_window, tuple_of
+    from ._common import (
+        Call,
+        cos_sin_rows,
+        fresh_copy,
+        in_place_result,
+        require_1d,
+        swap_12,
+        table_window,
+        tuple_of,
+    )
 
     who = "vLLM"
     require_1d(ci.rope, who)
@@ -232,11 +246,15 @@ def vllm_prepare(fn: Any, ci: Any) -> Any:
             return swap_12(xp, xp.reshape(a, (b, s, h, d)))
         return xp.reshape(a, shape)
 
+    box: dict[str, Any] = {}
+
     def unpack(out: Any) -> dict[str, Any]:
-        qo, ko = tuple_of(out, 2, "the target")
+        out = in_place_result(out, ci, box["qk"], "(query, key)", VLLM_OP)
+        qo, ko = tuple_of(out, 2, "the target", "(query, key)", IN_PLACE)
         return {"q": back(qo, ci.x), "k": back(ko, ci.k)}
 
-    def run() -> Any:
-        return fn(pos, q, k, head_size=d, cos_sin_cache=cache, is_neox_style=neox)
+    def run() -> Any:  # fresh copies per call: an in-place kernel writes into them
+        qc, kc = box["qk"] = (fresh_copy(xp, q), fresh_copy(xp, k))
+        return fn(pos, qc, kc, head_size=d, cos_sin_cache=cache, is_neox_style=neox)
 
     return Call(run=run, unpack=unpack, note=f"rows [{p0}, {p1})" + (" (rebased)" if p0 else ""))
