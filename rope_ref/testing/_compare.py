@@ -18,6 +18,7 @@ import array_api_compat
 import numpy as np
 
 from .. import _compat
+from .._apply import apply_rope
 from .._errors import RopeTypeError, RopeValueError
 from .._rope import Rope
 from .._typing import Array
@@ -29,8 +30,12 @@ from ._error_model import (
     dtype_name,
     float8_allowance,
     float8_format,
+    float8_rounded_allowance,
+    half_spacing,
+    half_spacing_below,
     pair_channels,
     pair_model,
+    scaling_error,
     shift_threshold,
     tiny,
     unit_roundoff,
@@ -483,7 +488,8 @@ def compare(
     pos_np = None if positions is None else to_numpy(positions).astype(np.float64)
     _check_rope_args(pos_np, seq_len, x, tuple(d_np.shape))
     use_rope = rope is not None and pos_np is not None and a_np.ndim >= 1
-    ctx = _Context(rope if use_rope else None, pos_np, seq_len, role, rtol_v, atol_v, strict)
+    x_np = None if (x is None or not use_rope) else to_numpy(x).astype(np.float64)
+    ctx = _Context(rope if use_rope else None, pos_np, seq_len, role, rtol_v, atol_v, strict, x_np)
     v = _plain_values(a_np, d_np, name, u, ctx) if q is None else _float8_values(a_np, d_np, q, ctx)
     a_np, d_np, model, levels, allow_used = v.a, v.d, v.model, v.levels, v.allow_used
     fin_d = np.isfinite(d_np)
@@ -526,6 +532,7 @@ def compare(
         phase = _phase_errors(np.where(both, a_np, 0.0), d_fin, model.m, rope)
         if not strict and not explicit:
             blind, serious = _blind_spots(model)
+    blind, serious = blind + v.blind, serious or bool(v.blind)
     if passed:
         text = (
             f"{head}arrays are close: accuracy class '{cls}'"
@@ -620,6 +627,7 @@ class _Context:
     rtol: float | None
     atol: float | None
     strict: bool
+    x: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -638,6 +646,7 @@ class _Values:
     accept: Any = False
     notes: tuple[str, ...] = ()
     diagnosable: bool = True
+    blind: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -691,7 +700,13 @@ def _scale_array(scale: Any, actual: Array) -> np.ndarray:
             f"scale must be a real number or an array (per tensor, per head, ...), got "
             f"{type(scale).__name__} {scale!r}"
         )
-    s = np.asarray(to_numpy(scale), dtype=np.float64)
+    raw = np.asarray(to_numpy(scale))
+    if raw.dtype.kind not in "iuf":
+        raise RopeTypeError(
+            f"scale must be a real number or an array of real numbers, got an array of dtype "
+            f"{raw.dtype}"
+        )
+    s = raw.astype(np.float64)
     shape = _known_shape(actual)
     try:
         ok = np.broadcast_shapes(s.shape, shape) == shape
@@ -742,14 +757,9 @@ def _float8_values(a_np: np.ndarray, d_np: np.ndarray, q: _Float8Spec, c: _Conte
     u_w = unit_roundoff(q.intermediate)
     accept: Any = False
     notes: list[str] = []
+    blind: tuple[str, ...] = ()
     if q.scale is None:  # two float8 arrays: a and d are float8 values
-        d_fin = np.where(np.isfinite(d_np), d_np, 0.0)
-        t_bound = (np.abs(d_fin) + fmt.eta) / (1.0 - fmt.u)
-        inter, pm = _intermediate_levels(np.copysign(t_bound, d_fin), q, c)
-        levels = [
-            (k, float8_allowance(t_bound, aw, t_bound, fmt, u_w, 1.0, rounded_reference=True))
-            for k, aw in inter
-        ]
+        levels, pm, accept, blind = _rounded_reference_levels(a_np, d_np, q, c)
         a_cmp, d_cmp, s = a_np, d_np, np.ones(())
         sat = np.abs(d_np) == fmt.fmax
         over_note = "where the reference saturates at ±fmax"
@@ -817,7 +827,153 @@ def _float8_values(a_np: np.ndarray, d_np: np.ndarray, q: _Float8Spec, c: _Conte
         accept,
         tuple(notes),
         diagnosable=q.scale is not None,
+        blind=blind,
     )
+
+
+def _saturated_pairs(sat: np.ndarray, rope: Rope) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair (``lead + (n_pairs,)``), whether a channel saturates; per element, whether
+    its pair partner does."""
+    ia, ib = pair_channels(rope)
+    pair_sat = sat[..., ia] | sat[..., ib]
+    partner = np.zeros(sat.shape, dtype=bool)
+    partner[..., ia] = sat[..., ib]
+    partner[..., ib] = sat[..., ia]
+    return pair_sat, partner
+
+
+def _scale_bounds(
+    y: np.ndarray, ref: np.ndarray, sat: np.ndarray, fmt: Float8Format
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row (the last axis: a per-tensor, per-head or per-token scale is constant along
+    it), bounds on the scale the reference was rounded with: T = y / s lies in the rounding
+    interval of d, so ``|y| / (|d| + h_up) <= s`` (unsaturated d) and ``s <= |y| / (|d| -
+    h_down)`` (d not 0). 0 and inf where no element bounds it."""
+    mag = np.abs(ref)
+    ay = np.abs(y)
+    fin = np.isfinite(y) & np.isfinite(ref)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo = np.where(~sat & fin, ay / (mag + half_spacing(mag, fmt)), 0.0)
+        below = mag - half_spacing_below(mag, fmt)
+        hi = np.where(fin & (mag > 0) & (below > 0), ay / np.where(below > 0, below, 1.0), np.inf)
+    if not lo.size:
+        return lo, hi
+    return np.max(lo, axis=-1, keepdims=True), np.min(hi, axis=-1, keepdims=True)
+
+
+def _known_target_sides(
+    y: np.ndarray,
+    s_lo: np.ndarray,
+    s_hi: np.ndarray,
+    ref: np.ndarray,
+    delta: np.ndarray,
+    fmt: Float8Format,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A_8,8 where x gives the target: T = clamp(y / s) with s in [s_lo, s_hi], the kernel's
+    c within ``delta`` of T, its result between ``c_lo - h(c_lo)`` and ``c_hi + h(c_hi)``."""
+    slack = 1.0 + 2.0**-40  # the float64 quotients
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t1, t2 = y / s_hi, y / s_lo
+    t_min = np.clip(np.minimum(t1, t2) * np.where(y > 0, 1 / slack, slack), -fmt.fmax, fmt.fmax)
+    t_max = np.clip(np.maximum(t1, t2) * np.where(y > 0, slack, 1 / slack), -fmt.fmax, fmt.fmax)
+    c_hi = np.minimum(t_max + delta, fmt.fmax)
+    c_lo = np.maximum(t_min - delta, -fmt.fmax)
+    up: np.ndarray = c_hi + half_spacing(c_hi, fmt) - ref
+    down: np.ndarray = ref - c_lo + half_spacing(c_lo, fmt)
+    return up, down
+
+
+def _rounded_reference_levels(
+    a_np: np.ndarray, d_np: np.ndarray, q: _Float8Spec, c: _Context
+) -> tuple[list[tuple[str, np.ndarray]], Any, Any, tuple[str, ...]]:
+    """Two float8 arrays: A_8,8 per class (the side of the reference the result lies on),
+    the rope model, the elements accepted unjudged and the blind spots (see the error
+    model's docstring: a pair with a saturated channel has an unknown magnitude)."""
+    fmt = q.fmt
+    d_fin = np.where(np.isfinite(d_np), d_np, 0.0)
+    mag = np.abs(d_fin)
+    sat = mag == fmt.fmax
+    t_bound = np.minimum(mag + half_spacing(mag, fmt), fmt.fmax)  # |T| <= |d| + h(|d|)
+    eff = np.copysign(t_bound, d_fin)
+    y_abs = t_bound
+    unbounded = np.zeros(d_np.shape, dtype=bool)
+    blind: list[str] = []
+    y = s_lo = s_hi = None
+    if c.x is not None and c.rope is not None:
+        assert c.pos is not None
+        y = np.asarray(
+            apply_rope(c.x, c.pos, c.rope, seq_len=c.seq_len, role=c.role), dtype=np.float64
+        )
+        s_lo, s_hi = _scale_bounds(y, d_fin, sat, fmt)
+    if c.rope is not None and np.any(sat):
+        assert c.pos is not None
+        ia, ib = pair_channels(c.rope)
+        pair_sat, partner = _saturated_pairs(sat, c.rope)
+        rho8 = np.full(pair_sat.shape, np.inf)
+        if y is not None and s_lo is not None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rho8 = np.where(s_lo > 0, np.hypot(y[..., ia], y[..., ib]) / s_lo, np.inf)
+        known = pair_sat & np.isfinite(rho8)
+        rho_c = np.hypot(eff[..., ia], eff[..., ib])
+        rho_eff = np.where(known, np.maximum(rho_c, np.where(known, rho8, 0.0)), rho_c)
+        f = np.where(known, rho_eff / np.where(rho_c > 0, rho_c, 1.0), 1.0)
+        eff = eff.copy()
+        eff[..., ia] *= f
+        eff[..., ib] *= f
+        y_abs = y_abs.copy()
+        for ch in (ia, ib):
+            y_abs[..., ch] = np.where(known, rho_eff, y_abs[..., ch])
+        bad_pair = pair_sat & ~known
+        unbounded[..., ia] = partner[..., ia] & bad_pair
+        unbounded[..., ib] = partner[..., ib] & bad_pair
+        n_un = int(np.sum(unbounded))
+        if n_un:
+            why = (
+                "the input x gives no bound on the scale in their rows"
+                if c.x is not None
+                else "pass x= (the input) to bound it from the unsaturated elements"
+            )
+            blind.append(
+                f"{n_un} elements whose rotary pair partner saturates are not judged (any "
+                "finite value in range passes): against the rounded float8 reference the "
+                "pair's unclamped magnitude, which the intermediate's error scales with, is "
+                f"unknown there; {why}, or compare against the unquantized reference with "
+                "scale="
+            )
+    elif c.rope is None and np.any(sat):
+        blind.append(
+            "the reference saturates and no rope was given: the intermediate's allowance is "
+            "taken at the clamped magnitudes, which understates an error that scales with the "
+            "unclamped ones; give rope= and positions= (and x=), or compare against the "
+            "unquantized reference with scale="
+        )
+    inter, pm = _intermediate_levels(eff, q, c)
+    u_w = unit_roundoff(q.intermediate)
+    known_t: Any = False
+    if y is not None and s_lo is not None and s_hi is not None:
+        known_t = np.broadcast_to((s_lo > 0) & (s_lo <= s_hi) & np.isfinite(s_hi), d_np.shape)
+    if not np.all(known_t):
+        blind.append(
+            "against the rounded float8 reference without x= the target is known only to "
+            "within its rounding interval: one float8 spacing is allowed everywhere (a scale "
+            "off by less than a spacing, or stochastic rounding, passes); pass x= (the input) "
+            "to recover the target from the reference (a scale constant along the last axis), "
+            "or compare against the unquantized reference with scale="
+        )
+    levels = []
+    for k, aw in inter:
+        delta = scaling_error(aw, y_abs, u_w)
+        up, down = float8_rounded_allowance(d_fin, delta, fmt)
+        if np.any(known_t):
+            assert y is not None and s_lo is not None and s_hi is not None
+            up_t, down_t = _known_target_sides(y, s_lo, s_hi, d_fin, delta, fmt)
+            up, down = np.where(known_t, up_t, up), np.where(known_t, down_t, down)
+        levels.append((k, np.where(a_np > d_np, up, down)))
+    accept: Any = False
+    if np.any(unbounded) and c.rtol is None:
+        with np.errstate(invalid="ignore"):
+            accept = unbounded & np.isfinite(a_np) & (np.abs(a_np) <= fmt.fmax)
+    return levels, pm, accept, tuple(blind)
 
 
 def _expected_overflow(

@@ -88,6 +88,9 @@ __all__ = [
     "dtype_name",
     "float8_allowance",
     "float8_format",
+    "float8_rounded_allowance",
+    "half_spacing",
+    "half_spacing_below",
     "pair_channels",
     "pair_model",
     "round_float8",
@@ -266,6 +269,39 @@ def round_float8(v: np.ndarray, fmt: Float8Format, *, saturate: bool = True) -> 
     return out
 
 
+def half_spacing(mag: Any, fmt: Float8Format) -> np.ndarray:
+    """Half the spacing of the float8 lattice in the binade of ``|mag|`` (float8 units): the
+    largest rounding error of a value of that magnitude. ``2**(e - bits)`` for ``2**e <= |mag|
+    < 2**(e+1)`` in the normal range, ``eta`` (half the smallest subnormal) below it; a power
+    of two gets the spacing above it."""
+    a = np.abs(np.asarray(mag, dtype=np.float64))
+    _, e = np.frexp(a)
+    emin = round(math.log2(fmt.min_normal))
+    lead = np.where(a >= fmt.min_normal, e - 1, emin)
+    out: np.ndarray = np.ldexp(1.0, lead - fmt.bits)
+    return out
+
+
+def half_spacing_below(mag: Any, fmt: Float8Format) -> np.ndarray:
+    """Half the distance from ``|mag|`` (a lattice point) down to its lower neighbour in
+    magnitude: half the spacing of the binade below at a normal power of two above the
+    smallest normal, :func:`half_spacing` elsewhere (``eta`` at zero)."""
+    a = np.abs(np.asarray(mag, dtype=np.float64))
+    f, _ = np.frexp(a)
+    edge = (f == 0.5) & (a > fmt.min_normal)
+    h = half_spacing(a, fmt)
+    out: np.ndarray = np.where(edge, h / 2, h)
+    return out
+
+
+def scaling_error(a_w: Any, y_abs: Any, u_w: float) -> np.ndarray:
+    """D = (1 + u_div) A_w + u_div |y|, u_div = 2 max(u_w, 2**-24): the error of the scaled
+    intermediate, in the units of ``a_w`` and ``y_abs``."""
+    u_div = 2.0 * max(u_w, U32)
+    out: np.ndarray = (1.0 + u_div) * np.asarray(a_w) + u_div * np.asarray(y_abs)
+    return out
+
+
 def float8_allowance(
     target: np.ndarray,
     a_w: np.ndarray,
@@ -276,21 +312,47 @@ def float8_allowance(
     *,
     rounded_reference: bool = False,
 ) -> np.ndarray:
-    """The allowance of a float8 output (the module docstring's A_8, or A_8,8).
+    """The allowance of a float8 output against its unquantized reference (the module
+    docstring's A_8), in the reference's units.
 
-    ``target`` is |T s| (the clamped target in the reference's units; for
-    ``rounded_reference`` the bound (|d| + eta) / (1 - u8) on |T| in float8 units, with
-    ``scale`` 1), ``a_w`` the intermediate's allowance at that magnitude, ``y_abs`` |y| (the
-    unclamped magnitude the scaling rounds), ``u_w`` the intermediate's unit roundoff.
+    ``target`` is |T s| (the clamped target in the reference's units), ``a_w`` the
+    intermediate's allowance at that magnitude, ``y_abs`` |y| (the unclamped magnitude the
+    scaling rounds), ``u_w`` the intermediate's unit roundoff. With ``rounded_reference``
+    (``scale`` 1, ``target`` the rounded reference's |d|): the larger of the two sides of
+    :func:`float8_rounded_allowance` at ``+|d|``, a symmetric summary of A_8,8.
     """
-    u_div = 2.0 * max(u_w, U32)
-    d = (1.0 + u_div) * a_w + u_div * y_abs
+    d = scaling_error(a_w, y_abs, u_w)
     s = np.asarray(scale, dtype=np.float64)
     if rounded_reference:
-        out: np.ndarray = fmt.u * (2.0 * target + d) + 2.0 * fmt.eta * s + d
-        return out
-    out = fmt.u * (target + d) + fmt.eta * s + d + 2.0**-52 * target
+        up, down = float8_rounded_allowance(np.abs(target), d, fmt)
+        both: np.ndarray = np.maximum(up, down)
+        return both
+    c_mag = np.minimum(target / s + d / s, fmt.fmax)  # |c| <= |T| + D/s, and |c| <= fmax
+    out: np.ndarray = s * half_spacing(c_mag, fmt) + d + 2.0**-52 * target
     return out
+
+
+def float8_rounded_allowance(
+    ref: np.ndarray, delta: np.ndarray, fmt: Float8Format
+) -> tuple[np.ndarray, np.ndarray]:
+    """A_8,8 of the module docstring: how far above (first) and below (second) the exactly
+    rounded float8 reference ``ref`` (float8 values) a correct kernel's float8 result may
+    lie, ``delta`` the error D/s of its scaled intermediate in float8 units.
+
+    T lies in the rounding interval of ``ref`` (half a spacing to either lattice neighbour),
+    the kernel's clamped value c within ``delta`` of T, and its result rounds c: it lies
+    between ``c_lo - h(c_lo)`` and ``c_hi + h(c_hi)``. Both sides are one spacing (the
+    spacing on that side of ``ref``, plus ``delta``) while ``delta`` is below a spacing.
+    """
+    r = np.asarray(ref, dtype=np.float64)
+    mag = np.abs(r)
+    h_up = np.where(r >= 0, half_spacing(mag, fmt), half_spacing_below(mag, fmt))
+    h_down = np.where(r > 0, half_spacing_below(mag, fmt), half_spacing(mag, fmt))
+    c_hi = np.minimum(r + h_up + delta, fmt.fmax)
+    c_lo = np.maximum(r - h_down - delta, -fmt.fmax)
+    up: np.ndarray = c_hi + half_spacing(c_hi, fmt) - r
+    down: np.ndarray = r - c_lo + half_spacing(c_lo, fmt)
+    return up, down
 
 
 def pair_channels(rope: Rope) -> tuple[np.ndarray, np.ndarray]:
