@@ -127,6 +127,38 @@ half_only.rope_ref_supports = {"layouts": ("half",), "families": ("bshd", "bhsd"
 def bad_declaration(x, positions, rope):
     return x
 bad_declaration.rope_ref_supports = {"dtype": ("float32",)}
+
+def flash_one_nan(x, cos, sin, **kw):  # one NaN in an otherwise right output
+    y = np.array(flash(x, cos, sin, **kw))
+    y[(0,) * y.ndim] = np.nan
+    return y
+
+def nan_and_off_by_one(x, positions, rope):
+    y = np.array(rr.apply_rope(x, positions + 1, rope))
+    y[(0,) * y.ndim] = np.nan
+    return y
+
+def one_inf(x, positions, rope):
+    y = np.array(rr.apply_rope(x, positions, rope))
+    y[0, 1, 2, 3] = np.inf
+    return y
+
+def hf_swapped(q, k, cos, sin, unsqueeze_dim=1):  # returns (k, q)
+    q_out, k_out = hf(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
+    return k_out, q_out
+
+def hf_both_wrong(q, k, cos, sin, unsqueeze_dim=1):  # both fail, not a swap
+    return hf(q, k, cos, -sin, unsqueeze_dim=unsqueeze_dim)
+
+def vllm_in_place(positions, query, key, **kw):  # as vLLM's ops.rotary_embedding
+    q_out, k_out = vllm(positions, query, key, **kw)
+    query[...], key[...] = q_out, k_out
+
+def vllm_returns_one(positions, query, key, **kw):
+    return vllm(positions, query, key, **kw)[0]
+
+def flash_returns_none(x, cos, sin, **kw):
+    return None
 """
 
 
@@ -197,6 +229,27 @@ def test_check_help_shows_each_conventions_signature(capsys):
     for conv in CONVENTIONS.values():
         assert conv.name in out and " ".join(conv.signature.split()) in flat
     assert "rope_ref_supports" in out and "exit codes" in out
+
+
+def test_check_help_aligns_every_convention_and_lists_every_position_form(capsys):
+    code, out, _ = run(capsys, "check", "--help")
+    assert code == 0
+    # every signature starts in one column, after the longest name and a space
+    width = max(len(n) for n in CONVENTIONS)
+    lines = out.splitlines()
+    for name, conv in CONVENTIONS.items():
+        (line,) = [ln for ln in lines if ln.startswith(f"  {name} ")]
+        assert line[2 + width] == " " and line[3 + width :].startswith(conv.signature.split()[0])
+    # the continuation lines of the list start in that column too
+    block = out.split("conventions (--convention) and what each calls:\n")[1].split("\n\n")[0]
+    for line in block.splitlines():
+        assert len(line) - len(line.lstrip()) in (2, width + 3), line
+    # every position form, far ones included, in the cases paragraph, each far one with the
+    # power of two it lies below
+    cases_par = out.split("\ncases: ")[1].split("\n\n")[0]
+    assert ", ".join(FORMS) in cases_par
+    for form in FAR_POSITION_FORMS:
+        assert f"2**{form[2:]}" in cases_par
 
 
 # ---------------------------------------------------------------------------- verdicts
@@ -330,6 +383,71 @@ def test_a_result_in_another_dtype_fails_naming_both_dtypes(targets, capsys, tmp
     assert row["problems"] == {"k": "output k has dtype float64, expected float32 (x's dtype)"}
 
 
+def test_a_nan_in_the_output_is_named_and_not_diagnosed(targets, capsys, tmp_path):
+    # flash-attn's tables in float32 leave rounding noise in the right elements; a mistake
+    # fitted to that noise "explains" a part of it, which is no diagnosis of a NaN
+    report = tmp_path / "nan.json"
+    argv = ["check", f"{targets}:flash_one_nan", "--convention", "flash", "--cases", CASES[0]]
+    code, out, _ = run(capsys, *argv, "--json", str(report))
+    assert code == 1 and summary(out) == "0 passed, 1 failed"
+    (row,) = [ln for ln in out.splitlines() if ln.startswith(CASES[0])]
+    assert row.endswith("FAIL x: 1 NaN element at (0, 0, 0, 0)"), row
+    assert row.split()[2:4] == ["nan", "nan"]  # max abs err and max ulp
+    assert "partly" not in out and "usual mistake" not in out
+    x = json.loads(report.read_text())["cases"][0]["outputs"]["x"]
+    assert x["diagnosis"] == [] and x["non_finite"] == "1 NaN element at (0, 0, 0, 0)"
+    # where the other elements fail too, their diagnosis follows the NaN
+    argv = ["check", f"{targets}:nan_and_off_by_one", "--cases", CASES[0]]
+    code, out, _ = run(capsys, *argv)
+    assert code == 1
+    assert (
+        "FAIL x: 1 NaN element at (0, 0, 0, 0); the other elements: positions shifted by +1" in out
+    )
+    # an infinite element: named as such (the columns show inf)
+    code, out, _ = run(capsys, "check", f"{targets}:one_inf", "--cases", CASES[0])
+    assert code == 1 and "FAIL x: 1 inf element at (0, 1, 2, 3)" in out
+
+
+def test_q_and_k_swapped_is_diagnosed(targets, capsys):
+    argv = ["check", f"{targets}:hf_swapped", "--convention", "hf", "--cases", *CASES[:3]]
+    code, out, _ = run(capsys, *argv)
+    assert code == 1 and summary(out) == "0 passed, 3 failed"
+    assert out.count("FAIL q,k: q and k outputs swapped") == 3
+    # both wrong in another way: not called a swap
+    argv = ["check", f"{targets}:hf_both_wrong", "--convention", "hf", "--cases", CASES[0]]
+    code, out, _ = run(capsys, *argv)
+    assert code == 1 and "FAIL q,k" in out and "swapped" not in out
+
+
+def test_an_in_place_vllm_kernel_returning_none_is_read_back(targets, capsys):
+    argv = ["check", f"{targets}:vllm_in_place", "--convention", "vllm", "--cases", *CASES]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and summary(out) == f"{len(CASES)} passed, 0 failed", out
+
+
+def test_a_wrong_return_type_says_what_is_expected(targets, capsys):
+    argv = ["check", f"{targets}:vllm_returns_one", "--convention", "vllm", "--cases", CASES[0]]
+    code, out, _ = run(capsys, *argv)
+    assert (
+        code == 1
+        and (
+            "the target must return a tuple of 2 arrays (query, key), or None for an in-place "
+            "kernel such as vLLM's ops.rotary_embedding (query and key are read back), got ndarray"
+        )
+        in out
+    )
+    argv = ["check", f"{targets}:flash_returns_none", "--convention", "flash", "--cases", CASES[0]]
+    code, out, _ = run(capsys, *argv)
+    assert (
+        code == 1
+        and (
+            "the target must return x rotated (an array: flash-attn's apply_rotary_emb returns it, "
+            "with inplace=True too), got NoneType"
+        )
+        in out
+    )
+
+
 def test_a_result_of_another_shape_or_not_an_array_fails(targets, capsys):
     code, out, _ = run(capsys, "check", f"{targets}:drops_a_head", "--cases", CASES[0])
     assert code == 1
@@ -359,6 +477,69 @@ def test_torch_result_in_another_dtype_fails(tmp_path, monkeypatch, capsys):
         assert "FAIL x: output x has dtype float32, expected bfloat16 (x's dtype)" in out
     finally:
         sys.modules.pop(name, None)
+
+
+def test_a_result_in_another_array_library_or_device_fails_naming_both(
+    tmp_path, monkeypatch, capsys
+):
+    torch = pytest.importorskip("torch")
+    name = f"rr_torch_ns_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent("""
+        import numpy as np
+        import torch
+        import rope_ref as rr
+        from rope_ref.testing import te_apply_rotary_pos_emb as te
+
+        def numpy_out(x, positions, rope):  # torch in, NumPy out
+            return rr.apply_rope(x, positions, rope).numpy()
+
+        def meta_out(x, positions, rope):  # another device
+            return torch.empty_like(x, device="meta")
+
+        def te_torch_out(t, freqs, **kw):  # NumPy in, torch out
+            return torch.from_numpy(np.asarray(te(t, freqs, **kw)))
+
+        def good(x, positions, rope):
+            return rr.apply_rope(x, positions, rope)
+    """)
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        code, out, _ = run(capsys, "check", f"{name}:numpy_out", "--cases", *CASES[:2])
+        assert code == 1 and "backend torch" in out and summary(out) == "0 passed, 2 failed"
+        assert out.count("FAIL x: the target returned a numpy array for torch inputs") == 2
+        code, out, _ = run(capsys, "check", f"{name}:meta_out", "--cases", CASES[0])
+        assert code == 1 and "an array on device meta for inputs on cpu" in out
+        # te-cp concatenates the ranks' results: np.concatenate would convert torch tensors
+        argv = ["--convention", "te-cp", "--backend", "numpy", "--cases", CASES[0]]
+        code, out, _ = run(capsys, "check", f"{name}:te_torch_out", *argv)
+        assert code == 1 and "FAIL x: the target returned a torch array for numpy inputs" in out
+        code, out, _ = run(capsys, "check", f"{name}:good", "--cases", *CASES[:2])
+        assert code == 0 and summary(out) == "2 passed, 0 failed"
+    finally:
+        sys.modules.pop(name, None)
+    # an unpacked output judged on its own (the verdict step): both libraries named
+    from rope_ref._cli_check import _as_judged
+
+    got, why = _as_judged(np.zeros((2, 3), np.float32), "k", "float32", (2, 3), torch.zeros(1))
+    assert got is None and why == (
+        "output k is a numpy array for torch inputs: the result must be in x's array library "
+        "(torch)"
+    )
+
+
+def test_a_convention_built_from_a_config_is_marked_not_named(monkeypatch, capsys):
+    import dataclasses
+
+    from rope_ref._cli_check import _convention_options
+
+    conv = dataclasses.replace(CONVENTIONS["hf-module"], name="my-module")
+    assert conv.needs_config and not CONVENTIONS["hf"].needs_config
+    args = _parser().parse_args(["check", "m:f", "--convention", "hf"])
+    with pytest.raises(Exception, match="--convention my-module needs --hf-config"):
+        _convention_options(args, conv, object, None)
+    assert _convention_options(args, CONVENTIONS["hf"], object, None) == {}
 
 
 # ---------------------------------------------------------------------------- position forms

@@ -167,6 +167,24 @@ def vs_in_place(positions, query, key, **kw):  # as vLLM's kernel: writes into t
     query[...], key[...] = q, k
     return query, key
 
+def vs_in_place_none(positions, query, key, **kw):  # as vLLM's ops.rotary_embedding: None
+    q, k = vllm(positions, query, key, **kw)
+    query[...], key[...] = q, k
+
+def vs_in_place_none_layout(positions, query, key, is_neox_style=True, **kw):
+    q, k = vllm(positions, query, key, is_neox_style=not is_neox_style, **kw)
+    query[...], key[...] = q, k
+
+def returns_none(*args, **kw):
+    return None
+
+def fi_swapped(q, k, indptr, offsets, **kw):  # returns (k, q)
+    q_out, k_out = fi(q, k, indptr, offsets, **kw)
+    return k_out, q_out
+
+def fi_returns_one(q, k, indptr, offsets, **kw):
+    return fi(q, k, indptr, offsets, **kw)[0]
+
 def _as_if(t, token_stride, head_stride):
     n, h, d = t.shape
     it = t.itemsize
@@ -379,6 +397,61 @@ def test_an_in_place_vllm_kernel_on_strided_views_passes(targets, capsys, tmp_pa
         capsys, tmp_path, f"{targets}:vs_in_place", "vllm-strided", "--cases", *DENSE, *PACKED
     )
     assert code == 0 and rep["summary"]["passed"] == len(DENSE) + len(PACKED), out
+
+
+def test_an_in_place_kernel_returning_none_is_read_back_from_the_views(targets, capsys, tmp_path):
+    # vLLM's ops.rotary_embedding rotates the strided views in place and returns None
+    names = [*DENSE, *PACKED]
+    code, out, rep = check(
+        capsys, tmp_path, f"{targets}:vs_in_place_none", "vllm-strided", "--cases", *names
+    )
+    assert code == 0 and rep["summary"]["passed"] == len(names), out
+    # what is read back is judged: an in-place kernel of the other layout fails, diagnosed
+    target = f"{targets}:vs_in_place_none_layout"
+    code, out, _ = check(capsys, tmp_path, target, "vllm-strided", "--cases", D_ARANGE)
+    assert code == 1 and "FAIL q,k: the other layout" in out, out
+
+
+def test_none_from_a_kernel_on_immutable_arrays_says_to_return_query_and_key(
+    targets, capsys, tmp_path
+):
+    pytest.importorskip("jax")
+    for convention in ("vllm", "vllm-strided"):
+        argv = ["--backend", "jax", "--cases", D_ARANGE]
+        code, out, rep = check(capsys, tmp_path, f"{targets}:returns_none", convention, *argv)
+        assert code == 1 and rep["summary"]["errors"] == 1
+        assert (
+            "the target returned None, as an in-place kernel (vLLM's ops.rotary_embedding) "
+            "does, but JAX arrays are immutable: the kernel must return (query, key)"
+        ) in out
+
+
+def test_flash_qkv_returning_none_says_the_library_returns_qkv(targets, capsys, tmp_path):
+    # flash-attn's apply_rotary_emb_qkv_ works in place and still returns qkv
+    for convention in ("flash-qkv", "flash-qkv-gqa"):
+        argv = ["--cases", D_ARANGE]
+        code, out, _ = check(capsys, tmp_path, f"{targets}:returns_none", convention, *argv)
+        assert (
+            code == 1
+            and (
+                "the target must return qkv rotated (an array: flash-attn's apply_rotary_emb_qkv_ "
+                "rotates it in place and returns it), got NoneType"
+            )
+            in out
+        )
+
+
+def test_q_and_k_returned_swapped_is_diagnosed(targets, capsys, tmp_path):
+    names = [D_ARANGE, D_PERSEQ, T_ARANGE]
+    code, out, rep = check(capsys, tmp_path, f"{targets}:fi_swapped", "flashinfer", "--cases",
+                           *names)  # fmt: skip
+    assert code == 1 and out.count("FAIL q,k: q and k outputs swapped") == len(names), out
+    for row in rep["cases"]:
+        for o in ("q", "k"):
+            assert row["outputs"][o]["diagnosis"][0].startswith("q and k outputs swapped")
+    code, out, _ = check(capsys, tmp_path, f"{targets}:fi_returns_one", "flashinfer", "--cases",
+                         D_ARANGE)  # fmt: skip
+    assert code == 1 and "must return a tuple of 2 arrays (q_rope, k_rope), got ndarray" in out
 
 
 # ---------------------------------------------------------------------------- (c) Unfit reasons
