@@ -1,7 +1,7 @@
 """The attention backward pass in bounded memory (issue 15, point 1): peak RSS and time.
 
-    python benchmarks/backward.py                # (1, 1, 32768, 64) float64, causal, RoPE
-    python benchmarks/backward.py --n 16384      # a shorter run
+    python -m benchmarks.backward                # (1, 1, 32768, 64) float64, causal, RoPE
+    python -m benchmarks.backward --n 16384      # a shorter run
 
 Each measurement (the forward ``rr.attention`` and the blocked backward ``attention_vjp`` with
 the default memory budget) runs in a fresh subprocess that builds its inputs, runs once and
@@ -38,7 +38,6 @@ def _vmhwm() -> int:
 
 def _child(which: str, n: int, d: int) -> None:
     """Run one pass once; print {seconds, peak_rss, rss_before} as JSON."""
-    sys.path.insert(0, str(ROOT))
     import numpy as np
 
     import rope_ref as rr
@@ -64,8 +63,9 @@ def _child(which: str, n: int, d: int) -> None:
 
 
 def _measure(which: str, n: int, d: int) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--child", which, "--n", str(n), "--d", str(d)]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    cmd = [sys.executable, "-m", "benchmarks.backward", "--child", which, "--n", str(n)]
+    cmd += ["--d", str(d)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
     if res.returncode != 0:
         raise SystemExit(f"{which} failed (exit {res.returncode}):\n{res.stderr[-2000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])

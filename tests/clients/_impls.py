@@ -2,7 +2,7 @@
 fixed inputs and judged by rope_ref.testing.compare / assert_attention_close.
 
 Shared by the conformance tests (tests/clients/test_clients.py) and the page generator
-(tests/clients/make_conformance.py). Nothing is installed here: each implementation imports
+(scripts/make_conformance.py). Nothing is installed here: each implementation imports
 its library when it runs, and ``Missing`` (raised when the import fails) turns into a skip.
 
 An implementation ``Impl`` describes what it claims to compute (a ``rope_ref.Rope`` and the

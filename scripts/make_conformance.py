@@ -2,7 +2,7 @@
 
 Run it in the clients environment (where the implementations are installed)::
 
-    KERAS_BACKEND=torch .venv-clients/bin/python tests/clients/make_conformance.py
+    KERAS_BACKEND=torch .venv-clients/bin/python scripts/make_conformance.py
 
 It rewrites the part of docs/conformance.md between the markers ``<!-- measured:begin -->``
 and ``<!-- measured:end -->`` (or prints it with ``--print``). The numbers are measured on the
@@ -19,15 +19,16 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+ROOT = Path(__file__).resolve().parent.parent
+CLIENTS = ROOT / "tests" / "clients"
+if str(CLIENTS) not in sys.path:
+    sys.path.insert(0, str(CLIENTS))  # the implementations under test (tests/clients/_impls.py)
 
 import _impls as I  # noqa: E402
 
 import rope_ref  # noqa: E402
 
-PAGE = HERE.parent.parent / "docs" / "conformance.md"
+PAGE = ROOT / "docs" / "conformance.md"
 BEGIN, END = "<!-- measured:begin -->", "<!-- measured:end -->"
 RANGES = ((0, 2**8), (2**8, 2**12), (2**12, 2**16), (2**16, 2**20), (2**20, 2**24))
 RANGE_NAMES = ("< 2^8", "2^8..2^12", "2^12..2^16", "2^16..2^20", "2^20..2^24")
@@ -181,7 +182,7 @@ def measure() -> tuple[str, dict]:
         f"Measured on this machine ({platform.machine()}, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}) on "
         f"{datetime.date.today().isoformat()} in {elapsed:.0f} s by "
-        "`tests/clients/make_conformance.py`; rope_ref "
+        "`scripts/make_conformance.py`; rope_ref "
         f"{rope_ref.__version__}; "
         + ", ".join(f"{d} {_version(d)}" for d in DISTS)
         + ". Classes and phase errors of float32 kernels depend on the platform's float32 "
