@@ -573,3 +573,34 @@ def test_rounded_reference_heavy_saturation_bfloat16_no_false_alarm():
             bad = quantize_torch(rope_bf16_torch(x, p, rope).float(), s * 1.25, c.quant)
             rb = compare(bad, ref, rope=rope, positions=p, intermediate="bfloat16", x=x64)
             assert not rb.passed, (c.name, div, rb.worst_ratio)
+
+
+# ------------------------------------------------------------------ API edges
+def test_scale_bool_arrays_quant_types_and_battery_options_are_refused_or_honoured():
+    from rope_ref.testing import Case
+
+    ml = _ml_dtypes()
+    y = np.array([1.0, 2.0])
+    q = y.astype(ml.float8_e4m3fn)
+    for bad in (np.array(True), np.array([True, False]), np.array([1 + 0j, 2 + 0j])):
+        with pytest.raises(rr.RopeTypeError, match="scale"):
+            compare(q, y, scale=bad)
+    assert compare(q, y, scale=np.array(1)).passed  # an integer array is a real scale
+    with pytest.raises(rr.RopeTypeError, match=r"Case\.quant"):
+        Case(quant=5)
+    with pytest.raises(rr.RopeValueError, match="scale_form"):
+        Case(scale_form="sat")  # a quantized case's field without quant
+    with pytest.raises(rr.RopeValueError, match="presets"):
+        cases(quant=FORMATS, presets=True)
+    assert cases(quant=FORMATS, presets=False) == cases(quant=FORMATS)
+    dts = ("float32", "bfloat16", "float16")
+    far = [c for c in cases(quant=FORMATS, dtypes=dts, far_positions=True) if c not in QCASES]
+    assert {c.positions for c in far} == {"2p24", "2p31"} and len(far) == 2 * 3 * 4
+    for c in far:
+        assert case(c.name) == c
+    # the far quantized cases run: a float32-angle kernel passes (lower-precision class)
+    for c in [c for c in far if c.dtype == "float32"]:
+        yv, pos, rope = _exact(c)
+        qv = quantize_np(rope_f32_np(c.x(), pos, rope), c.scale(), c.quant)
+        r = compare(qv, yv, scale=c.scale(), rope=rope, positions=pos)
+        assert r.passed and r.accuracy_class == "lower-precision angles", (c.name, r.message)

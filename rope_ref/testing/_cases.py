@@ -23,6 +23,7 @@ from .._errors import RopeTypeError, RopeValueError
 from .._presets import preset_layer_types as _preset_layer_types
 from .._presets import presets as _preset_names
 from .._rope import Rope
+from .._validate import as_bool
 from ._diagnose import bf16 as _bf16
 from ._error_model import FLOAT8, round_float8
 
@@ -86,8 +87,8 @@ class Case:
         output is the rotation quantized to it with :meth:`scale` ("rotary then quantize");
         x stays in ``dtype``.
     scale_form : {"amax", "sat"}
-        How a quantized case's scale is chosen (see the module docstring); ignored without
-        ``quant``.
+        How a quantized case's scale is chosen (see the module docstring); only with
+        ``quant`` (a case without it keeps the default "amax", which its name leaves out).
 
     Raises
     ------
@@ -150,11 +151,24 @@ class Case:
                 f"Case.seq must be below 4096 for positions={self.positions!r} (they start "
                 f"below 2**{k} - seq), got {self.seq}"
             )
+        self._check_quant()
+
+    def _check_quant(self) -> None:
+        if self.quant is not None and not isinstance(self.quant, str):
+            raise RopeTypeError(
+                f"Case.quant must be None or a float8 format name (a str, one of "
+                f"{QUANT_FORMATS}), got {type(self.quant).__name__} {self.quant!r}"
+            )
         if self.quant is not None and self.quant not in QUANT_FORMATS:
             raise RopeValueError(f"Case.quant must be one of {QUANT_FORMATS}, got {self.quant!r}")
         if self.scale_form not in SCALE_FORMS:
             raise RopeValueError(
                 f"Case.scale_form must be one of {SCALE_FORMS}, got {self.scale_form!r}"
+            )
+        if self.quant is None and self.scale_form != "amax":
+            raise RopeValueError(
+                f"Case.scale_form={self.scale_form!r} describes a quantized case, but quant is "
+                "None; expected quant= (a float8 format) with it, or the default scale_form"
             )
 
     @property
@@ -585,7 +599,7 @@ def case(name: str) -> Case:
 def cases(
     *,
     dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16", "float64"),
-    presets: bool = True,
+    presets: bool | None = None,
     xp: Any = None,
     far_positions: bool = False,
     quant: tuple[str, ...] = (),
@@ -597,15 +611,17 @@ def cases(
     With ``quant`` (float8 formats) the result is the "rotary then quantize" battery
     instead: for each format and each of ``dtypes`` (x's dtype), scales that saturate
     nothing and about 2% of the values, packed and decode shapes, the interleaved layout,
-    partial rotary and large positions.
+    partial rotary and large positions; ``far_positions`` adds the far forms (bshd and thd,
+    saturating scale). It has no preset cases: ``presets=True`` with ``quant`` is an error.
 
     Parameters
     ----------
     dtypes : tuple of str
         The dtypes to vary over (of ``"float32"``, ``"float16"``, ``"bfloat16"``,
         ``"float64"``).
-    presets : bool
-        Include two float32 cases (positions "arange" and "large") per preset.
+    presets : bool, optional
+        Include two float32 cases (positions "arange" and "large") per preset (the default,
+        without ``quant``).
     xp : array namespace or module, optional
         Leave out the dtypes this library lacks.
     far_positions : bool
@@ -622,15 +638,21 @@ def cases(
     Raises
     ------
     RopeValueError
-        A dtype in ``dtypes`` that is not one of the four above, or a format in ``quant``
-        not in ``QUANT_FORMATS``.
+        A dtype in ``dtypes`` that is not one of the four above, a format in ``quant``
+        not in ``QUANT_FORMATS``, or ``presets=True`` with ``quant``.
     """
     if xp is not None:
         dtypes = tuple(d for d in dtypes if hasattr(xp, d))
     if isinstance(quant, str) or not isinstance(quant, tuple | list):
         raise RopeTypeError(f"quant must be a tuple of float8 format names, got {quant!r:.80}")
     if quant:
-        return _unique(_quant_cases(tuple(quant), dtypes))
+        if presets:
+            raise RopeValueError(
+                "presets=True: the quantized battery (quant=) has no preset cases; expected "
+                "presets left out (or False) with quant="
+            )
+        return _unique(_quant_cases(tuple(quant), dtypes, as_bool(far_positions, "far_positions")))
+    presets = True if presets is None else presets
     out: list[Case] = []
     for dtype in dtypes:
         base = Case(dtype=dtype)
@@ -674,8 +696,9 @@ def _unique(out: list[Case]) -> list[Case]:
     return unique
 
 
-def _quant_cases(formats: tuple[str, ...], dtypes: tuple[str, ...]) -> list[Case]:
-    """The "rotary then quantize" battery: per format and input dtype, seven cases."""
+def _quant_cases(formats: tuple[str, ...], dtypes: tuple[str, ...], far: bool) -> list[Case]:
+    """The "rotary then quantize" battery: per format and input dtype, seven cases (and
+    four far-position cases with ``far``)."""
     for f in formats:
         if f not in QUANT_FORMATS:
             raise RopeValueError(f"quant formats must be among {QUANT_FORMATS}, got {f!r}")
@@ -692,6 +715,10 @@ def _quant_cases(formats: tuple[str, ...], dtypes: tuple[str, ...]) -> list[Case
                 Case(rotary_dim=32, head_dim=128, base=5e5, scale_form="sat", **q),  # partial
                 Case(family="bhsd", positions="large", head_dim=64, scale_form="sat", **q),
             ]
+            if far:
+                for form in FAR_POSITION_FORMS:
+                    out.append(Case(positions=form, scale_form="sat", **q))
+                    out.append(Case(family="thd", positions=form, scale_form="sat", **q))
     return out
 
 
