@@ -58,12 +58,16 @@ def default_tolerance(
     ``assert_close``'s own allowance, ``8u |d| + 8u max|d|``.
 
     For a float8 dtype it summarizes the allowance of a float8 result against the exactly
-    rounded float8 reference (A_8,8 of :mod:`rope_ref.testing._error_model`, rotation in a
-    float32 intermediate): ``rtol = 2 u8 / (1 - u8) + u_div (1 + u8)`` and ``atol = (phase +
-    8 u32)(1 + u_div)(1 + u8)``, with u8 the format's unit roundoff, u32 = 2**-24 and
-    u_div = 2 u32. The format's subnormal floor (twice half its smallest subnormal, an
-    absolute amount) cannot be written as a multiple of ``max|desired|`` and is left out:
-    elements near zero need the per-element allowance of :func:`compare`.
+    rounded float8 reference (A_8,8 of :mod:`rope_ref.testing._error_model`, without ``x``,
+    rotation in a float32 intermediate): the gap to the lattice neighbour plus the kernel's
+    own rounding, ``|q - d| <= h(d) + D + h(c)`` with the half spacings ``h(v) <= u8 |v|``
+    and ``|c| <= (1 + u8) |d| + D``, so ``rtol = 2 u8 + u8**2 + u_div (1 + u8)**2`` (one
+    spacing at the bottom of a binade, 2 u8 |d|) and ``atol = (phase + 8 u32)(1 + u_div)
+    (1 + u8)**2``, with u8 the format's unit roundoff, u32 = 2**-24 and u_div = 2 u32. The
+    subnormal floor (twice half the smallest subnormal, an absolute amount) cannot be
+    written as a multiple of ``max|desired|`` and is left out: elements near zero need the
+    per-element allowance of :func:`compare`. As a scalar it cannot use the binade: at the
+    top of one it allows up to two spacings where :func:`compare` allows one.
 
     Parameters
     ----------
@@ -93,6 +97,7 @@ def default_tolerance(
         phase = min(2.0 * big_m * theta1 * min(u, 2.0**-24), 2.0)
     if fmt is not None:
         u_div = 2 * U32
-        grow = (1 + u_div) * (1 + fmt.u)
-        return 2 * fmt.u / (1 - fmt.u) + u_div * (1 + fmt.u), (phase + 8 * u) * grow
+        grow = (1 + u_div) * (1 + fmt.u) ** 2
+        rtol8 = 2 * fmt.u + fmt.u**2 + u_div * (1 + fmt.u) ** 2
+        return rtol8, (phase + 8 * u) * grow
     return rtol, phase + 8 * u

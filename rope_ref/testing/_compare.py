@@ -954,11 +954,19 @@ def _rounded_reference_levels(
         known_t = np.broadcast_to((s_lo > 0) & (s_lo <= s_hi) & np.isfinite(s_hi), d_np.shape)
     if not np.all(known_t):
         blind.append(
-            "against the rounded float8 reference without x= the target is known only to "
-            "within its rounding interval: one float8 spacing is allowed everywhere (a scale "
-            "off by less than a spacing, or stochastic rounding, passes); pass x= (the input) "
-            "to recover the target from the reference (a scale constant along the last axis), "
-            "or compare against the unquantized reference with scale="
+            (
+                "against the rounded float8 reference without x= the target is known only to "
+                "within its rounding interval"
+                if y is None
+                else f"in {int(np.sum(~np.all(np.broadcast_to(known_t, d_np.shape), axis=-1)))} "
+                "rows x gives no consistent bound on the scale (none unsaturated, or a scale "
+                "that varies along the last axis), so the target is known only to within its "
+                "rounding interval there"
+            )
+            + ": one float8 spacing is allowed (a scale off by less than a spacing, or "
+            "stochastic rounding, passes); pass x= (the input) to recover the target from the "
+            "reference (a scale constant along the last axis), or compare against the "
+            "unquantized reference with scale="
         )
     levels = []
     for k, aw in inter:

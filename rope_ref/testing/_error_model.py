@@ -35,26 +35,52 @@ from the model above, the pair allowance bounding each channel of the pair):
    coarser: at most two roundings, ``u_div = 2 max(u_w, 2**-24)``, so
    ``|z - y/s| <= D/s`` with ``D = (1 + u_div) A_w + u_div |y|``;
 3. the clamp is 1-Lipschitz: ``|c - T| <= |z - y/s| <= D/s``;
-4. one rounding to the float8 format, to nearest: ``|fp8(c) - c| <= u8 |c| + eta`` with u8 the
-   format's unit roundoff (2**-4 for e4m3, 2**-3 for e5m2) and eta half its smallest
-   subnormal (e4m3fn 2**-10, e5m2 2**-17, e4m3fnuz 2**-11, e5m2fnuz 2**-18), and
-   ``|c| <= |T| + D/s``.
+4. one rounding to the float8 format, to nearest: ``|fp8(c) - c| <= h(|c|)``, h(v) half the
+   spacing of the format's lattice in the binade of v (``2**(e - p)`` for ``2**e <= v <
+   2**(e+1)``, p the significand bits: 4 for e4m3, 3 for e5m2; below the smallest normal
+   eta, half the smallest subnormal: e4m3fn 2**-10, e5m2 2**-17, e4m3fnuz 2**-11,
+   e5m2fnuz 2**-18). h is non-decreasing, and ``|c| <= min(|T| + D/s, fmax)``. (u8 |c|,
+   u8 = 2**-p, is the same bound at the bottom of a binade and twice it at the top.)
 
 Against the unquantized reference y (``compare(..., scale=s)``: the comparison is made on the
 dequantized values ``q * s`` against ``clamp(y, -fmax s, fmax s)``, in the reference's units):
 
 .. math::
 
-    A_{8} = u_8 (|T s| + D) + \eta s + D + 2^{-52} |T s|
+    A_{8} = s\, h\bigl(\min(|T| + D/s, f_{\max})\bigr) + D + 2^{-52} |T s|
 
-(the last term: the float64 products q s). Against the exactly rounded float8 reference
-d = fp8(T) (two float8 arrays, no scale: ``Case.expected()`` of a quantized case), the
-reference's own rounding adds a second ``u8 |T| + eta``, with
-``|T| <= (|d| + eta) / (1 - u8)`` and the intermediate's allowance taken at that magnitude:
+(the last term: the float64 products q s).
+
+Against the exactly rounded float8 reference d = fp8(T) (two float8 arrays, no scale:
+``Case.expected()`` of a quantized case), in float8 units (D/s written D): T lies in d's
+rounding interval ``[d - h_-(d), d + h_+(d)]`` (h_+ and h_- half the gaps to d's upper and
+lower lattice neighbours: they differ at a power of two), c within D of T, and rounding is
+monotone, so a correct result lies in ``[c_lo - h(c_lo), c_hi + h(c_hi)]`` with ``c_hi =
+min(d + h_+ + D, fmax)`` and ``c_lo = max(d - h_- - D, -fmax)``. The allowance is the side
+the result lies on:
 
 .. math::
 
-    A_{8,8} = u_8 (2 |T| + D) + 2 \eta + D
+    A_{8,8} = c_{hi} + h(c_{hi}) - d \ \ (q > d), \qquad d - c_{lo} + h(c_{lo}) \ \ (q \le d)
+
+which is the gap to the lattice neighbour on that side plus D while D is below a spacing
+(binade crossings, the subnormal range and zero included): one float8 step. The
+intermediate's allowance is taken at ``|T| <= |d| + h(|d|)``. Without more information one
+step is allowed everywhere, since T may lie anywhere in d's rounding interval. Given the
+input ``x`` (``compare(q8, d, x=x, rope=..., positions=...)``), y is known and the scale is
+bounded from the reference itself, per row of the last axis (a per-tensor, per-head or
+per-token scale is constant along it): ``|y| / (|d| + h_+) <= s <= |y| / (|d| - h_-)``
+over the row's elements. Then T lies in ``[y / s_hi, y / s_lo]`` (clamped), c_hi and c_lo
+are taken from that interval instead of d's, and one step is allowed only near a midpoint.
+
+A pair with a saturated channel: the reference's clamped magnitude understates the pair's
+true magnitude rho, and the intermediate's error on the *other* channel scales with rho
+(unbounded from d alone). With ``x`` the row's lower bound on s bounds it: ``rho / s <=
+|(y_a, y_b)| / s_lo``. Without ``x``, or in a row with no unsaturated element, the elements
+whose partner saturates are not judged (any finite value in range passes) and the report
+says so in ``blind_spots`` (a serious one: ``assert_close`` warns). A saturated channel
+whose partner is not saturated is judged: ``fmax - c`` is largest where ``|y/s| = fmax``,
+where rho is the clamped pair's.
 
 Saturation: where ``|y / s| > fmax`` the saturating kernel's correct result is ``±fmax`` (the
 target is clamped). A kernel that does not clamp overflows in the cast: NaN for the formats
