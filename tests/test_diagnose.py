@@ -582,3 +582,63 @@ def test_exp_log_inv_freq_angles_are_named():
     assert not r.passed
     best = r.diagnosis[0]
     assert best.explained > 0.9 and best.params.get("formula") == "explog", r.message
+
+
+# ------------------------------------------------------------------ constant factors, float8
+def test_an_output_off_by_a_constant_factor_is_named_once():
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 16, 4, 96))
+    pos = np.arange(16)[None, :, None]
+    y = rr.apply_rope(x, pos, PLAIN)
+    r = compare(y * 1.25, y, rope=PLAIN, positions=pos, x=x)
+    assert not r.passed
+    full = [h for h in r.diagnosis if h.explained >= 0.9]
+    assert full and full[0].name.startswith("the output off by a constant factor 1.25")
+    assert full[0].params["family"] == "constant-factor"
+    # an attention factor applied twice is a constant factor too: named by its own family,
+    # not twice
+    x = x[..., :64]
+    yy = rr.apply_rope(x, pos, YARN)
+    r = compare(yy * YARN.attention_factor, yy, rope=YARN, positions=pos, x=x)
+    names = [h.name for h in r.diagnosis]
+    assert any("applied twice" in n for n in names), names
+    assert not any("constant factor" in n for n in names), names
+
+
+def _fp8_kernels(x, pos, rope, s, ml):
+    """float32 rotation, then the float8 mistakes (e4m3fn, saturating)."""
+    f32_ = np.float32
+
+    def q(v, div):
+        return np.clip(np.asarray(v, dtype=f32_) / f32_(div), -448, 448).astype(ml.float8_e4m3fn)
+
+    y32 = rr.apply_rope(x.astype(f32_), pos, rope)
+    yield "ok", q(y32, s), None
+    yield "x1.25", q(y32, 1.25 * s), "the scale off by a factor 1.25"
+    yield "twice", q(y32 / f32_(s), s), "the scale applied twice"
+    yield "multiplied", q(y32 * f32_(s) * f32_(s), s), "y * scale, not y / scale"
+    x8 = q(x, s).astype(np.float64) * s
+    yield "quantize first", q(rr.apply_rope(x8, pos, rope), s), "quantized before the rotation"
+
+
+def test_float8_scale_mistakes_are_diagnosed():
+    ml = pytest.importorskip("ml_dtypes")
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 16, 4, 96))
+    pos = np.arange(16)[None, :, None]
+    y = rr.apply_rope(x, pos, PLAIN)
+    s = float(np.float32(np.quantile(np.abs(y), 0.98) / 448))  # ~2% saturate
+    for label, q, want in _fp8_kernels(x, pos, PLAIN, s, ml):
+        r = compare(q, y, scale=s, rope=PLAIN, positions=pos, x=x)
+        if want is None:
+            assert r.passed, r.message
+            continue
+        assert not r.passed, label
+        full = [h.text for h in r.diagnosis if h.explained >= 0.9]
+        assert full and want in full[0], (label, full, r.message[-600:])
+    # the user passing a multiplier scale (flashinfer's quant_scale): the kernel computes
+    # y * m, and scale=m is given; the diagnosis says to pass 1/m
+    m = 1 / s
+    codes = np.clip(np.asarray(y, dtype=np.float32) * np.float32(m), -448, 448)
+    r = compare(codes.astype(ml.float8_e4m3fn), y, scale=m, rope=PLAIN, positions=pos, x=x)
+    assert not r.passed and "pass scale=1/quant_scale" in r.message

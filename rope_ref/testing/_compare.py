@@ -596,7 +596,12 @@ def compare(
         lines.append(_class_line(cls, levels, ok_under, strict))
         lines += [f"  blind spot: {b}" for b in blind]
         if x is not None and v.diagnosable:
-            hyps, diag_lines = _diagnosis(a_np, d_np, x, pos_np, rope, model.seq_len, role, name)
+            quant = None
+            if q is not None and q.scale is not None:
+                quant = (q.fmt, np.broadcast_to(q.scale, a_np.shape), q.saturate)
+            hyps, diag_lines = _diagnosis(
+                a_np, d_np, x, pos_np, rope, model.seq_len, role, name, quant
+            )
             lines += diag_lines
     return Report(
         False,
@@ -1126,6 +1131,7 @@ def _diagnosis(
     seq_len: int | None,
     role: str,
     name: str,
+    quant: Any = None,
 ) -> tuple[tuple[Any, ...], list[str]]:
     """The hypotheses fitted to a failure, and the lines that report them."""
     from ._diagnose import EXPLAINED, fit_hypotheses
@@ -1139,6 +1145,7 @@ def _diagnosis(
         seq_len=seq_len,
         role=role,
         dtype=name,
+        quant=quant,
     )
     lines = []
     partial = [h for h in hyps if h.explained < EXPLAINED and h.explained >= 0.05]

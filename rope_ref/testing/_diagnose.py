@@ -26,7 +26,15 @@ from .._rope import Rope
 from .._rotate import rotate as kernel
 from .._typing import Array
 from ..scaling import Scaling as _BaseScaling
-from ._error_model import _scheme, dynamic_length, pair_channels, pair_positions, token_positions
+from ._error_model import (
+    Float8Format,
+    _scheme,
+    dynamic_length,
+    pair_channels,
+    pair_positions,
+    round_float8,
+    token_positions,
+)
 
 __all__ = [
     "EXPLAINED",
@@ -219,6 +227,8 @@ def _tables_as_lead(rope: Rope, c: np.ndarray, lead: tuple[int, ...]) -> np.ndar
 
 # ------------------------------------------------------------------------------- families
 Candidate = tuple[str, dict[str, Any], Callable[[], np.ndarray]]
+#: a float8 output: its format, the scale broadcast to the output, whether the kernel saturates
+Quant = tuple[Float8Format, np.ndarray, bool]
 
 
 class _Data:
@@ -234,9 +244,12 @@ class _Data:
         seq_len: int | None,
         role: str,
         dtype: str,
+        quant: Quant | None = None,
     ) -> None:
         self.a, self.d, self.x, self.pos, self.rope = a, d, x, pos, rope
         self.seq_len, self.role, self.dtype = seq_len, role, dtype
+        self.quant = quant
+        self._y: np.ndarray | None = None
         self.lead = tuple(a.shape[:-1])
         fin = np.isfinite(a) & np.isfinite(d)
         self.fin = fin
@@ -257,6 +270,22 @@ class _Data:
             ),
             dtype=np.float64,
         )
+
+    @property
+    def y(self) -> np.ndarray:
+        """The exact rotation of x, unclamped (computed once)."""
+        if self._y is None:
+            self._y = self.apply()
+        return self._y
+
+    def quantize(self, v: np.ndarray) -> np.ndarray:
+        """A float8 output's value for a kernel whose rotation gave ``v``: ``v / s``
+        clamped (a saturating kernel), rounded to the format, dequantized."""
+        assert self.quant is not None
+        fmt, s, sat = self.quant
+        with np.errstate(all="ignore"):
+            out: np.ndarray = round_float8(v / s, fmt, saturate=sat) * s
+        return out
 
     def tables(self, c: np.ndarray, s: np.ndarray) -> np.ndarray:
         return rotate(
@@ -370,6 +399,7 @@ def _families(D: _Data) -> Iterator[tuple[str, list[Candidate]]]:
             ],
         )
 
+    yield from _scale_families(D, af)
     if rope.scaling is not None and type(rope.scaling).magnitude is not _BaseScaling.magnitude:
         other_role = "key" if D.role == "query" else "query"
 
@@ -495,6 +525,71 @@ def _families(D: _Data) -> Iterator[tuple[str, list[Candidate]]]:
         yield "schedule", list(_schedule_candidates(D))
     # last: where a schedule parameter gives the same output, the parameter is named first
     yield "common", list(_common_candidates(D, skip_offsets={*shifts}))
+
+
+def _fitted_factor(D: _Data) -> float | None:
+    """The least-squares constant k with ``actual ~ k * desired`` (a float8 output: over the
+    elements neither saturates), or None where undetermined."""
+    ok = D.fin & (D.d != 0)
+    if D.quant is not None:
+        fmt, s, _ = D.quant
+        with np.errstate(invalid="ignore"):
+            ok &= (np.abs(D.a) < fmt.fmax * s) & (np.abs(D.d) < fmt.fmax * s)
+    dd = float(np.sum(np.where(ok, D.d, 0.0) ** 2))
+    if dd == 0 or not math.isfinite(dd):
+        return None
+    k = float(np.sum(np.where(ok, D.a * D.d, 0.0))) / dd
+    return k if math.isfinite(k) and k > 0 else None
+
+
+def _near(k: float, ref: float, rel: float) -> bool:
+    return ref > 0 and abs(k / ref - 1.0) < rel
+
+
+def _scale_families(D: _Data, af: float) -> Iterator[tuple[str, list[Candidate]]]:
+    """A float8 output's scale mistakes (each simulated through the quantization), and an
+    output off by a constant factor k (fitted; left out where the attention factor or a
+    float8 scale mistake names the same factor)."""
+    named: list[float] = [af, 1.0 / af] if af != 1.0 else []
+    if D.quant is not None:
+        fmt, s, _ = D.quant
+        s_one = float(s.flat[0]) if s.size and np.all(s == s.flat[0]) else None
+        if s_one is not None:
+            named += [1.0 / s_one, s_one * s_one]
+        x8 = round_float8(D.x / s, fmt) * s
+        yield (
+            "float8-scale",
+            [
+                ("the scale applied twice (y / scale / scale)", {}, lambda: D.y / s),
+                (
+                    "the output is y * scale, not y / scale: the kernel multiplies by its scale "
+                    "(flashinfer's quant_scale, TransformerEngine's scale) and scale= was given "
+                    "as that multiplier (pass scale=1/quant_scale), or the kernel multiplies "
+                    "where it should divide",
+                    {},
+                    lambda: D.y * s * s,
+                ),
+                (
+                    "quantized before the rotation (x rounded to float8 with the scale, then "
+                    "rotated and rounded again)",
+                    {},
+                    lambda: D.apply(x=x8),
+                ),
+            ],
+        )
+    k = _fitted_factor(D)
+    if k is None or _near(k, 1.0, 1e-9) or any(_near(k, r, 1e-2) for r in named):
+        return
+    ks = [k, float(f"{k:.3g}")]
+    if D.quant is not None:
+        ks.append(1.0 / float(f"{1.0 / k:.3g}"))
+    cands: list[Candidate] = []
+    for kk in dict.fromkeys(ks):
+        name = f"the output off by a constant factor {kk:.4g}"
+        if D.quant is not None:
+            name += f" (a float8 output: the scale off by a factor {1.0 / kk:.4g})"
+        cands.append((name, {"factor": kk}, functools.partial(np.multiply, D.y, kk)))
+    yield "constant-factor", cands
 
 
 def _pair_phases(D: _Data) -> tuple[np.ndarray, np.ndarray] | None:
@@ -776,8 +871,13 @@ LIMIT = 2**18
 
 
 def _subsample(
-    a: np.ndarray, d: np.ndarray, x: np.ndarray, pos: np.ndarray, rope: Rope
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    a: np.ndarray,
+    d: np.ndarray,
+    x: np.ndarray,
+    pos: np.ndarray,
+    rope: Rope,
+    extra: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Tokens (rows of the flattened leading axes) to fit on, with their positions."""
     width = a.shape[-1]
     lead = a.shape[:-1]
@@ -797,7 +897,36 @@ def _subsample(
     else:
         k = pos.shape[-1]
         p = np.broadcast_to(pos, (*lead, k)).reshape(-1, k)[rows]
-    return a2[rows], d2[rows], x2[rows], p
+    e2 = None if extra is None else np.broadcast_to(extra, a.shape).reshape(-1, width)[rows]
+    return a2[rows], d2[rows], x2[rows], p, e2
+
+
+def _best_candidate(
+    D: _Data, family: str, cands: list[Candidate]
+) -> tuple[float, str, dict[str, Any], np.ndarray] | None:
+    """The family's candidate that explains most (a float8 output: simulated through the
+    quantization), its name noting candidates that give the same output; None if none ran."""
+    best: tuple[float, str, dict[str, Any], np.ndarray] | None = None
+    ties: list[str] = []
+    for name, params, make in cands:
+        try:
+            with np.errstate(all="ignore"):
+                y = np.asarray(make(), dtype=np.float64)
+                if D.quant is not None:
+                    y = D.quantize(y)
+        except Exception:
+            continue
+        ex = D.explained(y)
+        if best is not None and ex == best[0] and np.array_equal(y, best[3]):
+            if name != best[1] and name not in ties:  # the same text twice says nothing
+                ties.append(name)
+        elif best is None or ex > best[0]:
+            best = (ex, name, {"family": family, **params}, y)
+            ties = []
+    if best is not None and ties:
+        name = best[1] + " (indistinguishable here from: " + "; ".join(ties) + ")"
+        best = (best[0], name, best[2], best[3])
+    return best
 
 
 def fit_hypotheses(
@@ -810,44 +939,32 @@ def fit_hypotheses(
     seq_len: int | None = None,
     role: str = "query",
     dtype: str = "float64",
+    quant: Quant | None = None,
 ) -> tuple[Hypothesis, ...]:
     """Fit every family of the usual mistakes to ``actual`` (float64 NumPy arrays; ``x`` the
     input, ``desired`` the reference) and return the best candidate of each family that
     explains anything, best first. Candidates whose simulation cannot run on this data are
-    skipped. Hypotheses that give the same output are merged (the text says so)."""
+    skipped. Hypotheses that give the same output are merged (the text says so). ``quant``
+    (a float8 output: format, scale, saturate; ``actual`` and ``desired`` dequantized)
+    passes every simulation through the quantization and adds the scale mistakes."""
     a = np.asarray(actual, dtype=np.float64)
     x = np.asarray(x, dtype=np.float64)
     if x.shape != a.shape:
         return ()
     d = np.asarray(desired, dtype=np.float64)
     pos = np.asarray(positions)
+    scale = None if quant is None else np.broadcast_to(quant[1], a.shape)
     if a.size > LIMIT:
-        a, d, x, pos = _subsample(a, d, x, pos, rope)
-    D = _Data(a, d, x, pos, rope, seq_len, role, dtype)
+        a, d, x, pos, scale = _subsample(a, d, x, pos, rope, scale)
+    q = None if quant is None or scale is None else (quant[0], scale, quant[2])
+    D = _Data(a, d, x, pos, rope, seq_len, role, dtype, q)
     if D.e0 == 0 or not math.isfinite(D.e0):
         return ()
     results: list[tuple[float, int, str, dict[str, Any], np.ndarray]] = []
     for order, (family, cands) in enumerate(_families(D)):
-        best: tuple[float, str, dict[str, Any], np.ndarray] | None = None
-        ties: list[str] = []
-        for name, params, make in cands:
-            try:
-                with np.errstate(all="ignore"):
-                    y = np.asarray(make(), dtype=np.float64)
-            except Exception:
-                continue
-            ex = D.explained(y)
-            if best is not None and ex == best[0] and np.array_equal(y, best[3]):
-                if name != best[1] and name not in ties:  # the same text twice says nothing
-                    ties.append(name)
-            elif best is None or ex > best[0]:
-                best = (ex, name, {"family": family, **params}, y)
-                ties = []
+        best = _best_candidate(D, family, cands)
         if best is not None and best[0] >= MINIMUM:
-            name = best[1]
-            if ties:
-                name += " (indistinguishable here from: " + "; ".join(ties) + ")"
-            results.append((best[0], order, name, best[2], best[3]))
+            results.append((best[0], order, best[1], best[2], best[3]))
     results.sort(key=lambda t: (-round(t[0], 9), t[1]))
     out: list[Hypothesis] = []
     kept: list[tuple[Hypothesis, np.ndarray]] = []
