@@ -403,7 +403,10 @@ def compare(
     positions : array, optional
         The positions given to ``apply_rope`` (broadcasting against ``actual.shape[:-1]``).
     x : array, optional
-        The input; with it a failure is diagnosed (families fitted to the data).
+        The input; with it a failure is diagnosed (families fitted to the data). For two
+        float8 arrays (no ``scale``) it also recovers the target from the reference (the
+        scale bounded per row of the last axis), so one float8 step is allowed only near a
+        rounding midpoint, and bounds the pairs with a saturated channel.
     role : {"query", "key"}
         xPos only: which magnitude the output carries.
     seq_len : int, optional
@@ -422,7 +425,9 @@ def compare(
         (the rotation y in its own units, any float dtype) and the comparison is made on the
         dequantized values ``actual * scale`` against ``clamp(y, -fmax * scale, fmax *
         scale)``. Without it, two float8 arrays are compared (``desired`` the exactly
-        rounded float8 reference, e.g. a quantized case's ``expected()``).
+        rounded float8 reference, e.g. a quantized case's ``expected()``). The scale is the
+        divisor (``actual ~ y / scale``); for a kernel that multiplies by its scale m
+        (flashinfer's ``quant_scale``, TransformerEngine's ``scale``) pass ``1 / m``.
     saturate : bool, optional
         Float8 outputs only (default True): the kernel clamps to the format's range before
         the cast, so a NaN or inf where the reference saturates is a failure, named as an
