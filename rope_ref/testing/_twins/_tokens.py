@@ -437,14 +437,14 @@ def vllm_strided_prepare(fn: Any, ci: CaseInputs) -> Call:
     def run() -> Any:
         buf = xp.concat([around, blocks], axis=-1)
         box["buf"] = buf
-        query, key = buf[:, 0, :, NOPE:], buf[:, 1, :, NOPE:]
+        query, key = box["views"] = buf[:, 0, :, NOPE:], buf[:, 1, :, NOPE:]
         return fn(pos, query, key, head_size=d, cos_sin_cache=cache, is_neox_style=neox)
 
     def unpack(out: Any) -> dict[str, Any]:
         buf = box["buf"]
-        out = in_place_result(
-            out, ci, (buf[:, 0, :, NOPE:], buf[:, 1, :, NOPE:]), "(query, key)", VLLM_OP
-        )
+        # None: read the views the target was given (on Dask a slice is a new array that
+        # item assignment updates, not the buffer)
+        out = in_place_result(out, ci, box["views"], "(query, key)", VLLM_OP)
         qo, ko = tuple_of(out, 2, "the target", "(query, key)", IN_PLACE)
         qo = _array(qo, "query", (n, h, d))
         ko = _array(ko, "key", (n, h, d))
