@@ -158,6 +158,9 @@ def te_cp_contiguous(t, freqs, tensor_format="sbhd", cp_size=1, cp_rank=0, cu_se
 def te_cp_rank_swapped(t, freqs, cp_size=1, cp_rank=0, **kw):
     return te(t, freqs, cp_size=cp_size, cp_rank=cp_size - 1 - cp_rank, **kw)
 
+def te_cp_rank0(t, freqs, cp_rank=0, **kw):  # every rank given rank 0's rows
+    return te(t, freqs, cp_rank=0, **kw)
+
 
 # --- vLLM with strided views
 def vs_good(positions, query, key, **kw):
@@ -450,6 +453,20 @@ def test_flash_qkv_returning_none_says_the_library_returns_qkv(targets, capsys, 
             )
             in out
         )
+
+
+def test_a_te_cp_failure_shows_where_it_fails_under_its_row(targets, capsys, tmp_path):
+    # rank 1 rotated with rank 0's rows: no usual mistake fits, but the rows under the case
+    # say which tokens fail (bshd, 8 tokens in chunks of 2: chunks 1 and 2, tokens 2-5, are
+    # rank 1's)
+    code, out, _ = check(capsys, tmp_path, f"{targets}:te_cp_rank0", "te-cp", "--cases", D_ARANGE)
+    lines = out.splitlines()
+    (i,) = [n for n, ln in enumerate(lines) if ln.startswith(D_ARANGE)]
+    assert code == 1 and "FAIL x" in lines[i]
+    details = [ln for ln in lines[i + 1 :] if ln.startswith("    x: ")]
+    assert "    x: failing indices along axis 1 (size 8, positions per index): 2-5 (4 of 8)" in (
+        details
+    ), out
 
 
 def test_q_and_k_returned_swapped_is_diagnosed(targets, capsys, tmp_path):
