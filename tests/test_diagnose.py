@@ -642,3 +642,36 @@ def test_float8_scale_mistakes_are_diagnosed():
     codes = np.clip(np.asarray(y, dtype=np.float32) * np.float32(m), -448, 448)
     r = compare(codes.astype(ml.float8_e4m3fn), y, scale=m, rope=PLAIN, positions=pos, x=x)
     assert not r.passed and "pass scale=1/quant_scale" in r.message
+
+
+def test_inverted_linear_factor_and_estimated_position_scale_are_named():
+    # flashinfer's rope_scale read as a multiplier (pos * f instead of pos / f) turns every
+    # pair f**2 times too fast relative to the reference; a kernel scaling positions by an
+    # arbitrary factor (1.5 here) is named with the factor estimated from the phase slopes
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 4, 32, 64))
+    pos = np.arange(32)
+    lin = rr.Rope(64, scaling=S.Linear(4.0))
+    want = rr.apply_rope(x, pos, lin)
+    best = _named(rr.apply_rope(x, pos * 16, lin), want, pos, x, lin)
+    assert best.name.startswith("the Linear factor inverted") and best.params["scale"] == 16.0
+    plain = rr.Rope(64)
+    want = rr.apply_rope(x, pos, plain)
+    best = _named(rr.apply_rope(x, pos * 1.5, plain), want, pos, x, plain)
+    assert best.name.startswith("positions scaled by 1.5") and best.params["scale"] == 1.5
+
+
+def test_a_lone_nan_is_named_and_not_fitted():
+    # one NaN in an otherwise exact output: the message names it, and no family is fitted to
+    # the finite elements' rounding noise
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 8, 4, 64)).astype(np.float32)
+    pos = np.arange(8)[None, :, None]
+    rope = rr.Rope(64)
+    want = rr.apply_rope(x.astype(np.float64), pos, rope).astype(np.float32)
+    got = want.copy()
+    got[1, 2, 3, 5] = np.nan
+    rep = compare(got, want, rope=rope, positions=pos, x=x)
+    assert not rep.passed and rep.diagnosis == ()
+    assert "  1 NaN element where desired is finite (the first at (1, 2, 3, 5))" in rep.message
+    assert "only non-finite elements fail" in rep.message

@@ -600,7 +600,12 @@ def compare(
             )
         lines.append(_class_line(cls, levels, ok_under, strict))
         lines += [f"  blind spot: {b}" for b in blind]
-        if x is not None and v.diagnosable:
+        lines += _non_finite_lines(a_np, fin_d)
+        if x is not None and v.diagnosable and not np.any(bad & both):
+            # only non-finite elements fail: the families are fitted to the finite ones, whose
+            # rounding noise any candidate "explains" a part of
+            lines.append("  only non-finite elements fail: no usual mistake is fitted to them")
+        elif x is not None and v.diagnosable:
             quant = None
             if q is not None and q.scale is not None:
                 quant = (q.fmt, np.broadcast_to(q.scale, a_np.shape), q.saturate)
@@ -1125,6 +1130,20 @@ def _tolerance_text(
             f"model's allowance for {which}, largest shown"
         )
     return f"atol={atol_rep:.3e} + rtol={K_OUT * u:.3e} * |desired| (tolerances for {name})"
+
+
+def _non_finite_lines(a_np: np.ndarray, fin_d: np.ndarray) -> list[str]:
+    """A line per kind of non-finite element of ``actual`` where ``desired`` is finite: how
+    many and the index of the first."""
+    lines = []
+    for kind, mask in (("NaN", np.isnan(a_np) & fin_d), ("inf", np.isinf(a_np) & fin_d)):
+        n = int(np.count_nonzero(mask))
+        if n:
+            at = tuple(int(i) for i in np.argwhere(mask)[0])
+            plural = "s" if n > 1 else ""
+            text = f"  {n} {kind} element{plural} where desired is finite"
+            lines.append(f"{text} (the first at {at})")
+    return lines
 
 
 def _diagnosis(

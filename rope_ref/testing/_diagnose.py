@@ -667,6 +667,23 @@ def _estimate_shift(D: _Data) -> int | None:
     return round(float(k))
 
 
+def _estimate_scale(D: _Data) -> float | None:
+    """The factor the positions look scaled by: the median ratio of each pair's phase slope
+    (the frequency the output turns with) to its frequency, rounded to 4 significant
+    digits; None when undetermined or not positive."""
+    slopes = _slopes(D)
+    if slopes is None:
+        return None
+    theta = np.asarray(D.rope.inv_freq(seq_len=dynamic_length(D.rope, D.pos, D.seq_len)))
+    good = np.isfinite(slopes) & (theta > 0)
+    if not np.any(good):
+        return None
+    k = float(np.median(slopes[good] / theta[good]))
+    if not math.isfinite(k) or not 1e-6 < k < 1e6:
+        return None
+    return float(f"{k:.4g}")
+
+
 def _offset_estimates(D: _Data) -> list[int]:
     """Constant position offsets the phase error suggests: the median of phase error over
     frequency among pairs slow enough not to wrap, for a few bounds on the frequency (a
@@ -706,6 +723,24 @@ def _common_candidates(D: _Data, skip_offsets: set[int]) -> Iterator[Candidate]:
             f"positions scaled by {k:g} (x{k:g}{why})",
             {"scale": k},
             functools.partial(D.apply, pos=pos * k),
+        )
+    sc = rope.scaling
+    f = float(getattr(sc, "factor", 1.0)) if type(sc).__name__ == "Linear" else 1.0
+    if f > 0 and f != 1.0:
+        # pos * f where the schedule divides (flashinfer's rope_scale, HF's factor read as a
+        # multiplier): relative to the reference, positions scaled by f**2
+        yield (
+            f"the Linear factor inverted (positions x {f:g} instead of / {f:g}: scaled by "
+            f"{f * f:g} relative to the reference)",
+            {"scale": f * f},
+            functools.partial(D.apply, pos=pos * (f * f)),
+        )
+    k_est = _estimate_scale(D)
+    if k_est is not None and all(abs(k_est / k - 1) > 1e-3 for k in (1.0, 2.0, 3.0, 0.5, f * f)):
+        yield (
+            f"positions scaled by {k_est:.6g} (estimated from the per-pair phase slope)",
+            {"scale": k_est},
+            functools.partial(D.apply, pos=pos * k_est),
         )
     seen = set(skip_offsets) | {0}
     for c in _offset_estimates(D):
