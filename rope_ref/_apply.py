@@ -21,7 +21,7 @@ import numpy as np
 from . import _blocks, _compat, _positions, _tables, _validate
 from ._errors import RopeTypeError
 from ._rope import Rope, check_role
-from ._rotate import finish, rotate, rotate_into, skip
+from ._rotate import block_guard, finish, rotate, rotate_into, skip, zero_rows
 
 __all__ = [
     "apply_rope",
@@ -193,10 +193,16 @@ def _apply_blocked(
             keys.append(((*outer, slice(start, stop), ...), (*t_outer, t_cut, ...)))
 
     kw = _kernel_args(rope)
+    # once, on the host: which table rows hold an exact zero (usually only position 0's), so
+    # that a block reads its rows of x for inf/NaN only where the tables can meet them
+    zrows = zero_rows(xp, cos, sin)
+    zhost = np.from_dlpack(xp.astype(zrows, xp.uint8))
 
     def run(group: list[tuple[Any, Any]]) -> None:
         for key, t_key in group:
-            rotate_into(xp, out, key, x[key], cos[t_key], sin[t_key], wd=wd, **kw)
+            xb = x[key]
+            guard = bool(zhost[t_key].any()) and block_guard(xp, xb, zrows[t_key])
+            rotate_into(xp, out, key, xb, cos[t_key], sin[t_key], wd=wd, zero_guard=guard, **kw)
 
     n = max(1, min(threads, len(keys)))
     _blocks.run_blocks(run, [keys[i::n] for i in range(n)], n)

@@ -31,7 +31,16 @@ from typing import Any, Literal
 from . import _compat
 from ._typing import Array, Layout, Namespace
 
-__all__ = ["finish", "pair_slices", "rotate", "rotate_into", "rotate_pairs", "skip"]
+__all__ = [
+    "block_guard",
+    "finish",
+    "pair_slices",
+    "rotate",
+    "rotate_into",
+    "rotate_pairs",
+    "skip",
+    "zero_rows",
+]
 
 Sign = Literal[1, -1]
 
@@ -57,6 +66,7 @@ def rotate_pairs(
     sign: Sign = 1,
     cos_b: Array = None,
     sin_b: Array = None,
+    zero_guard: bool | None = None,
 ) -> tuple[Array, slice, slice, Array, Array]:
     """Eq. 34 on the pairs of ``x``: ``(x in the working dtype, channels a, channels b, y_a,
     y_b)``.
@@ -69,6 +79,10 @@ def rotate_pairs(
 
     ``x`` is promoted to ``wd`` by the products themselves where that is exact and fast
     (float32 * float64 is float64 under the Array API's promotion rules), else cast once.
+
+    ``zero_guard`` says whether an exact-zero coefficient can meet inf or NaN in ``x`` (then
+    such products are made 0); None: find out here (a caller running many blocks decides
+    once per block from a per-row summary of the tables, which is cheaper).
     """
     xw = x
     if x.dtype != wd and not _compat.promotes_exactly(xp, x.dtype, wd):
@@ -83,7 +97,9 @@ def rotate_pairs(
     tables = (cos, sin) if cos_b is None and sin_b is None else (cos, sin, cb, sb)
     a, b = pair_slices(rotary_dim, offset, layout)
     x1, x2 = xw[..., a], xw[..., b]
-    if not _zero_terms_matter(xp, x, tables):
+    if zero_guard is None:
+        zero_guard = _zero_terms_matter(xp, x, tables)
+    if not zero_guard:
         return xw, a, b, x1 * cos - x2 * sin, x2 * cb + x1 * sb
     # An exact-zero coefficient contributes nothing, even against inf or NaN in x.
     y1 = skip(xp, cos == 0, x1) * cos - skip(xp, sin == 0, x2) * sin
@@ -132,13 +148,16 @@ def rotate_into(
     wd: Any,
     offset: int = 0,
     sign: Sign = 1,
+    zero_guard: bool | None = None,
 ) -> None:
     """:func:`rotate` of ``x`` (a block of a larger array), written into ``out[key]`` channel
     group by channel group (no concatenated temporary); ``key`` ends with an Ellipsis. The
-    same operations per element, so the same bits."""
+    same operations per element, so the same bits. ``zero_guard`` as in
+    :func:`rotate_pairs`."""
     _, a, b, y1, y2 = rotate_pairs(
-        xp, x, cos, sin, rotary_dim=rotary_dim, layout=layout, wd=wd, offset=offset, sign=sign
-    )
+        xp, x, cos, sin, rotary_dim=rotary_dim, layout=layout, wd=wd, offset=offset,
+        sign=sign, zero_guard=zero_guard,
+    )  # fmt: skip
     lead = key[:-1]
     out[(*lead, ..., a)] = xp.astype(y1, out.dtype, copy=False)
     out[(*lead, ..., b)] = xp.astype(y2, out.dtype, copy=False)
@@ -170,6 +189,21 @@ def skip(xp: Namespace, zero: Array, values: Array) -> Array:
     """``values`` with 0 where the coefficient they multiply is an exact zero (broadcast), so
     the product is 0 even for inf or NaN values (and no invalid-operation warning is raised)."""
     return xp.where(zero, xp.zeros_like(values), values)
+
+
+def zero_rows(xp: Namespace, cos: Array, sin: Array) -> Array:
+    """Per table row (all axes but the last): whether it holds an exact-zero coefficient."""
+    return xp.any((cos == 0) | (sin == 0), axis=-1)
+
+
+def block_guard(xp: Namespace, x: Array, zero_row_block: Array) -> bool:
+    """:func:`rotate_pairs`' ``zero_guard`` for a block of eager ``x`` whose table rows have
+    the summary ``zero_row_block`` (from :func:`zero_rows`): only the rows of x whose tables
+    hold a zero are read (usually position 0's)."""
+    if not bool(xp.any(zero_row_block)):
+        return False
+    rows = xp.broadcast_to(zero_row_block, tuple(x.shape[:-1]))
+    return not bool(xp.all(xp.isfinite(x[rows])))
 
 
 def _zero_terms_matter(xp: Namespace, x: Array, tables: tuple[Array, ...]) -> bool:

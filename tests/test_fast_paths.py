@@ -121,3 +121,33 @@ def test_cache_is_bounded():
     for i in range(3 * _tables.CACHE_ENTRIES):
         rr.apply_rope(x, np.arange(i, i + 3), rr.Rope(16))
     assert _tables.cache_info()["entries"] == _tables.CACHE_ENTRIES
+
+
+@pytest.mark.parametrize("shapes", SHAPES[:5], ids=lambda s: f"{s[0]}@{s[1]}")
+def test_blocked_rotation_keeps_inf_and_nan_in_their_pair(bk, monkeypatch, shapes):
+    # the blocked path decides per block, from a per-row summary of the tables, whether an
+    # exact-zero coefficient (sin at position 0) can meet inf/NaN in x: the same bits as the
+    # unblocked path, and at position 0 the identity (inf stays, its partner unchanged)
+    xshape, pshape = shapes
+    rope = rr.Rope(32)
+    rng = np.random.default_rng(12)
+    xn = rng.standard_normal(xshape)
+    pn = rng.integers(1, 5000, size=pshape)
+    pn.reshape(-1)[::3] = 0  # several rows at position 0, in several blocks
+    tok = np.broadcast_to(pn, xshape[:-1])  # each token's position
+    zero_rows = np.argwhere(tok == 0)
+    hit = tuple(zero_rows[len(zero_rows) // 2])
+    xn[(*hit, 3)] = np.inf  # channel 3 pairs with 19 (half layout)
+    xn[(*hit, 20)] = np.nan
+    other = tuple(np.argwhere(tok != 0)[0])
+    xn[(*other, 5)] = np.inf  # a nonzero angle: spreads to its partner, as the maths does
+    x, pos = bk.from_numpy(xn, "float32"), bk.from_numpy(pn)
+    ref = bk.to_numpy(_unblocked(monkeypatch, lambda: rr.apply_rope(x, pos, rope)))
+    monkeypatch.setattr(_blocks, "BLOCK_ELEMENTS", 64)
+    _tables.clear_cache()
+    y = bk.to_numpy(rr.apply_rope(x, pos, rope))
+    np.testing.assert_array_equal(y, ref)  # NaN where NaN, same bits elsewhere
+    x32 = xn.astype(np.float32)
+    np.testing.assert_array_equal(y[hit], x32[hit])  # position 0: the identity
+    assert not np.isfinite(y[(*other, 5)])
+    assert not np.isfinite(y[(*other, 21)])  # the partner of channel 5
