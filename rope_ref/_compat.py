@@ -101,32 +101,28 @@ def is_concrete(x: Array) -> bool:
     return not array_api_compat.is_lazy_array(x)
 
 
-def is_real_floating(xp: Namespace, dtype: Any) -> bool:
+def _isdtype(xp: Namespace, dtype: Any, kind: str) -> bool:
+    """``xp.isdtype(dtype, kind)``, False where the namespace cannot tell."""
     try:
-        return bool(xp.isdtype(dtype, "real floating"))
+        return bool(xp.isdtype(dtype, kind))
     except Exception:  # pragma: no cover - unusual dtypes of third-party libraries
         return False
 
 
+def is_real_floating(xp: Namespace, dtype: Any) -> bool:
+    return _isdtype(xp, dtype, "real floating")
+
+
 def is_integral(xp: Namespace, dtype: Any) -> bool:
-    try:
-        return bool(xp.isdtype(dtype, "integral"))
-    except Exception:  # pragma: no cover
-        return False
+    return _isdtype(xp, dtype, "integral")
 
 
 def is_bool(xp: Namespace, dtype: Any) -> bool:
-    try:
-        return bool(xp.isdtype(dtype, "bool"))
-    except Exception:  # pragma: no cover
-        return False
+    return _isdtype(xp, dtype, "bool")
 
 
 def is_complex(xp: Namespace, dtype: Any) -> bool:
-    try:
-        return bool(xp.isdtype(dtype, "complex floating"))
-    except Exception:  # pragma: no cover
-        return False
+    return _isdtype(xp, dtype, "complex floating")
 
 
 def work_dtype(xp: Namespace, device: Any = None) -> Any:

@@ -177,26 +177,22 @@ def permute_last(xp: Any, a: Any, perm: np.ndarray, device: Any) -> Any:
     return xp.take(a, xp.asarray(perm, device=device), axis=a.ndim - 1)
 
 
+def _relayout(ci: CaseInputs, a: Any, dst: str) -> Any:
+    """``a``'s channels reordered from the other layout to ``dst`` (none when ci.rope's
+    layout is the kernel's: then both are the same)."""
+    r, d = ci.rope.rotary_dim, int(a.shape[-1])
+    perm = perm_half_from_interleaved(r, d) if dst == "half" else perm_interleaved_from_half(r, d)
+    return permute_last(ci.xp, a, perm, ci.device)
+
+
 def to_layout(ci: CaseInputs, a: Any, layout: str) -> Any:
     """``a`` (in ci.rope's layout) with its channels reordered for a kernel of ``layout``."""
-    r, d = ci.rope.rotary_dim, int(a.shape[-1])
-    if ci.rope.layout == layout:
-        return a
-    perm = (
-        perm_half_from_interleaved(r, d) if layout == "half" else perm_interleaved_from_half(r, d)
-    )
-    return permute_last(ci.xp, a, perm, ci.device)
+    return a if ci.rope.layout == layout else _relayout(ci, a, layout)
 
 
 def from_layout(ci: CaseInputs, a: Any, layout: str) -> Any:
     """The inverse of :func:`to_layout` (applied to a kernel's output)."""
-    r, d = ci.rope.rotary_dim, int(a.shape[-1])
-    if ci.rope.layout == layout:
-        return a
-    perm = (
-        perm_interleaved_from_half(r, d) if layout == "half" else perm_half_from_interleaved(r, d)
-    )
-    return permute_last(ci.xp, a, perm, ci.device)
+    return a if ci.rope.layout == layout else _relayout(ci, a, ci.rope.layout)
 
 
 def row_offsets(tok: np.ndarray) -> np.ndarray | None:
@@ -268,6 +264,19 @@ def cos_sin_rows(ci: CaseInputs, p0: int, p1: int, dtype: Any) -> tuple[Any, Any
         xp.astype(xp.asarray(cos, device=ci.device), dtype),
         xp.astype(xp.asarray(sin, device=ci.device), dtype),
     )
+
+
+def rebased_cos_sin(ci: CaseInputs, who: str) -> tuple[int, int, Any, Any]:
+    """``(p0, p1, cos, sin)``: the rows :func:`table_window` gives a kernel that takes its
+    tables from the caller (``rebase=True``), from :func:`cos_sin_rows` in x's dtype."""
+    p0, p1 = table_window(ci, who, rebase=True)
+    cos, sin = cos_sin_rows(ci, p0, p1, ci.x.dtype)
+    return p0, p1, cos, sin
+
+
+def rows_note(p0: int, p1: int) -> str:
+    """The case note naming the table rows passed (and whether they were rebased)."""
+    return f"rows [{p0}, {p1})" + (" (rebased)" if p0 else "")
 
 
 def rope_ref_prepare(fn: Any, ci: CaseInputs) -> Call:

@@ -201,19 +201,18 @@ def flash_prepare(fn: Any, ci: Any) -> Any:
     from ._common import (
         Call,
         Unfit,
-        cos_sin_rows,
+        rebased_cos_sin,
         require_1d,
         row_offsets,
+        rows_note,
         segment_offsets,
         swap_12,
-        table_window,
     )
 
     who = "flash-attn"
     require_1d(ci.rope, who)
     xp, dev = ci.xp, ci.device
-    p0, p1 = table_window(ci, who, rebase=True)
-    cos, sin = cos_sin_rows(ci, p0, p1, ci.x.dtype)
+    p0, p1, cos, sin = rebased_cos_sin(ci, who)
     kw: dict[str, Any] = {"interleaved": ci.rope.layout == "interleaved"}
     x = ci.x
     if ci.family == "thd":
@@ -245,5 +244,5 @@ def flash_prepare(fn: Any, ci: Any) -> Any:
             )
         return {"q": swap_12(xp, out) if ci.family == "bhsd" else out}
 
-    note = f"rows [{p0}, {p1})" + (" (rebased)" if p0 else "")
+    note = rows_note(p0, p1)
     return Call(run=lambda: fn(x, cos, sin, **kw), unpack=unpack, note=note)

@@ -23,11 +23,12 @@ from ._common import (
     Call,
     CaseInputs,
     Unfit,
-    cos_sin_rows,
     in_place_result,
+    rebased_cos_sin,
     require_1d,
     require_plain,
     row_offsets,
+    rows_note,
     segment_offsets,
     swap_12,
     table_window,
@@ -113,10 +114,6 @@ def _int_array(ci: CaseInputs, values: Any, dtype: str = "int32") -> Any:
                          device=ci.device)  # fmt: skip
 
 
-def _rows_note(p0: int, p1: int) -> str:
-    return f"rows [{p0}, {p1})" + (" (rebased)" if p0 else "")
-
-
 # ---------------------------------------------------------------------------- flash-attn QKV
 def _flash_qkv_tables(ci: CaseInputs, who: str) -> tuple[Any, Any, Any, int, int]:
     """(cos, sin, seqlen_offsets, p0, p1) for flash-attn's packed QKV (dense cases only)."""
@@ -126,8 +123,7 @@ def _flash_qkv_tables(ci: CaseInputs, who: str) -> tuple[Any, Any, Any, int, int
     off = row_offsets(ci.tok)
     if off is None:
         raise Unfit(f"{who} takes positions offset + arange(seqlen) per sequence")
-    p0, p1 = table_window(ci, who, rebase=True)
-    cos, sin = cos_sin_rows(ci, p0, p1, ci.x.dtype)
+    p0, p1, cos, sin = rebased_cos_sin(ci, who)
     offs = [int(o) - p0 for o in off]
     seqlen_offsets: Any = offs[0]
     if len(set(offs)) > 1:
@@ -156,7 +152,7 @@ def flash_qkv_prepare(fn: Any, ci: CaseInputs) -> Call:
             raise ValueError("v (qkv[:, :, 2]) was changed: only q and k are rotated")
         return {"q": _undense(ci, out[:, :, 0, ...]), "k": _undense(ci, out[:, :, 1, ...])}
 
-    return Call(run=run, unpack=unpack, note=_rows_note(p0, p1))
+    return Call(run=run, unpack=unpack, note=rows_note(p0, p1))
 
 
 def flash_qkv_gqa_prepare(fn: Any, ci: CaseInputs) -> Call:
@@ -190,7 +186,7 @@ def flash_qkv_gqa_prepare(fn: Any, ci: CaseInputs) -> Call:
         k_out = xp.concat([out[:, :, hq : hq + hk, :], out[:, :, h:hq, :]], axis=2)
         return {"q": _undense(ci, out[:, :, :h, :]), "k": _undense(ci, k_out)}
 
-    note = f"{_rows_note(p0, p1)}, num_heads_q={hq}, num_heads_k={hk}"
+    note = f"{rows_note(p0, p1)}, num_heads_q={hq}, num_heads_k={hk}"
     return Call(run=run, unpack=unpack, note=note)
 
 
@@ -324,7 +320,7 @@ def te_prepare(fn: Any, ci: CaseInputs) -> Call:
         out = _array(out, "the result", tuple(int(n) for n in x.shape))
         return {"q": xp.permute_dims(out, (1, 2, 0, 3)) if ci.family == "bhsd" else out}
 
-    note = f"{kw['tensor_format']}, {_rows_note(p0, p1)}"
+    note = f"{kw['tensor_format']}, {rows_note(p0, p1)}"
     return Call(run=lambda: fn(x, freqs, **kw), unpack=unpack, note=note)
 
 
@@ -422,8 +418,7 @@ def vllm_strided_prepare(fn: Any, ci: CaseInputs) -> Call:
     who = "vLLM"
     require_1d(ci.rope, who)
     xp = ci.xp
-    p0, p1 = table_window(ci, who, rebase=True)
-    cos, sin = cos_sin_rows(ci, p0, p1, ci.x.dtype)
+    p0, p1, cos, sin = rebased_cos_sin(ci, who)
     cache = xp.concat([cos, sin], axis=-1)
     q, k = _flat_tokens(ci, ci.x), _flat_tokens(ci, ci.k)
     n, h, d = (int(s) for s in q.shape)
@@ -457,5 +452,5 @@ def vllm_strided_prepare(fn: Any, ci: CaseInputs) -> Call:
             raise ValueError("the v block next to query/key in the buffer was written")
         return {"q": _unflat_tokens(ci, qo, ci.x), "k": _unflat_tokens(ci, ko, ci.k)}
 
-    note = f"{_rows_note(p0, p1)}, head stride {NOPE + d}, token stride {3 * h * (NOPE + d)}"
+    note = f"{rows_note(p0, p1)}, head stride {NOPE + d}, token stride {3 * h * (NOPE + d)}"
     return Call(run=run, unpack=unpack, note=note)

@@ -210,20 +210,19 @@ def vllm_prepare(fn: Any, ci: Any) -> Any:
     the cache (max_position, rotary_dim) in x's dtype; returns (query, key)."""
     from ._common import (
         Call,
-        cos_sin_rows,
         fresh_copy,
         in_place_result,
+        rebased_cos_sin,
         require_1d,
+        rows_note,
         swap_12,
-        table_window,
         tuple_of,
     )
 
     who = "vLLM"
     require_1d(ci.rope, who)
     xp, dev = ci.xp, ci.device
-    p0, p1 = table_window(ci, who, rebase=True)
-    cos, sin = cos_sin_rows(ci, p0, p1, ci.x.dtype)
+    p0, p1, cos, sin = rebased_cos_sin(ci, who)
     cache = xp.concat([cos, sin], axis=-1)
 
     def flat(a: Any) -> Any:
@@ -257,4 +256,4 @@ def vllm_prepare(fn: Any, ci: Any) -> Any:
         qc, kc = box["qk"] = (fresh_copy(xp, q), fresh_copy(xp, k))
         return fn(pos, qc, kc, head_size=d, cos_sin_cache=cache, is_neox_style=neox)
 
-    return Call(run=run, unpack=unpack, note=f"rows [{p0}, {p1})" + (" (rebased)" if p0 else ""))
+    return Call(run=run, unpack=unpack, note=rows_note(p0, p1))
