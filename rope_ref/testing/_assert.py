@@ -1,7 +1,7 @@
 """assert_close and its helpers (kept importable from here).
 
 The comparison lives in :mod:`rope_ref.testing._compare`, the per-element error model in
-:mod:`rope_ref.testing._error_model` and the fitted diagnoses in
+``rope_ref.testing._error_model`` and the fitted diagnoses in
 :mod:`rope_ref.testing._diagnose`. :func:`default_tolerance` is the scalar summary kept for
 golden-file manifests and older callers.
 """
@@ -58,11 +58,11 @@ def default_tolerance(
     ``assert_close``'s own allowance, ``8u |d| + 8u max|d|``.
 
     For a float8 dtype it summarizes the allowance of a float8 result against the exactly
-    rounded float8 reference (A_8,8 of :mod:`rope_ref.testing._error_model`, without ``x``,
+    rounded float8 reference (A_8,8 of ``rope_ref.testing._error_model``, without ``x``,
     rotation in a float32 intermediate): the gap to the lattice neighbour plus the kernel's
     own rounding, ``|q - d| <= h(d) + D + h(c)`` with the half spacings ``h(v) <= u8 |v|``
     and ``|c| <= (1 + u8) |d| + D``, so ``rtol = 2 u8 + u8**2 + u_div (1 + u8)**2`` (one
-    spacing at the bottom of a binade, 2 u8 |d|) and ``atol = (phase + 8 u32)(1 + u_div)
+    spacing at the bottom of a binade, ``2 u8 |d|``) and ``atol = (phase + 8 u32)(1 + u_div)
     (1 + u8)**2``, with u8 the format's unit roundoff, u32 = 2**-24 and u_div = 2 u32. The
     subnormal floor (twice half the smallest subnormal, an absolute amount) cannot be
     written as a multiple of ``max|desired|`` and is left out: elements near zero need the

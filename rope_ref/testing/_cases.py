@@ -446,8 +446,8 @@ class Case:
         Returns
         -------
         float
-            ``"amax"``: max|y| / fmax rounded up to float32 (no value saturates);
-            ``"sat"``: the 98th percentile of |y| over fmax, rounded to float32 (about 2% of
+            ``"amax"``: ``max|y| / fmax`` rounded up to float32 (no value saturates);
+            ``"sat"``: the 98th percentile of ``|y|`` over fmax, rounded to float32 (about 2% of
             the values saturate). y is the exact rotation; 1.0 if it is all zero.
 
         Raises
