@@ -8,6 +8,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+from ._errors import RopeTypeError
+
 __all__ = ["positional_keywords", "renamed_keywords"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -35,14 +37,14 @@ def positional_keywords(*names: str) -> Callable[[F], F]:
             if len(args) > n_pos:
                 extra = args[n_pos:]
                 if len(extra) > len(names):
-                    raise TypeError(
+                    raise RopeTypeError(
                         f"{fn.__name__}() takes at most {n_pos} positional arguments, got "
                         f"{len(args)}"
                     )
                 moved = names[: len(extra)]
                 for name, value in zip(moved, extra, strict=True):
                     if name in kwargs:
-                        raise TypeError(
+                        raise RopeTypeError(
                             f"{fn.__name__}() got multiple values for argument {name!r}"
                         )
                     kwargs[name] = value
@@ -82,7 +84,7 @@ def renamed_keywords(**old_to_new: str) -> Callable[[F], F]:
                     continue
                 bound = inspect.signature(fn).bind_partial(*args)
                 if new in kwargs or new in bound.arguments:
-                    raise TypeError(
+                    raise RopeTypeError(
                         f"{fn.__name__}() got {old}= (the old spelling) and {new}= both"
                     )
                 kwargs[new] = kwargs.pop(old)

@@ -159,7 +159,12 @@ def load_preset(name: str, layer_type: str | None = None) -> tuple[dict[str, Any
     preset's ``layer_types``, else the preset's default layer type."""
     entry = _entry(name)
     types = entry.get("layer_types", ())
-    if layer_type is not None and types and layer_type not in types:
+    if layer_type is not None and not types:
+        raise RopeValueError(
+            f"layer_type {layer_type!r} given, but preset {name!r} has one RoPE for every "
+            "layer (no layer_types): leave layer_type out"
+        )
+    if layer_type is not None and layer_type not in types:
         raise RopeValueError(
             f"layer_type {layer_type!r} is not one of preset {name!r}'s layer types {list(types)}"
         )

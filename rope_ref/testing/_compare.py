@@ -403,7 +403,8 @@ def compare(
     positions : array, optional
         The positions given to ``apply_rope`` (broadcasting against ``actual.shape[:-1]``).
     x : array, optional
-        The input; with it a failure is diagnosed (families fitted to the data). For two
+        The input (needs ``rope`` and ``positions``); with it a failure is diagnosed
+        (families fitted to the data). For two
         float8 arrays (no ``scale``) it also recovers the target from the reference (the
         scale bounded per row of the last axis), so one float8 step is allowed only near a
         rounding midpoint, and bounds the pairs with a saturated channel.
@@ -451,7 +452,7 @@ def compare(
         one tolerance without the other, positions that do not broadcast, a role other
         than "query"/"key", ``scale``/``saturate``/``intermediate`` for an output that is
         not float8, a scale that is not finite and > 0 or does not broadcast, a float8
-        ``desired`` with ``scale``).
+        ``desired`` with ``scale``, ``x`` without ``rope`` and ``positions``).
 
     Examples
     --------
@@ -472,6 +473,11 @@ def compare(
     check_namespace = as_bool(check_namespace, "check_namespace")
     if msg is not None and not isinstance(msg, str):
         raise RopeTypeError(f"msg must be a str or None, got {type(msg).__name__}")
+    if x is not None and (rope is None or positions is None):
+        raise RopeValueError(
+            "x= (the input, for the diagnoses) needs rope= and positions= as well; without "
+            "them it would be ignored"
+        )
     head = f"{msg}: " if msg else ""
     name = dtype_name(dtype if dtype is not None else actual.dtype)
     q = _float8_spec(name, scale, saturate, intermediate, actual, desired)
@@ -686,7 +692,8 @@ def _float8_spec(
         given += ["intermediate"] if intermediate is not None else []
         if given:
             raise RopeValueError(
-                f"{', '.join(given)} describe a float8 output, but the dtype under test is "
+                f"{', '.join(given)} {'describes' if len(given) == 1 else 'describe'} a float8 "
+                "output, but the dtype under test is "
                 f"{name}; expected a float8 actual (float8_e4m3fn, float8_e5m2, ...) or dtype="
             )
         return None

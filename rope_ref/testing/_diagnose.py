@@ -588,7 +588,9 @@ def _scale_families(D: _Data, af: float) -> Iterator[tuple[str, list[Candidate]]
         name = f"the output off by a constant factor {kk:.4g}"
         if D.quant is not None:
             name += f" (a float8 output: the scale off by a factor {1.0 / kk:.4g})"
-        cands.append((name, {"factor": kk}, functools.partial(np.multiply, D.y, kk)))
+        cands.append(
+            (name, {"factor": kk, "fitted": True}, functools.partial(np.multiply, D.y, kk))
+        )
     yield "constant-factor", cands
 
 
@@ -739,7 +741,7 @@ def _common_candidates(D: _Data, skip_offsets: set[int]) -> Iterator[Candidate]:
     if k_est is not None and all(abs(k_est / k - 1) > 1e-3 for k in (1.0, 2.0, 3.0, 0.5, f * f)):
         yield (
             f"positions scaled by {k_est:.6g} (estimated from the per-pair phase slope)",
-            {"scale": k_est},
+            {"scale": k_est, "fitted": True},
             functools.partial(D.apply, pos=pos * k_est),
         )
     seen = set(skip_offsets) | {0}
@@ -952,6 +954,10 @@ def _best_candidate(
         except Exception:
             continue
         ex = D.explained(y)
+        if params.get("fitted") and ex < EXPLAINED:
+            # a parameter fitted to the data (a factor, an estimated scale) always removes
+            # some of any error: it is a diagnosis only where it explains the data
+            continue
         if best is not None and ex == best[0] and np.array_equal(y, best[3]):
             if name != best[1] and name not in ties:  # the same text twice says nothing
                 ties.append(name)

@@ -20,7 +20,7 @@ from typing import Any
 from .. import _compat, _validate
 from .._deprecation import renamed_keywords
 from .._errors import RopeTypeError, RopeValueError
-from .._positions import packed_positions
+from .._positions import MAX_POSITION, packed_positions
 
 __all__ = [
     "axial_grid",
@@ -74,7 +74,9 @@ def _check_int_array(xp: Any, a: Any, name: str) -> None:
 def _offsets_array(xp: Any, offsets: Any, batch: int | None, name: str = "offsets") -> Any:
     """Validate per-sequence offsets: a Python int (returned as is) or a 1-D integer array."""
     if not _compat.is_array(offsets):
-        return _validate.check_int(name, offsets)
+        value = _validate.check_int(name, offsets)
+        _check_offset_range(name, value, value)
+        return value
     _check_int_array(xp, offsets, name)
     if offsets.ndim != 1:
         raise RopeValueError(
@@ -85,7 +87,20 @@ def _offsets_array(xp: Any, offsets: Any, batch: int | None, name: str = "offset
         raise RopeValueError(
             f"{name} has {offsets.shape[0]} entries but there are {batch} sequences"
         )
+    if _compat.is_concrete(offsets) and math.prod(offsets.shape) > 0:
+        _check_offset_range(name, int(xp.min(offsets)), int(xp.max(offsets)))
     return offsets
+
+
+def _check_offset_range(name: str, lo: int, hi: int) -> None:
+    """Offsets are positions: |offset| < 2**53 (apply_rope's range), which also keeps
+    offset + arange(seq_len) from wrapping around in int64."""
+    if hi >= MAX_POSITION or lo <= -MAX_POSITION:
+        bad = hi if hi >= MAX_POSITION else lo
+        raise RopeValueError(
+            f"{name} holds {bad}: positions must satisfy |m| < 2**53 (and offset + seq_len "
+            "must not wrap around)"
+        )
 
 
 def _wide_int(xp: Any, device: Any) -> Any:
