@@ -590,7 +590,7 @@ def test_positions_from_offsets_old_seqlen_keyword_warns():
     with pytest.warns(DeprecationWarning, match=r"seqlen=\.\.\.\) is deprecated; pass seq_len"):
         old = positions_from_offsets(seqlen=3, offsets=np.array([0, 10]))
     np.testing.assert_array_equal(old, [[0, 1, 2], [10, 11, 12]])
-    with pytest.raises(TypeError, match="seqlen= .* and seq_len= both"):
+    with pytest.raises(TypeError, match=r"seqlen= .* and seq_len= both"):
         positions_from_offsets(3, seqlen=3, offsets=0)
 
 

@@ -6,8 +6,8 @@ fail, on the output it affects, with the right diagnosis family ranked first. At
 (torch SDPA) are judged by ``assert_attention_close`` in the same way.
 
 No number measured here is asserted beyond pass/fail and the diagnosis: the classes and phase
-errors that depend on the platform's float32 sin/cos are recorded by scripts/make_conformance.py on the
-docs page instead.
+errors that depend on the platform's float32 sin/cos are recorded by
+scripts/make_conformance.py on the docs page instead.
 """
 
 from __future__ import annotations
