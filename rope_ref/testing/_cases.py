@@ -161,6 +161,11 @@ class Case:
             )
         if self.quant is not None and self.quant not in QUANT_FORMATS:
             raise RopeValueError(f"Case.quant must be one of {QUANT_FORMATS}, got {self.quant!r}")
+        if not isinstance(self.scale_form, str):
+            raise RopeTypeError(
+                f"Case.scale_form must be a str, one of {SCALE_FORMS}, got "
+                f"{type(self.scale_form).__name__} {self.scale_form!r}"
+            )
         if self.scale_form not in SCALE_FORMS:
             raise RopeValueError(
                 f"Case.scale_form must be one of {SCALE_FORMS}, got {self.scale_form!r}"

@@ -62,3 +62,18 @@ def test_a_fitted_factor_is_no_diagnosis_of_errors_it_does_not_explain():
     rep = compare(want * np.float32(0.5), want, rope=rope, positions=pos, x=x)
     assert rep.diagnosis[0].params.get("family") == "constant-factor"
     assert rep.diagnosis[0].params["factor"] == pytest.approx(0.5, rel=1e-6)
+
+
+def test_case_scale_form_of_the_wrong_type_is_a_type_error():
+    from rope_ref.testing import Case
+
+    with pytest.raises(rr.RopeTypeError, match="scale_form must be a str"):
+        Case(quant="float8_e4m3fn", scale_form=None)
+    with pytest.raises(rr.RopeValueError, match="scale_form must be one of"):
+        Case(quant="float8_e4m3fn", scale_form="max")
+
+
+def test_a_device_the_library_refuses_is_a_value_error_naming_it():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(rr.RopeValueError, match=r"device 'nope' is not a device of .*torch"):
+        vllm_cos_sin_cache(rr.Rope(16), 8, xp=torch, device="nope")

@@ -176,7 +176,7 @@ def vllm_cos_sin_cache(
     ------
     RopeValueError
         When ``max_position * rotary_dim`` exceeds 2**31 elements (checked before anything
-        is allocated), or for a multi-axis ``rope``.
+        is allocated), for a multi-axis ``rope``, or a ``device`` the library refuses.
     """
     from .._positions import _check_size, _namespace_for
 
@@ -195,7 +195,12 @@ def vllm_cos_sin_cache(
     xp = _namespace_for(xp)
     if dtype is not None and not _compat.is_real_floating(xp, dtype):
         raise RopeTypeError(f"dtype must be a real floating dtype, got {dtype}")
-    positions = xp.arange(max_position, device=device)
+    try:
+        positions = xp.arange(max_position, device=device)
+    except (RuntimeError, TypeError, ValueError) as exc:  # the library refuses the device
+        raise RopeValueError(
+            f"device {device!r} is not a device of {getattr(xp, '__name__', xp)}: {exc}"
+        ) from None
     cos, sin = rope.cos_sin(positions)
     cache = xp.concat([cos, sin], axis=-1)
     if dtype is not None and cache.dtype != dtype:
