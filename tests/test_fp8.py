@@ -539,7 +539,8 @@ def test_rounded_reference_with_x_sees_a_scale_off_by_one_percent_and_stochastic
             ("stochastic", _stochastic_np(y32, s, c.quant, rng)),
         ):
             r = compare(q, ref8, rope=rope, positions=pos, x=x)
-            assert not r.passed and r.worst_ratio > 1.05, (c.name, label, r.worst_ratio)
+            # the property, not this CPU's margin (1.057 here): the bug fails on every case
+            assert not r.passed and r.worst_ratio > 1, (c.name, label, r.worst_ratio)
         # without x the target is known only to within d's rounding interval: said so
         r = compare(quantize_np(y32, s * 1.01, c.quant), ref8, rope=rope, positions=pos)
         assert any("known only to within its rounding interval" in b for b in r.blind_spots)
@@ -551,7 +552,7 @@ def test_scale_form_rounding_term_is_the_half_spacing():
         y, pos, rope = _exact(c)
         q = quantize_np(rope_f32_np(c.x(), pos, rope), c.scale() * 1.01, c.quant)
         r = compare(q, y, scale=c.scale(), rope=rope, positions=pos)
-        assert not r.passed and r.worst_ratio > 1.05, (c.name, r.worst_ratio)
+        assert not r.passed and r.worst_ratio > 1, (c.name, r.worst_ratio)  # 1.114 here
 
 
 def test_rounded_reference_heavy_saturation_bfloat16_no_false_alarm():
